@@ -1,0 +1,401 @@
+//! The typed configuration of clickpipe. Loading and layering (compiled-in defaults, a TOML file,
+//! `CLICKPIPE__SECTION__KEY` environment variables) lives in the binary; this module only defines
+//! the shape, the defaults a field falls back to, and the cross-field checks run once at start-up.
+//!
+//! Every struct denies unknown keys, so a typo in a config file stops start-up with the key named.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection, topics and librdkafka pass-through settings.
+    pub kafka: KafkaConfig,
+    /// Redis (ElastiCache) connection and key layout.
+    pub redis: RedisConfig,
+    /// The model endpoint and how it is called.
+    pub model: ModelConfig,
+    /// Feature computation settings.
+    pub features: FeaturesConfig,
+    /// Actor pipeline sizing: workers, batches, mailboxes, in-flight bound.
+    pub pipeline: PipelineConfig,
+    /// The admin HTTP API.
+    pub admin: AdminConfig,
+    /// The reference model server (`clickpipe model-server`).
+    pub model_server: ModelServerConfig,
+    /// The synthetic load generator (`clickpipe loadgen`).
+    pub loadgen: LoadgenConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Consumer group id; scale out by running more instances with the same id.
+    pub group_id: String,
+    /// Topic the clickstream events are read from.
+    pub input_topic: String,
+    /// Topic predictions are written to.
+    pub output_topic: String,
+    /// Topic dead letters are written to.
+    pub dlq_topic: String,
+    /// Records larger than this many bytes are dead-lettered as `invalid_event`.
+    pub max_payload_bytes: usize,
+    /// Interval at which stored (fully processed) offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Properties passed to librdkafka as-is, for both the consumer and the producers
+    /// (TLS, SASL, `fetch.wait.max.ms`, `linger.ms`…). Keys clickpipe manages itself
+    /// (`bootstrap.servers`, `group.id`, `enable.auto.offset.store`…) are rejected.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+/// Redis settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Connection URL: `redis://[user:password@]host:port/db` or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of the ZIP hashes: `{zip_prefix}{zip}` with fields `median_income` and `timezone`.
+    pub zip_prefix: String,
+    /// Prefix of the per-session state hashes.
+    pub session_prefix: String,
+    /// Maximum connections in the pool (each partition keeps one multiplexed connection).
+    pub pool_size: usize,
+    /// Timeout of one round trip, in milliseconds.
+    pub timeout_ms: u64,
+    /// How long a ZIP lookup (hit or miss) stays in the in-process cache, in milliseconds.
+    pub zip_cache_ttl_ms: u64,
+    /// Maximum number of ZIPs in the in-process cache; 0 disables the cache.
+    pub zip_cache_capacity: usize,
+    /// Total time a failing lookup is retried before its records are dead-lettered, in milliseconds.
+    pub retry_budget_ms: u64,
+}
+
+/// Model endpoint settings (SageMaker container convention: `/ping`, `/invocations`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Base URL of the model; `{url}/invocations` and `{url}/ping` are called.
+    pub url: String,
+    /// Maximum events in one request.
+    pub max_batch_size: usize,
+    /// How long a batch may wait for more events before it is sent, in milliseconds (0: send what
+    /// is there as soon as the previous call returns).
+    pub max_wait_ms: u64,
+    /// Timeout of one request, in milliseconds.
+    pub timeout_ms: u64,
+    /// Total time spent retrying a batch before its events are dead-lettered, in milliseconds.
+    pub retry_budget_ms: u64,
+    /// First retry backoff, in milliseconds; doubles each attempt, with full jitter.
+    pub backoff_initial_ms: u64,
+    /// Largest retry backoff, in milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+/// Feature computation settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// A session ends after this many seconds without events.
+    pub session_gap_s: u64,
+    /// `zip_median_income` when the ZIP is missing or unknown.
+    pub default_zip_median_income: f64,
+}
+
+/// Actor pipeline sizing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Worker threads (actix arbiters) that host partition actors; 0 means one per CPU core.
+    pub workers: usize,
+    /// Maximum records read from a partition and not yet finished (output or dead letter acked).
+    pub max_in_flight: usize,
+    /// Capacity of every stage mailbox, in batches.
+    pub mailbox_capacity: usize,
+    /// Maximum records in one batch between stages.
+    pub max_batch: usize,
+    /// How long a revoked or stopping partition may take to finish in-flight work, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address the admin API listens on.
+    pub listen: String,
+}
+
+/// Reference model server settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelServerConfig {
+    /// Address the model server listens on.
+    pub listen: String,
+    /// Path of the model parameters file (JSON).
+    pub model_path: String,
+}
+
+/// Load generator settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadgenConfig {
+    /// CSV of ZIP reference data the generated events draw their ZIPs from.
+    pub zip_csv: String,
+    /// Share of events carrying a ZIP that is not in the reference data (0.0–1.0).
+    pub unknown_zip_ratio: f64,
+    /// Share of events without a ZIP (0.0–1.0).
+    pub missing_zip_ratio: f64,
+    /// Number of concurrently open synthetic sessions.
+    pub concurrent_sessions: usize,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `clickpipe=debug,rdkafka=warn`.
+    pub level: String,
+    /// `human` or `json`.
+    pub format: String,
+}
+
+/// A configuration value that is not acceptable, with the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `kafka.brokers`.
+    pub key: String,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// librdkafka properties clickpipe sets itself; setting them in `[kafka.client]` would break the
+/// delivery guarantees.
+pub const MANAGED_CLIENT_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.idempotence",
+];
+
+impl Config {
+    /// Checks every value and every relation between values; the first problem is returned with the
+    /// key that holds it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(bad("kafka.brokers", "must list at least one host:port"));
+        }
+        for broker in k.brokers.split(',') {
+            let broker = broker.trim();
+            let ok = broker
+                .rsplit_once(':')
+                .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                .unwrap_or(false);
+            if !ok {
+                return Err(bad(
+                    "kafka.brokers",
+                    format!("`{broker}` is not host:port"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("kafka.group_id", &k.group_id),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.output_topic", &k.output_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            if value.trim().is_empty() {
+                return Err(bad(key, "must not be empty"));
+            }
+        }
+        if k.input_topic == k.output_topic || k.input_topic == k.dlq_topic {
+            return Err(bad(
+                "kafka.input_topic",
+                "must differ from kafka.output_topic and kafka.dlq_topic",
+            ));
+        }
+        if k.max_payload_bytes == 0 {
+            return Err(bad("kafka.max_payload_bytes", "must be greater than 0"));
+        }
+        if k.commit_interval_ms == 0 {
+            return Err(bad("kafka.commit_interval_ms", "must be greater than 0"));
+        }
+        for key in k.client.keys() {
+            if MANAGED_CLIENT_KEYS.contains(&key.as_str()) {
+                return Err(bad(
+                    &format!("kafka.client.\"{key}\""),
+                    "is managed by clickpipe; use the kafka.* keys instead",
+                ));
+            }
+        }
+
+        let r = &self.redis;
+        if !(r.url.starts_with("redis://")
+            || r.url.starts_with("rediss://")
+            || r.url.starts_with("redis+unix://")
+            || r.url.starts_with("unix://"))
+        {
+            return Err(bad(
+                "redis.url",
+                "must start with redis://, rediss://, redis+unix:// or unix://",
+            ));
+        }
+        if r.pool_size == 0 {
+            return Err(bad("redis.pool_size", "must be greater than 0"));
+        }
+        if r.timeout_ms == 0 {
+            return Err(bad("redis.timeout_ms", "must be greater than 0"));
+        }
+        if r.zip_prefix.is_empty() {
+            return Err(bad("redis.zip_prefix", "must not be empty"));
+        }
+        if r.session_prefix.is_empty() || r.session_prefix == r.zip_prefix {
+            return Err(bad(
+                "redis.session_prefix",
+                "must be non-empty and differ from redis.zip_prefix",
+            ));
+        }
+
+        let m = &self.model;
+        if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+            return Err(bad("model.url", "must start with http:// or https://"));
+        }
+        if m.url.parse::<awc::http::Uri>().is_err() {
+            return Err(bad("model.url", "is not a valid URL"));
+        }
+        if m.max_batch_size == 0 {
+            return Err(bad("model.max_batch_size", "must be greater than 0"));
+        }
+        if m.timeout_ms == 0 {
+            return Err(bad("model.timeout_ms", "must be greater than 0"));
+        }
+        if m.backoff_initial_ms == 0 {
+            return Err(bad("model.backoff_initial_ms", "must be greater than 0"));
+        }
+        if m.backoff_max_ms < m.backoff_initial_ms {
+            return Err(bad(
+                "model.backoff_max_ms",
+                format!(
+                    "{} is below model.backoff_initial_ms ({})",
+                    m.backoff_max_ms, m.backoff_initial_ms
+                ),
+            ));
+        }
+
+        if self.features.session_gap_s == 0 {
+            return Err(bad("features.session_gap_s", "must be greater than 0"));
+        }
+        if !self.features.default_zip_median_income.is_finite() {
+            return Err(bad(
+                "features.default_zip_median_income",
+                "must be a finite number",
+            ));
+        }
+
+        let p = &self.pipeline;
+        if p.max_in_flight == 0 {
+            return Err(bad("pipeline.max_in_flight", "must be greater than 0"));
+        }
+        if p.mailbox_capacity == 0 {
+            return Err(bad("pipeline.mailbox_capacity", "must be greater than 0"));
+        }
+        if p.max_batch == 0 {
+            return Err(bad("pipeline.max_batch", "must be greater than 0"));
+        }
+        if p.max_batch > p.max_in_flight {
+            return Err(bad(
+                "pipeline.max_batch",
+                format!(
+                    "{} is above pipeline.max_in_flight ({})",
+                    p.max_batch, p.max_in_flight
+                ),
+            ));
+        }
+
+        if self.admin.listen.parse::<SocketAddr>().is_err() {
+            return Err(bad("admin.listen", "must be an ip:port address"));
+        }
+        if self.model_server.listen.parse::<SocketAddr>().is_err() {
+            return Err(bad("model_server.listen", "must be an ip:port address"));
+        }
+        let l = &self.loadgen;
+        for (key, v) in [
+            ("loadgen.unknown_zip_ratio", l.unknown_zip_ratio),
+            ("loadgen.missing_zip_ratio", l.missing_zip_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(key, "must be between 0.0 and 1.0"));
+            }
+        }
+        if l.concurrent_sessions == 0 {
+            return Err(bad("loadgen.concurrent_sessions", "must be greater than 0"));
+        }
+        if !matches!(self.log.format.as_str(), "human" | "json") {
+            return Err(bad("log.format", "must be `human` or `json`"));
+        }
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// How long a partition may take to drain.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// Returns `value` with any password in a URL replaced by `***`.
+pub fn mask_url(value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://") {
+        if let Some((auth, host)) = rest.rsplit_once('@') {
+            let user = auth.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}:***@{host}");
+        }
+    }
+    value.to_string()
+}
+
+/// Whether a librdkafka property holds a secret that must never be printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key.pem", "sasl.oauthbearer.config"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+impl Config {
+    /// A copy safe to print or expose: passwords and secret properties replaced by `***`.
+    pub fn masked(&self) -> Config {
+        let mut c = self.clone();
+        c.redis.url = mask_url(&c.redis.url);
+        c.model.url = mask_url(&c.model.url);
+        for (key, value) in c.kafka.client.iter_mut() {
+            if is_secret_key(key) {
+                *value = "***".to_string();
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,139 @@
+//! Errors of the pipeline, each carrying the two facts that decide routing: which stage failed and
+//! whether trying again can help (`Retry`). A `Retry::Never` failure goes straight to the
+//! dead-letter topic; a `Retry::Backoff` failure is retried within a budget and dead-lettered only
+//! once the budget is spent.
+
+use std::fmt;
+
+/// Whether an operation that failed may succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The input itself is at fault: trying again gives the same answer.
+    Never,
+    /// A dependency is at fault (timeout, 5xx, connection refused): try again after a backoff.
+    Backoff,
+}
+
+/// The kind of a dead letter, written to the `clickpipe.error.kind` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The record is not a valid input event (not UTF-8, not JSON, missing field, too large…).
+    InvalidEvent,
+    /// The Redis lookup failed for good.
+    LookupFailed,
+    /// The model call failed for good (retry budget spent, or a non-retryable 4xx).
+    InferenceFailed,
+    /// The output record could not be written (for example it is larger than the broker accepts).
+    OutputFailed,
+}
+
+impl ErrorKind {
+    /// The stable name used in headers, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidEvent => "invalid_event",
+            ErrorKind::LookupFailed => "lookup_failed",
+            ErrorKind::InferenceFailed => "inference_failed",
+            ErrorKind::OutputFailed => "output_failed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stage of the pipeline where a record failed, written to `clickpipe.error.stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Reading and decoding the input record.
+    Decode,
+    /// The Redis round trip (ZIP data and session state).
+    Lookup,
+    /// Feature computation.
+    Enrich,
+    /// The model call.
+    Infer,
+    /// Writing the output record.
+    Emit,
+}
+
+impl Stage {
+    /// The stable name used in headers, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Lookup => "lookup",
+            Stage::Enrich => "enrich",
+            Stage::Infer => "infer",
+            Stage::Emit => "emit",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record left the pipeline for the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The dead-letter kind.
+    pub kind: ErrorKind,
+    /// Where it failed.
+    pub stage: Stage,
+    /// A human-readable reason; never contains secrets.
+    pub message: String,
+    /// How many attempts were made (1 for input errors).
+    pub attempts: u32,
+}
+
+impl Failure {
+    /// A failure on the first and only attempt.
+    pub fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            stage,
+            message: message.into(),
+            attempts: 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}: {}", self.kind, self.stage, self.message)
+    }
+}
+
+/// An error of a client call (Redis, model), with its retry hint.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// Whether the call may succeed when tried again.
+    pub retry: Retry,
+    /// What went wrong; never contains secrets.
+    pub message: String,
+}
+
+impl ClientError {
+    /// A failure that trying again may cure.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ClientError {
+            retry: Retry::Backoff,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that trying again will not cure.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ClientError {
+            retry: Retry::Never,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Session state: how one event advances its session, as a pure function, and the Redis script
+//! that applies the same rule atomically and idempotently.
+//!
+//! A session is identified by the event's `session_id`. It restarts when an event comes more than
+//! `gap` after the latest event seen so far. Events that arrive out of order stay in their
+//! session: they count, do not move the latest time back, and get a gap of zero.
+//!
+//! Idempotency: the script remembers the result it computed for each event id (the latest
+//! [`RESULT_RING`] events per session), so a redelivered record gets back exactly the session
+//! features it got the first time and the count does not move.
+
+/// The stored state of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    /// Events counted in the session so far.
+    pub count: u64,
+    /// Earliest event time seen, epoch milliseconds.
+    pub first_ms: i64,
+    /// Latest event time seen, epoch milliseconds.
+    pub last_ms: i64,
+}
+
+/// What the session looked like for one event, right after it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    /// 1-based index of the event in its session.
+    pub count: u64,
+    /// Latest event time seen before this event (None for the first event of a session).
+    pub prev_ms: Option<i64>,
+    /// Earliest event time of the session, including this event.
+    pub first_ms: i64,
+    /// Latest event time of the session, including this event.
+    pub last_ms: i64,
+}
+
+/// How many per-event results a session remembers for de-duplication.
+pub const RESULT_RING: u64 = 512;
+
+/// Applies one event at `ts_ms` to a session. Returns the new state and the snapshot the event
+/// sees. This is the rule [`SESSION_SCRIPT`] implements in Redis.
+pub fn advance(prev: Option<SessionState>, ts_ms: i64, gap_ms: i64) -> (SessionState, SessionSnapshot) {
+    match prev {
+        Some(s) if ts_ms - s.last_ms <= gap_ms => {
+            let state = SessionState {
+                count: s.count + 1,
+                first_ms: s.first_ms.min(ts_ms),
+                last_ms: s.last_ms.max(ts_ms),
+            };
+            let snap = SessionSnapshot {
+                count: state.count,
+                prev_ms: Some(s.last_ms),
+                first_ms: state.first_ms,
+                last_ms: state.last_ms,
+            };
+            (state, snap)
+        }
+        _ => {
+            let state = SessionState {
+                count: 1,
+                first_ms: ts_ms,
+                last_ms: ts_ms,
+            };
+            let snap = SessionSnapshot {
+                count: 1,
+                prev_ms: None,
+                first_ms: ts_ms,
+                last_ms: ts_ms,
+            };
+            (state, snap)
+        }
+    }
+}
+
+/// Parses the `count|prev|first|last` result the script returns (`prev` empty for none).
+pub fn parse_snapshot(s: &str) -> Option<SessionSnapshot> {
+    let mut it = s.split('|');
+    let count = it.next()?.parse().ok()?;
+    let prev = it.next()?;
+    let prev_ms = if prev.is_empty() {
+        None
+    } else {
+        Some(prev.parse().ok()?)
+    };
+    let first_ms = it.next()?.parse().ok()?;
+    let last_ms = it.next()?.parse().ok()?;
+    Some(SessionSnapshot {
+        count,
+        prev_ms,
+        first_ms,
+        last_ms,
+    })
+}
+
+/// Redis script applying a batch of events to their sessions in one round trip.
+///
+/// `KEYS[i]`: the session hash of event i. `ARGV`: `gap_ms`, `ttl_ms`, `ring`, then per event
+/// `event_id`, `ts_ms`. Returns one `count|prev|first|last` string per event. The hash holds
+/// `count`, `first`, `last`, `e:{event_id}` (result of that event) and `s:{n}` (ring slot → event
+/// id, so old results are dropped). The hash expires `ttl_ms` after its last update.
+pub const SESSION_SCRIPT: &str = r#"
+local gap = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local ring = tonumber(ARGV[3])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local eid = ARGV[2 + 2 * i]
+  local ts = tonumber(ARGV[3 + 2 * i])
+  local seen = redis.call('HGET', key, 'e:' .. eid)
+  if seen then
+    out[i] = seen
+  else
+    local h = redis.call('HMGET', key, 'count', 'first', 'last')
+    local count = tonumber(h[1])
+    local first = tonumber(h[2])
+    local last = tonumber(h[3])
+    local result
+    if count == nil or ts - last > gap then
+      if count ~= nil then redis.call('DEL', key) end
+      count = 1
+      first = ts
+      last = ts
+      result = '1||' .. ts .. '|' .. ts
+    else
+      local prev = last
+      count = count + 1
+      if ts < first then first = ts end
+      if ts > last then last = ts end
+      result = count .. '|' .. prev .. '|' .. first .. '|' .. last
+    end
+    local slot = 's:' .. (count % ring)
+    local old = redis.call('HGET', key, slot)
+    if old then redis.call('HDEL', key, 'e:' .. old) end
+    redis.call('HSET', key, 'count', count, 'first', first, 'last', last, 'e:' .. eid, result, slot, eid)
+    redis.call('PEXPIRE', key, ttl)
+    out[i] = result
+  end
+end
+return out
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAP: i64 = 30 * 60 * 1000;
+
+    #[test]
+    fn counts_events_and_gaps_within_a_session() {
+        let (s1, a) = advance(None, 1_000, GAP);
+        assert_eq!((a.count, a.prev_ms), (1, None));
+        let (s2, b) = advance(Some(s1), 61_000, GAP);
+        assert_eq!((b.count, b.prev_ms, b.first_ms, b.last_ms), (2, Some(1_000), 1_000, 61_000));
+        let (_, c) = advance(Some(s2), 61_000 + GAP + 1, GAP);
+        assert_eq!((c.count, c.prev_ms), (1, None), "a gap above the limit starts a new session");
+    }
+
+    #[test]
+    fn out_of_order_events_count_but_do_not_move_time_back() {
+        let (s1, _) = advance(None, 100_000, GAP);
+        let (s2, late) = advance(Some(s1), 40_000, GAP);
+        assert_eq!(late.count, 2);
+        assert_eq!(late.prev_ms, Some(100_000));
+        assert_eq!((s2.first_ms, s2.last_ms), (40_000, 100_000));
+        let (_, next) = advance(Some(s2), 110_000, GAP);
+        assert_eq!((next.count, next.prev_ms, next.first_ms), (3, Some(100_000), 40_000));
+    }
+
+    #[test]
+    fn snapshot_strings_round_trip() {
+        assert_eq!(
+            parse_snapshot("3|100|40|110"),
+            Some(SessionSnapshot { count: 3, prev_ms: Some(100), first_ms: 40, last_ms: 110 })
+        );
+        assert_eq!(parse_snapshot("1||5|5").map(|s| s.prev_ms), Some(None));
+        assert_eq!(parse_snapshot("garbage"), None);
+    }
+}

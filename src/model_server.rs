@@ -1,0 +1,1 @@
+//! The reference model server (`clickpipe model-server`).
