@@ -57,6 +57,12 @@ pub struct KafkaConfig {
     /// (`bootstrap.servers`, `group.id`, `enable.auto.offset.store`…) are rejected.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// Properties passed to the consumer only (e.g. `fetch.wait.max.ms`, `session.timeout.ms`).
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Properties passed to the producers only (e.g. `linger.ms`, `compression.type`).
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
 }
 
 /// Redis settings.
@@ -214,10 +220,7 @@ impl Config {
                 .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
                 .unwrap_or(false);
             if !ok {
-                return Err(bad(
-                    "kafka.brokers",
-                    format!("`{broker}` is not host:port"),
-                ));
+                return Err(bad("kafka.brokers", format!("`{broker}` is not host:port")));
             }
         }
         for (key, value) in [
@@ -242,10 +245,16 @@ impl Config {
         if k.commit_interval_ms == 0 {
             return Err(bad("kafka.commit_interval_ms", "must be greater than 0"));
         }
-        for key in k.client.keys() {
+        for (table, key) in k
+            .client
+            .keys()
+            .map(|key| ("client", key))
+            .chain(k.consumer.keys().map(|key| ("consumer", key)))
+            .chain(k.producer.keys().map(|key| ("producer", key)))
+        {
             if MANAGED_CLIENT_KEYS.contains(&key.as_str()) {
                 return Err(bad(
-                    &format!("kafka.client.\"{key}\""),
+                    &format!("kafka.{table}.\"{key}\""),
                     "is managed by clickpipe; use the kafka.* keys instead",
                 ));
             }
@@ -380,9 +389,15 @@ pub fn mask_url(value: &str) -> String {
 /// Whether a librdkafka property holds a secret that must never be printed.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key.pem", "sasl.oauthbearer.config"]
-        .iter()
-        .any(|s| key.contains(s))
+    [
+        "password",
+        "secret",
+        "token",
+        "key.pem",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
 }
 
 impl Config {
@@ -391,7 +406,13 @@ impl Config {
         let mut c = self.clone();
         c.redis.url = mask_url(&c.redis.url);
         c.model.url = mask_url(&c.model.url);
-        for (key, value) in c.kafka.client.iter_mut() {
+        for (key, value) in c
+            .kafka
+            .client
+            .iter_mut()
+            .chain(c.kafka.consumer.iter_mut())
+            .chain(c.kafka.producer.iter_mut())
+        {
             if is_secret_key(key) {
                 *value = "***".to_string();
             }

@@ -41,8 +41,8 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Event, String> {
             payload.len()
         ));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| format!("payload is not valid UTF-8: {e}"))?;
+    let text =
+        std::str::from_utf8(payload).map_err(|e| format!("payload is not valid UTF-8: {e}"))?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("payload is not valid JSON: {e}"))?;
     let Value::Object(obj) = value else {
@@ -168,7 +168,9 @@ mod tests {
 
     #[test]
     fn accepts_epoch_millis_and_the_at_timestamp_alias() {
-        let e = ok(r#"{"event_id":"e","user_id":"u","session_id":"s","@timestamp":1767225600000,"event_type":"x"}"#);
+        let e = ok(
+            r#"{"event_id":"e","user_id":"u","session_id":"s","@timestamp":1767225600000,"event_type":"x"}"#,
+        );
         assert_eq!(e.timestamp.to_rfc3339(), "2026-01-01T00:00:00+00:00");
     }
 
@@ -177,23 +179,31 @@ mod tests {
         assert!(err(b"\xff\xfe").contains("UTF-8"));
         assert!(err(b"{nope").contains("not valid JSON"));
         assert!(err(b"[1,2]").contains("array"));
-        assert!(err(br#"{"user_id":"u","session_id":"s","timestamp":1,"event_type":"x"}"#)
-            .contains("`event_id` is missing"));
-        assert!(err(br#"{"event_id":5,"user_id":"u","session_id":"s","timestamp":1,"event_type":"x"}"#)
-            .contains("`event_id` must be a string"));
+        assert!(
+            err(br#"{"user_id":"u","session_id":"s","timestamp":1,"event_type":"x"}"#)
+                .contains("`event_id` is missing")
+        );
+        assert!(err(
+            br#"{"event_id":5,"user_id":"u","session_id":"s","timestamp":1,"event_type":"x"}"#
+        )
+        .contains("`event_id` must be a string"));
         assert!(err(br#"{"event_id":"e","user_id":"u","session_id":"s","timestamp":"yesterday","event_type":"x"}"#)
             .contains("RFC 3339"));
         assert!(err(br#"{"event_id":"e","user_id":"u","session_id":"s","timestamp":1,"event_type":"x","zip":"123"}"#)
             .contains("5-digit"));
         assert!(err(br#"{"event_id":"e","user_id":"u","session_id":"s","timestamp":1,"event_type":"x","price":"9"}"#)
             .contains("`price` must be a number"));
-        assert!(err(br#"{"event_id":"e","user_id":"u","session_id":"s","event_type":"x"}"#)
-            .contains("timestamp"));
+        assert!(
+            err(br#"{"event_id":"e","user_id":"u","session_id":"s","event_type":"x"}"#)
+                .contains("timestamp")
+        );
     }
 
     #[test]
     fn rejects_payloads_over_the_maximum() {
         let big = vec![b' '; 100];
-        assert!(decode(&big, 10).expect_err("too big").contains("above the maximum"));
+        assert!(decode(&big, 10)
+            .expect_err("too big")
+            .contains("above the maximum"));
     }
 }

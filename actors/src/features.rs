@@ -115,9 +115,7 @@ pub fn compute(
         zip_median_income: income.unwrap_or(default_income),
         zip_known: income.is_some(),
         session_event_count: session.count,
-        seconds_since_prev_event: session
-            .prev_ms
-            .map(|p| (ts - p).max(0) as f64 / 1000.0),
+        seconds_since_prev_event: session.prev_ms.map(|p| (ts - p).max(0) as f64 / 1000.0),
         session_duration_s: (session.last_ms - session.first_ms).max(0) as f64 / 1000.0,
         event_type_page_view: hot(et == "page_view"),
         event_type_product_view: hot(et == "product_view"),
@@ -156,7 +154,9 @@ mod tests {
             event_id: "e".into(),
             user_id: "u".into(),
             session_id: "s".into(),
-            timestamp: DateTime::parse_from_rfc3339(ts).expect("ts").with_timezone(&Utc),
+            timestamp: DateTime::parse_from_rfc3339(ts)
+                .expect("ts")
+                .with_timezone(&Utc),
             event_type: event_type.into(),
             page: None,
             referrer: None,
@@ -196,8 +196,14 @@ mod tests {
         assert_eq!(compute(&after, Some(&z), &first(0), 0.0).hour_of_day, 3); // 03:01 EDT
         let fall_before = event("2026-11-01T05:30:00Z", "x", None); // 01:30 EDT
         let fall_after = event("2026-11-01T06:30:00Z", "x", None); // 01:30 EST
-        assert_eq!(compute(&fall_before, Some(&z), &first(0), 0.0).hour_of_day, 1);
-        assert_eq!(compute(&fall_after, Some(&z), &first(0), 0.0).hour_of_day, 1);
+        assert_eq!(
+            compute(&fall_before, Some(&z), &first(0), 0.0).hour_of_day,
+            1
+        );
+        assert_eq!(
+            compute(&fall_after, Some(&z), &first(0), 0.0).hour_of_day,
+            1
+        );
     }
 
     #[test]
@@ -210,14 +216,24 @@ mod tests {
         assert_eq!((f.device_other, f.event_type_checkout), (1, 1));
 
         let bad_tz = ZipInfo::from_fields(Some("not a number"), Some("Mars/Olympus_Mons"));
-        assert_eq!(bad_tz, ZipInfo { median_income: None, timezone: None });
+        assert_eq!(
+            bad_tz,
+            ZipInfo {
+                median_income: None,
+                timezone: None
+            }
+        );
         let f = compute(&e, Some(&bad_tz), &first(0), 61_000.0);
         assert!(!f.local_time_known && !f.zip_known);
     }
 
     #[test]
     fn session_features_come_from_the_snapshot() {
-        let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).single().expect("t0").timestamp_millis();
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 6, 1, 10, 0, 0)
+            .single()
+            .expect("t0")
+            .timestamp_millis();
         let (s1, _) = advance(None, t0, 1_800_000);
         let (s2, snap) = advance(Some(s1), t0 + 90_000, 1_800_000);
         let mut e = event("2026-06-01T10:01:30Z", "add_to_cart", None);
@@ -226,21 +242,47 @@ mod tests {
         assert_eq!(f.seconds_since_prev_event, Some(90.0));
         assert_eq!(f.session_duration_s, 90.0);
         // An event 30 s older than the latest arrives late: gap 0, duration unchanged.
-        e.timestamp = DateTime::parse_from_rfc3339("2026-06-01T10:01:00Z").expect("ts").with_timezone(&Utc);
+        e.timestamp = DateTime::parse_from_rfc3339("2026-06-01T10:01:00Z")
+            .expect("ts")
+            .with_timezone(&Utc);
         let (_, late) = advance(Some(s2), e.timestamp.timestamp_millis(), 1_800_000);
         let f = compute(&e, None, &late, 0.0);
-        assert_eq!((f.session_event_count, f.seconds_since_prev_event, f.session_duration_s), (3, Some(0.0), 90.0));
+        assert_eq!(
+            (
+                f.session_event_count,
+                f.seconds_since_prev_event,
+                f.session_duration_s
+            ),
+            (3, Some(0.0), 90.0)
+        );
         let first_f = compute(&e, None, &first(t0), 0.0);
         assert_eq!(first_f.seconds_since_prev_event, None);
     }
 
     #[test]
     fn serialises_every_feature_by_its_contract_name() {
-        let f = compute(&event("2026-06-05T03:30:00Z", "page_view", None), None, &first(0), 1.0);
+        let f = compute(
+            &event("2026-06-05T03:30:00Z", "page_view", None),
+            None,
+            &first(0),
+            1.0,
+        );
         let v = serde_json::to_value(&f).expect("json");
-        for name in ["hour_of_day", "day_of_week", "is_weekend", "local_time_known", "zip_median_income",
-            "zip_known", "session_event_count", "seconds_since_prev_event", "session_duration_s",
-            "event_type_page_view", "event_type_other", "device_mobile", "device_other"] {
+        for name in [
+            "hour_of_day",
+            "day_of_week",
+            "is_weekend",
+            "local_time_known",
+            "zip_median_income",
+            "zip_known",
+            "session_event_count",
+            "seconds_since_prev_event",
+            "session_duration_s",
+            "event_type_page_view",
+            "event_type_other",
+            "device_mobile",
+            "device_other",
+        ] {
             assert!(v.get(name).is_some(), "missing {name}");
         }
     }

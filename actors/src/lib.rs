@@ -2,14 +2,29 @@
 //! decoder, pure feature computation, the Redis and model clients, and the actor tree itself.
 //!
 //! ```text
-//! ConsumerGroup ─┬─ Partition(topic, p) ── source → lookup → enrich → infer → emit ─┐
-//!                ├─ Partition(topic, q) ── …                                          │
-//!                └─ …                                 (failures) → Dlq ───────────────┤
-//!                                     offsets committed when output or DLQ acked ◄────┘
+//! ConsumerGroup ─┬─ PartitionActor(p0): source → lookup → enrich → infer → emit ─┐
+//!                ├─ PartitionActor(p1): …                                         │
+//!                └─ …            any stage's failures → DlqActor ─────────────────┤
+//!                    offsets committed once the output or dead letter is acked ◄──┘
 //! ```
+//!
+//! Module map: [`group`] (consumer group, rebalances) → [`partition`] (source, offsets) →
+//! [`stages`] (lookup, enrich, infer, emit) run by [`stage`]; [`dlq`] for dead letters;
+//! [`pipeline`] starts and stops the tree.
 
+pub mod clients;
 pub mod config;
+pub mod deps;
+pub mod dlq;
 pub mod error;
 pub mod event;
 pub mod features;
+pub mod group;
+pub mod partition;
+pub mod pipeline;
+pub mod produce;
+pub mod record;
 pub mod session;
+pub mod stage;
+pub mod stages;
+pub mod stats;

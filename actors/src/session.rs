@@ -38,7 +38,11 @@ pub const RESULT_RING: u64 = 512;
 
 /// Applies one event at `ts_ms` to a session. Returns the new state and the snapshot the event
 /// sees. This is the rule [`SESSION_SCRIPT`] implements in Redis.
-pub fn advance(prev: Option<SessionState>, ts_ms: i64, gap_ms: i64) -> (SessionState, SessionSnapshot) {
+pub fn advance(
+    prev: Option<SessionState>,
+    ts_ms: i64,
+    gap_ms: i64,
+) -> (SessionState, SessionSnapshot) {
     match prev {
         Some(s) if ts_ms - s.last_ms <= gap_ms => {
             let state = SessionState {
@@ -149,9 +153,16 @@ mod tests {
         let (s1, a) = advance(None, 1_000, GAP);
         assert_eq!((a.count, a.prev_ms), (1, None));
         let (s2, b) = advance(Some(s1), 61_000, GAP);
-        assert_eq!((b.count, b.prev_ms, b.first_ms, b.last_ms), (2, Some(1_000), 1_000, 61_000));
+        assert_eq!(
+            (b.count, b.prev_ms, b.first_ms, b.last_ms),
+            (2, Some(1_000), 1_000, 61_000)
+        );
         let (_, c) = advance(Some(s2), 61_000 + GAP + 1, GAP);
-        assert_eq!((c.count, c.prev_ms), (1, None), "a gap above the limit starts a new session");
+        assert_eq!(
+            (c.count, c.prev_ms),
+            (1, None),
+            "a gap above the limit starts a new session"
+        );
     }
 
     #[test]
@@ -162,14 +173,22 @@ mod tests {
         assert_eq!(late.prev_ms, Some(100_000));
         assert_eq!((s2.first_ms, s2.last_ms), (40_000, 100_000));
         let (_, next) = advance(Some(s2), 110_000, GAP);
-        assert_eq!((next.count, next.prev_ms, next.first_ms), (3, Some(100_000), 40_000));
+        assert_eq!(
+            (next.count, next.prev_ms, next.first_ms),
+            (3, Some(100_000), 40_000)
+        );
     }
 
     #[test]
     fn snapshot_strings_round_trip() {
         assert_eq!(
             parse_snapshot("3|100|40|110"),
-            Some(SessionSnapshot { count: 3, prev_ms: Some(100), first_ms: 40, last_ms: 110 })
+            Some(SessionSnapshot {
+                count: 3,
+                prev_ms: Some(100),
+                first_ms: 40,
+                last_ms: 110
+            })
         );
         assert_eq!(parse_snapshot("1||5|5").map(|s| s.prev_ms), Some(None));
         assert_eq!(parse_snapshot("garbage"), None);

@@ -1,0 +1,180 @@
+//! The model client: `POST {url}/invocations` with `{"instances": [...]}` (the SageMaker container
+//! convention), per-request timeout, retries of transient failures (connect errors, timeouts, 429,
+//! 5xx) with exponential backoff and full jitter within a time budget, never retrying other 4xx.
+//!
+//! `awc::Client` is not `Send`: every inference actor builds its own on its own thread.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clients::backoff;
+use crate::config::ModelConfig;
+use crate::error::{ClientError, Retry};
+use crate::features::Features;
+
+/// A model answer for one event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The score the model gave.
+    pub score: f64,
+    /// The version of the model that gave it.
+    pub model_version: String,
+}
+
+/// A failed batch, with the number of attempts made.
+#[derive(Debug)]
+pub struct InferError {
+    /// The last error.
+    pub error: ClientError,
+    /// Attempts made before giving up.
+    pub attempts: u32,
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    instances: &'a [&'a Features],
+}
+
+#[derive(Deserialize)]
+struct Response {
+    predictions: Vec<Score>,
+    model_version: String,
+}
+
+#[derive(Deserialize)]
+struct Score {
+    score: f64,
+}
+
+/// The client; cheap to clone (shares the awc client).
+#[derive(Clone)]
+pub struct ModelClient {
+    http: awc::Client,
+    invocations: String,
+    ping: String,
+    timeout: Duration,
+    budget: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
+impl ModelClient {
+    /// A client for `cfg.url`. Must be called on the thread that will use it.
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let base = cfg.url.trim_end_matches('/');
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        ModelClient {
+            http: awc::Client::builder()
+                .timeout(timeout)
+                .disable_redirects()
+                .finish(),
+            invocations: format!("{base}/invocations"),
+            ping: format!("{base}/ping"),
+            timeout,
+            budget: Duration::from_millis(cfg.retry_budget_ms),
+            backoff_initial: Duration::from_millis(cfg.backoff_initial_ms),
+            backoff_max: Duration::from_millis(cfg.backoff_max_ms),
+        }
+    }
+
+    /// `GET /ping`: Ok when the model answers 200.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let resp = self
+            .http
+            .get(&self.ping)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| ClientError::transient(format!("model ping: {e}")))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::transient(format!(
+                "model ping: HTTP {}",
+                resp.status()
+            )))
+        }
+    }
+
+    /// Scores `instances`, retrying transient failures within the budget.
+    pub async fn infer(&self, instances: &[&Features]) -> Result<Vec<Prediction>, InferError> {
+        let body = serde_json::to_vec(&Request { instances }).map_err(|e| InferError {
+            error: ClientError::permanent(format!("cannot encode request: {e}")),
+            attempts: 0,
+        })?;
+        let body = bytes::Bytes::from(body);
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let error = match self.call_once(body.clone(), instances.len()).await {
+                Ok(p) => return Ok(p),
+                Err(e) => e,
+            };
+            let wait = backoff(attempt - 1, self.backoff_initial, self.backoff_max);
+            if error.retry == Retry::Never || started.elapsed() + wait >= self.budget {
+                return Err(InferError {
+                    error,
+                    attempts: attempt,
+                });
+            }
+            tracing::debug!(attempt, error = %error.message, ?wait, "model call failed; retrying");
+            actix_rt::time::sleep(wait).await;
+        }
+    }
+
+    async fn call_once(
+        &self,
+        body: bytes::Bytes,
+        n: usize,
+    ) -> Result<Vec<Prediction>, ClientError> {
+        let mut resp = self
+            .http
+            .post(&self.invocations)
+            .timeout(self.timeout)
+            .insert_header(("content-type", "application/json"))
+            .send_body(body)
+            .await
+            .map_err(|e| ClientError::transient(format!("model: {e}")))?;
+        let status = resp.status();
+        let payload = resp
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| ClientError::transient(format!("model: reading response: {e}")))?;
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(ClientError::transient(format!(
+                "model: HTTP {status}: {}",
+                snippet(&payload)
+            )));
+        }
+        if !status.is_success() {
+            return Err(ClientError::permanent(format!(
+                "model: HTTP {status}: {}",
+                snippet(&payload)
+            )));
+        }
+        let parsed: Response = serde_json::from_slice(&payload)
+            .map_err(|e| ClientError::permanent(format!("model: malformed response: {e}")))?;
+        if parsed.predictions.len() != n {
+            return Err(ClientError::permanent(format!(
+                "model: {} predictions for {n} instances",
+                parsed.predictions.len()
+            )));
+        }
+        Ok(parsed
+            .predictions
+            .into_iter()
+            .map(|s| Prediction {
+                score: s.score,
+                model_version: parsed.model_version.clone(),
+            })
+            .collect())
+    }
+}
+
+fn snippet(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(200)]);
+    s.replace('\n', " ")
+}

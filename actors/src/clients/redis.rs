@@ -1,0 +1,262 @@
+//! The Redis client of the lookup stage: one pipelined round trip per batch covers the ZIP hashes
+//! the cache does not hold and the session updates of every event (one script call).
+//!
+//! Each lookup actor keeps one multiplexed connection, taken from the pool once and reused for
+//! every batch (`pool.get()` per batch would cost an extra round trip); after an I/O error the
+//! connection is dropped and the next batch takes a fresh one.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, aio::MultiplexedConnection, Value};
+use deadpool_redis::Pool;
+
+use crate::clients::zip_cache::{CachedZip, ZipCache};
+use crate::config::RedisConfig;
+use crate::error::ClientError;
+use crate::features::ZipInfo;
+use crate::session::{parse_snapshot, SessionSnapshot, RESULT_RING, SESSION_SCRIPT};
+
+/// What one event needs from Redis.
+#[derive(Debug, Clone)]
+pub struct LookupItem<'a> {
+    /// The event's ZIP, if any.
+    pub zip: Option<&'a str>,
+    /// The event's session id.
+    pub session_id: &'a str,
+    /// The event's id (idempotency key of the session update).
+    pub event_id: &'a str,
+    /// Event time, epoch milliseconds.
+    pub ts_ms: i64,
+}
+
+/// What Redis answered for one event.
+#[derive(Debug, Clone)]
+pub struct LookupAnswer {
+    /// ZIP data, when the event has a ZIP Redis knows.
+    pub zip: Option<Arc<ZipInfo>>,
+    /// The session as this event sees it.
+    pub session: SessionSnapshot,
+}
+
+/// Creates the Redis pool from config. Connections are opened lazily.
+pub fn create_pool(cfg: &RedisConfig) -> Result<Pool, ClientError> {
+    let mut pc = deadpool_redis::Config::from_url(cfg.url.clone());
+    pc.pool = Some(deadpool_redis::PoolConfig::new(cfg.pool_size));
+    pc.create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| ClientError::permanent(format!("redis pool: {e}")))
+}
+
+/// The lookup client. Clones share the connection; meant for one actor (one thread).
+#[derive(Clone)]
+pub struct LookupClient {
+    pool: Pool,
+    conn: Rc<RefCell<Option<MultiplexedConnection>>>,
+    cache: Arc<ZipCache>,
+    zip_prefix: Arc<str>,
+    session_prefix: Arc<str>,
+    timeout: Duration,
+    gap_ms: i64,
+    script: Rc<redis::Script>,
+}
+
+impl LookupClient {
+    /// A client over `pool`, with the shared ZIP cache.
+    pub fn new(pool: Pool, cache: Arc<ZipCache>, cfg: &RedisConfig, session_gap: Duration) -> Self {
+        LookupClient {
+            pool,
+            conn: Rc::new(RefCell::new(None)),
+            cache,
+            zip_prefix: cfg.zip_prefix.as_str().into(),
+            session_prefix: cfg.session_prefix.as_str().into(),
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            gap_ms: session_gap.as_millis() as i64,
+            script: Rc::new(redis::Script::new(SESSION_SCRIPT)),
+        }
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, ClientError> {
+        if let Some(c) = self.conn.borrow().as_ref() {
+            return Ok(c.clone());
+        }
+        let pooled = tokio::time::timeout(self.timeout, self.pool.get())
+            .await
+            .map_err(|_| ClientError::transient("redis: timed out connecting"))?
+            .map_err(|e| ClientError::transient(format!("redis: cannot connect: {e}")))?;
+        let conn = deadpool_redis::Connection::take(pooled);
+        *self.conn.borrow_mut() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Checks that Redis answers (`PING`).
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let mut conn = self.connection().await?;
+        let res: Result<String, _> =
+            tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .map_err(|_| ClientError::transient("redis: PING timed out"))?;
+        res.map(|_| ()).map_err(|e| self.classify(e))
+    }
+
+    /// Looks up ZIP data and applies the session updates of `items`, in one round trip.
+    /// Answers come back in the order of `items`.
+    pub async fn lookup(&self, items: &[LookupItem<'_>]) -> Result<Vec<LookupAnswer>, ClientError> {
+        // ZIPs the cache answers cost nothing; the rest are fetched once each.
+        let mut zips: Vec<Option<CachedZip>> = Vec::with_capacity(items.len());
+        let mut missing: HashMap<&str, usize> = HashMap::new();
+        let mut missing_order: Vec<&str> = Vec::new();
+        for item in items {
+            match item.zip {
+                None => zips.push(Some(None)),
+                Some(z) => match self.cache.get(z) {
+                    Some(hit) => zips.push(Some(hit)),
+                    None => {
+                        if !missing.contains_key(z) {
+                            missing.insert(z, missing_order.len());
+                            missing_order.push(z);
+                        }
+                        zips.push(None);
+                    }
+                },
+            }
+        }
+
+        let mut pipe = redis::pipe();
+        for z in &missing_order {
+            pipe.cmd("HMGET")
+                .arg(format!("{}{z}", self.zip_prefix))
+                .arg("median_income")
+                .arg("timezone");
+        }
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(self.script.get_hash()).arg(items.len());
+        for item in items {
+            eval.arg(format!("{}{}", self.session_prefix, item.session_id));
+        }
+        eval.arg(self.gap_ms)
+            .arg(self.gap_ms.saturating_mul(2))
+            .arg(RESULT_RING);
+        for item in items {
+            eval.arg(item.event_id).arg(item.ts_ms);
+        }
+        pipe.add_command(eval);
+
+        let values = match self.query(&pipe).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted or was flushed: load the script and try once more.
+                let mut conn = self.connection().await?;
+                let load: Result<String, _> = tokio::time::timeout(
+                    self.timeout,
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(SESSION_SCRIPT)
+                        .query_async(&mut conn),
+                )
+                .await
+                .map_err(|_| ClientError::transient("redis: SCRIPT LOAD timed out"))?;
+                load.map_err(|e| self.classify(e))?;
+                self.query(&pipe).await.map_err(|e| self.classify(e))?
+            }
+            Err(e) => return Err(self.classify(e)),
+            Ok(v) => v,
+        };
+        if values.len() != missing_order.len() + 1 {
+            return Err(ClientError::transient(format!(
+                "redis: expected {} replies, got {}",
+                missing_order.len() + 1,
+                values.len()
+            )));
+        }
+
+        let fetched: Vec<CachedZip> = values[..missing_order.len()]
+            .iter()
+            .map(parse_zip)
+            .collect();
+        for (z, v) in missing_order.iter().zip(&fetched) {
+            self.cache.put((*z).to_string(), v.clone());
+        }
+        let sessions = match &values[missing_order.len()] {
+            Value::Array(a) if a.len() == items.len() => a,
+            other => {
+                return Err(ClientError::transient(format!(
+                    "redis: unexpected session script reply {other:?}"
+                )))
+            }
+        };
+
+        let mut out = Vec::with_capacity(items.len());
+        for ((item, zip), session) in items.iter().zip(zips).zip(sessions) {
+            let zip = match zip {
+                Some(cached) => cached,
+                None => item
+                    .zip
+                    .and_then(|z| missing.get(z))
+                    .and_then(|i| fetched.get(*i).cloned())
+                    .flatten(),
+            };
+            let session = value_str(session)
+                .and_then(|s| parse_snapshot(&s))
+                .ok_or_else(|| {
+                    ClientError::transient(format!("redis: bad session reply {session:?}"))
+                })?;
+            out.push(LookupAnswer { zip, session });
+        }
+        Ok(out)
+    }
+
+    async fn query(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, redis::RedisError> {
+        let mut conn = self
+            .connection()
+            .await
+            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "connect", e.message)))?;
+        match tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await {
+            Ok(r) => r,
+            Err(_) => {
+                // A timed-out multiplexed connection may be stuck: start afresh next time.
+                self.conn.borrow_mut().take();
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "timed out",
+                    format!("no reply within {:?}", self.timeout),
+                )))
+            }
+        }
+    }
+
+    fn classify(&self, e: redis::RedisError) -> ClientError {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            self.conn.borrow_mut().take();
+        }
+        // Every Redis failure seen here is the service's, not the event's: retry with backoff.
+        ClientError::transient(format!("redis: {e}"))
+    }
+}
+
+fn value_str(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_zip(v: &Value) -> CachedZip {
+    let Value::Array(fields) = v else { return None };
+    let income = fields.first().and_then(value_str);
+    let tz = fields.get(1).and_then(value_str);
+    if income.is_none() && tz.is_none() {
+        return None;
+    }
+    Some(Arc::new(ZipInfo::from_fields(
+        income.as_deref(),
+        tz.as_deref(),
+    )))
+}

@@ -1,0 +1,163 @@
+//! The dead-letter actor: one per process, shared by every partition. It writes the original
+//! record (key and value unchanged) to the dead-letter topic with headers saying why, and tells
+//! the record's partition once the broker has acknowledged it, so the offset can be committed.
+//!
+//! Headers: `clickpipe.error.kind`, `clickpipe.error.message`, `clickpipe.error.stage`,
+//! `clickpipe.source.topic`, `clickpipe.source.partition`, `clickpipe.source.offset`,
+//! `clickpipe.source.timestamp` (when known), `clickpipe.attempts`, `clickpipe.failed_at`.
+//! A payload the broker rejects as too large is truncated to [`TRUNCATED_PAYLOAD_BYTES`] and
+//! marked with `clickpipe.payload.truncated` (its original size), rather than block the partition.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::Utc;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+
+use crate::error::Failure;
+use crate::produce::deliver;
+use crate::record::{rfc3339, Record};
+use crate::stats::Stats;
+
+/// How much of a too-large payload is kept.
+pub const TRUNCATED_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// A record that leaves the pipeline.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeadLetter {
+    /// The record.
+    pub record: Record,
+    /// Why.
+    pub failure: Failure,
+    /// Told when the dead letter is acknowledged.
+    pub done: Recipient<Completed>,
+}
+
+/// Offsets of a partition whose dead letters the broker acknowledged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Completed {
+    /// Source offsets now finished.
+    pub offsets: Vec<i64>,
+}
+
+/// The dead-letter actor.
+pub struct DlqActor {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    stats: Arc<Stats>,
+    mailbox: usize,
+}
+
+impl DlqActor {
+    /// A dead-letter actor writing to `topic`.
+    pub fn new(producer: FutureProducer, topic: &str, stats: Arc<Stats>, mailbox: usize) -> Self {
+        DlqActor {
+            producer,
+            topic: topic.into(),
+            stats,
+            mailbox,
+        }
+    }
+}
+
+impl Actor for DlqActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+/// The headers of a dead letter.
+pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
+    let partition = record.partition.to_string();
+    let offset = record.offset.to_string();
+    let attempts = failure.attempts.to_string();
+    let failed_at = rfc3339(Utc::now());
+    let mut h = OwnedHeaders::new_with_capacity(9)
+        .insert(Header {
+            key: "clickpipe.error.kind",
+            value: Some(failure.kind.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.error.message",
+            value: Some(failure.message.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.error.stage",
+            value: Some(failure.stage.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.source.topic",
+            value: Some(&*record.topic),
+        })
+        .insert(Header {
+            key: "clickpipe.source.partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.source.offset",
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.attempts",
+            value: Some(attempts.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.failed_at",
+            value: Some(failed_at.as_str()),
+        });
+    if let Some(ts) = record.timestamp_ms {
+        h = h.insert(Header {
+            key: "clickpipe.source.timestamp",
+            value: Some(ts.to_string().as_str()),
+        });
+    }
+    h
+}
+
+impl Handler<DeadLetter> for DlqActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeadLetter, ctx: &mut Self::Context) {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let stats = self.stats.clone();
+        // Dead letters are written concurrently; how many can be pending is bounded by the
+        // partitions' in-flight limits, since each stays in flight until acknowledged.
+        ctx.spawn(
+            async move {
+                let DeadLetter { record, failure, done } = msg;
+                let headers = dead_letter_headers(&record, &failure);
+                let key = record.key.as_deref();
+                let mut result =
+                    deliver(&producer, &topic, key, &record.payload, headers.clone()).await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, size = record.payload.len(),
+                        "dead letter too large for the broker; writing it truncated");
+                    let size = record.payload.len().to_string();
+                    let cut = &record.payload[..record.payload.len().min(TRUNCATED_PAYLOAD_BYTES)];
+                    let headers = headers.insert(Header {
+                        key: "clickpipe.payload.truncated",
+                        value: Some(size.as_str()),
+                    });
+                    result = deliver(&producer, &topic, key, cut, headers).await;
+                }
+                match result {
+                    Ok(()) => {
+                        stats.dead_letters(failure.kind).fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(kind = %failure.kind, offset = record.offset, "dead-lettered");
+                        let _ = done.send(Completed { offsets: vec![record.offset] }).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, offset = record.offset,
+                        "dead letter rejected even truncated; record stays uncommitted"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! One actor per assigned partition. It is the partition's source (reads its queue, decodes
+//! records, dead-letters the invalid ones), the parent of its stage actors, and the keeper of its
+//! offsets: a record is finished when its output or dead letter is acknowledged, and only the
+//! offset below the first unfinished record is stored for commit.
+//!
+//! Backpressure: at most `pipeline.max_in_flight` records are read and not yet finished; the
+//! source waits for a finished record before reading more, and every hand-over between stages is
+//! a `send().await` into a bounded mailbox.
+
+pub mod tracker;
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::FutureExt;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::deps::Deps;
+use crate::dlq::{Completed, DeadLetter};
+use crate::error::{ErrorKind, Failure, Stage};
+use crate::event::decode;
+use crate::group::{GroupConsumer, GroupContext};
+use crate::record::Record;
+use crate::stage::{Batch, StageActor, StopStage, Wiring};
+use crate::stages::{emit::Emit, enrich::Enrich, infer::Infer, lookup::Lookup};
+use tracker::OffsetTracker;
+
+/// The partition queue type.
+pub type PartitionQueue = StreamPartitionQueue<GroupContext>;
+
+/// Asks a partition to stop reading, finish what is in flight (within the drain timeout), commit
+/// and stop. The report is sent on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    /// Where the report goes; a plain channel so a rebalance callback can block on it.
+    pub reply: std::sync::mpsc::Sender<DrainReport>,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    /// The partition.
+    pub partition: i32,
+    /// The offset committed (next to read), if any.
+    pub committed: Option<i64>,
+    /// Records still in flight when the drain timed out (they will be read again).
+    pub abandoned: usize,
+}
+
+/// A record that arrived on the consumer's main queue instead of the partition's own queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stray(pub OwnedMessage);
+
+/// The partition actor.
+pub struct PartitionActor {
+    topic: Arc<str>,
+    partition: i32,
+    consumer: Arc<GroupConsumer>,
+    queue: Option<Rc<PartitionQueue>>,
+    deps: Deps,
+    permits: Rc<Semaphore>,
+    tracker: OffsetTracker,
+    stored: Option<i64>,
+    lookup: Option<Addr<StageActor<Lookup>>>,
+    stages: Vec<Recipient<StopStage>>,
+    stop: Rc<Notify>,
+    stopping: bool,
+    drain_replies: Vec<std::sync::mpsc::Sender<DrainReport>>,
+    me_completed: Option<Recipient<Completed>>,
+}
+
+impl PartitionActor {
+    /// A partition actor reading `queue`.
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        consumer: Arc<GroupConsumer>,
+        queue: PartitionQueue,
+        deps: Deps,
+    ) -> Self {
+        let permits = Rc::new(Semaphore::new(deps.config.pipeline.max_in_flight));
+        PartitionActor {
+            topic: topic.into(),
+            partition,
+            consumer,
+            queue: Some(Rc::new(queue)),
+            deps,
+            permits,
+            tracker: OffsetTracker::default(),
+            stored: None,
+            lookup: None,
+            stages: Vec::new(),
+            stop: Rc::new(Notify::new()),
+            stopping: false,
+            drain_replies: Vec::new(),
+            me_completed: None,
+        }
+    }
+
+    /// Starts the stage actors on this thread, last first, each wired to the next.
+    fn start_stages(&mut self, ctx: &mut Context<Self>) {
+        let cfg = self.deps.config.clone();
+        let mailbox = cfg.pipeline.mailbox_capacity;
+        let me = ctx.address();
+        let wiring = |next: Recipient<Batch>| Wiring {
+            next,
+            dlq: self.deps.dlq.clone(),
+            done: me.clone().recipient(),
+        };
+        let emit = StageActor::new(
+            Emit::new(
+                self.deps.producer.clone(),
+                &cfg.kafka.output_topic,
+                cfg.pipeline.max_batch,
+                self.deps.stats.clone(),
+            ),
+            wiring(me.clone().recipient()),
+            mailbox,
+        )
+        .start();
+        let infer = StageActor::new(
+            Infer::new(&cfg, self.deps.stats.clone()),
+            wiring(emit.clone().recipient()),
+            mailbox,
+        )
+        .start();
+        let enrich = StageActor::new(
+            Enrich::new(&cfg),
+            wiring(infer.clone().recipient()),
+            mailbox,
+        )
+        .start();
+        let lookup = StageActor::new(
+            Lookup::new(&cfg, self.deps.redis.clone(), self.deps.zip_cache.clone()),
+            wiring(enrich.clone().recipient()),
+            mailbox,
+        )
+        .start();
+        self.stages = vec![
+            lookup.clone().recipient(),
+            enrich.recipient(),
+            infer.recipient(),
+            emit.recipient(),
+        ];
+        self.lookup = Some(lookup);
+    }
+
+    /// Reads the next batch: waits for room in flight and for a first record, then takes what
+    /// else is already fetched, up to `pipeline.max_batch`.
+    fn read_next(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let Some(queue) = self.queue.clone() else {
+            return;
+        };
+        let permits = self.permits.clone();
+        let stop = self.stop.clone();
+        let max_batch = self.deps.config.pipeline.max_batch;
+        let read = async move {
+            tokio::select! {
+                biased;
+                _ = stop.notified() => return None,
+                p = permits.acquire() => p.ok()?.forget(),
+            }
+            let first = tokio::select! {
+                biased;
+                _ = stop.notified() => { permits.add_permits(1); return None }
+                m = queue.recv() => m.map(|m| m.detach()),
+            };
+            let mut msgs = Vec::with_capacity(max_batch.min(64));
+            match first {
+                Ok(m) => msgs.push(m),
+                Err(e) => {
+                    permits.add_permits(1);
+                    tracing::warn!(error = %e, "partition queue error");
+                    actix_rt::time::sleep(Duration::from_millis(100)).await;
+                    return Some(msgs);
+                }
+            }
+            while msgs.len() < max_batch {
+                let Ok(p) = permits.try_acquire() else { break };
+                match queue.recv().now_or_never() {
+                    Some(Ok(m)) => {
+                        p.forget();
+                        msgs.push(m.detach());
+                    }
+                    _ => break,
+                }
+            }
+            Some(msgs)
+        };
+        ctx.spawn(read.into_actor(self).then(|msgs, act, _ctx| {
+            let forward = msgs.map(|m| act.ingest(m));
+            async move {
+                if let Some(f) = forward {
+                    f.await;
+                }
+            }
+            .into_actor(act)
+            .map(|(), act, ctx| act.read_next(ctx))
+        }));
+    }
+
+    /// Registers and decodes freshly read messages; returns the future that hands them on.
+    fn ingest(
+        &mut self,
+        msgs: Vec<OwnedMessage>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let max_payload = self.deps.config.kafka.max_payload_bytes;
+        let now = Instant::now();
+        let mut valid = Vec::with_capacity(msgs.len());
+        let mut invalid = Vec::new();
+        self.deps
+            .stats
+            .records_in
+            .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        for m in msgs {
+            self.tracker.read(m.offset());
+            let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+            let mut record = Record {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                timestamp_ms: m.timestamp().to_millis(),
+                received: now,
+                event: None,
+                zip: None,
+                session: None,
+                features: None,
+                prediction: None,
+                payload,
+            };
+            match decode(&record.payload, max_payload) {
+                Ok(event) => {
+                    record.event = Some(event);
+                    valid.push(record);
+                }
+                Err(reason) => invalid.push((record, reason)),
+            }
+        }
+        let dlq = self.deps.dlq.clone();
+        let lookup = self.lookup.clone();
+        let done = self.me_completed.clone();
+        async move {
+            for (record, reason) in invalid {
+                let Some(done) = done.clone() else { break };
+                let letter = DeadLetter {
+                    record,
+                    failure: Failure::new(ErrorKind::InvalidEvent, Stage::Decode, reason),
+                    done,
+                };
+                if dlq.send(letter).await.is_err() {
+                    tracing::error!("dead-letter actor is gone; record stays uncommitted");
+                }
+            }
+            if let Some(lookup) = lookup {
+                if !valid.is_empty() && lookup.send(Batch(valid)).await.is_err() {
+                    tracing::error!("lookup stage is gone; records stay uncommitted");
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, offsets: impl Iterator<Item = i64>, ctx: &mut Context<Self>) {
+        let mut n = 0;
+        for o in offsets {
+            if self.tracker.done(o) {
+                n += 1;
+            }
+        }
+        self.permits.add_permits(n);
+        self.store();
+        if self.stopping && self.tracker.in_flight() == 0 {
+            self.complete_drain(ctx);
+        }
+    }
+
+    /// Stores the committable offset; librdkafka commits stored offsets every
+    /// `kafka.commit_interval_ms`.
+    fn store(&mut self) {
+        let Some(next) = self.tracker.committable() else {
+            return;
+        };
+        if self.stored == Some(next) {
+            return;
+        }
+        // rd_kafka_offset_store stores `offset + 1`: pass the last finished offset.
+        match self
+            .consumer
+            .store_offset(&self.topic, self.partition, next - 1)
+        {
+            Ok(()) => self.stored = Some(next),
+            Err(e) => {
+                tracing::debug!(partition = self.partition, error = %e, "offset store failed")
+            }
+        }
+    }
+
+    fn complete_drain(&mut self, ctx: &mut Context<Self>) {
+        if self.drain_replies.is_empty() {
+            return;
+        }
+        let committed = self.tracker.committable();
+        if let Some(next) = committed {
+            let mut tpl = TopicPartitionList::new();
+            let added = tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next));
+            match added.and_then(|()| self.consumer.commit(&tpl, CommitMode::Sync)) {
+                Ok(()) => tracing::info!(
+                    partition = self.partition,
+                    offset = next,
+                    "committed on drain"
+                ),
+                Err(e) => {
+                    tracing::warn!(partition = self.partition, error = %e, "commit on drain failed")
+                }
+            }
+        }
+        let report = DrainReport {
+            partition: self.partition,
+            committed,
+            abandoned: self.tracker.in_flight(),
+        };
+        if report.abandoned > 0 {
+            tracing::warn!(
+                partition = self.partition,
+                abandoned = report.abandoned,
+                "drain timed out; unfinished records will be read again"
+            );
+        }
+        for reply in self.drain_replies.drain(..) {
+            let _ = reply.send(report.clone());
+        }
+        for stage in self.stages.drain(..) {
+            let _ = stage.try_send(StopStage);
+        }
+        self.queue = None;
+        ctx.stop();
+    }
+}
+
+impl Actor for PartitionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.deps.config.pipeline.mailbox_capacity);
+        self.me_completed = Some(ctx.address().recipient());
+        self.start_stages(ctx);
+        tracing::info!(topic = %self.topic, partition = self.partition, "partition started");
+        self.read_next(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(topic = %self.topic, partition = self.partition, "partition stopped");
+    }
+}
+
+impl Handler<Batch> for PartitionActor {
+    type Result = ();
+
+    /// Records whose output was acknowledged.
+    fn handle(&mut self, msg: Batch, ctx: &mut Self::Context) {
+        self.finish(msg.0.iter().map(|r| r.offset), ctx);
+    }
+}
+
+impl Handler<Completed> for PartitionActor {
+    type Result = ();
+
+    /// Records whose dead letter was acknowledged.
+    fn handle(&mut self, msg: Completed, ctx: &mut Self::Context) {
+        self.finish(msg.offsets.into_iter(), ctx);
+    }
+}
+
+impl Handler<Drain> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
+        self.drain_replies.push(msg.reply);
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.stop.notify_one();
+        if self.tracker.in_flight() == 0 {
+            self.complete_drain(ctx);
+        } else {
+            ctx.run_later(self.deps.config.pipeline.drain_timeout(), |act, ctx| {
+                act.complete_drain(ctx)
+            });
+        }
+    }
+}
+
+impl Handler<Stray> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stray, ctx: &mut Self::Context) {
+        tracing::warn!(
+            partition = self.partition,
+            offset = msg.0.offset(),
+            "record arrived on the main queue; processing it"
+        );
+        // It takes an in-flight slot like any record; `finish` gives it back.
+        self.permits.forget_permits(1);
+        let forward = self.ingest(vec![msg.0]);
+        ctx.spawn(forward.into_actor(self));
+    }
+}

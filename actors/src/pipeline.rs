@@ -1,0 +1,120 @@
+//! Starting and stopping the whole actor tree.
+//!
+//! ```text
+//! Pipeline
+//! ├── DlqActor                      (one per process, on its own thread)
+//! └── ConsumerGroup                 (own thread: consumer, rebalances)
+//!     └── PartitionActor × assigned (spread over `pipeline.workers` threads)
+//!         └── lookup → enrich → infer → emit   (StageActor each, same thread as the partition)
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::clients::redis::create_pool;
+use crate::clients::zip_cache::ZipCache;
+use crate::config::Config;
+use crate::deps::Deps;
+use crate::dlq::DlqActor;
+use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
+use crate::partition::DrainReport;
+use crate::stats::Stats;
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Kafka producer could not be created (bad `[kafka.client]` property, …).
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(#[from] rdkafka::error::KafkaError),
+    /// The Redis pool could not be created (bad `redis.url`).
+    #[error("{0}")]
+    Redis(#[from] crate::error::ClientError),
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    group: Addr<ConsumerGroup>,
+    shared: Arc<GroupShared>,
+    producer: FutureProducer,
+    stats: Arc<Stats>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Pipeline {
+    /// Starts the actor tree; must be called inside a running actix `System`.
+    pub fn start(config: Arc<Config>) -> Result<Pipeline, StartError> {
+        let stats = Arc::new(Stats::default());
+        let producer: FutureProducer = producer_config(&config).create()?;
+        let redis = create_pool(&config.redis)?;
+        let zip_cache = Arc::new(ZipCache::new(
+            config.redis.zip_cache_capacity,
+            Duration::from_millis(config.redis.zip_cache_ttl_ms),
+        ));
+
+        let dlq_arbiter = Arbiter::new();
+        let dlq = {
+            let producer = producer.clone();
+            let topic = config.kafka.dlq_topic.clone();
+            let stats = stats.clone();
+            let mailbox = config.pipeline.mailbox_capacity.max(64);
+            DlqActor::start_in_arbiter(&dlq_arbiter.handle(), move |_| {
+                DlqActor::new(producer, &topic, stats, mailbox)
+            })
+        };
+        let n_workers = match config.pipeline.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let workers: Vec<Arbiter> = (0..n_workers).map(|_| Arbiter::new()).collect();
+        let deps = Deps {
+            config: config.clone(),
+            producer: producer.clone(),
+            dlq,
+            redis,
+            zip_cache,
+            stats: stats.clone(),
+        };
+        let group_arbiter = Arbiter::new();
+        let group = ConsumerGroup::new(deps, workers.iter().map(Arbiter::handle).collect());
+        let shared = group.shared();
+        let group = ConsumerGroup::start_in_arbiter(&group_arbiter.handle(), move |_| group);
+        let mut arbiters = workers;
+        arbiters.push(dlq_arbiter);
+        arbiters.push(group_arbiter);
+        Ok(Pipeline {
+            group,
+            shared,
+            producer,
+            stats,
+            arbiters,
+        })
+    }
+
+    /// The pipeline's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Partitions currently assigned to this instance.
+    pub fn assigned_partitions(&self) -> usize {
+        self.shared.assigned()
+    }
+
+    /// Clean stop: stop reading, finish in-flight records (within `pipeline.drain_timeout_ms`),
+    /// commit, leave the group, flush the producer. After a clean stop nothing is read twice.
+    pub async fn shutdown(self) -> Vec<DrainReport> {
+        let reports = self.group.send(Shutdown).await.unwrap_or_default();
+        let producer = self.producer.clone();
+        // Outputs are acknowledged before offsets are committed, so this flush only covers
+        // writes of records that did not finish in time.
+        let _ =
+            actix_rt::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        for a in &self.arbiters {
+            a.stop();
+        }
+        reports
+    }
+}

@@ -1,0 +1,182 @@
+//! The machinery every stage actor of a partition shares. A stage is plain logic (a
+//! [`StageLogic`]: a batch in, one [`Outcome`] per record out); [`StageActor`] runs it as an actix
+//! actor with a bounded mailbox, one batch in flight, natural batching (whatever queued up while
+//! the previous batch was processed goes next, up to the stage's maximum), an optional wait for a
+//! fuller batch, and forwarding with `send().await` so a slow next stage holds this one back.
+//!
+//! Order: a stage handles batches one at a time and forwards in order, so records leave a
+//! partition in the order they entered it (per key, and overall).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::future::LocalBoxFuture;
+
+use crate::dlq::{Completed, DeadLetter, DlqActor};
+use crate::error::Failure;
+use crate::record::Record;
+
+/// Records handed from one stage to the next.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Batch(pub Vec<Record>);
+
+/// Asks a stage actor to stop (its partition is draining or stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopStage;
+
+/// What a stage decided for one record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Go on to the next stage.
+    Forward(Record),
+    /// Leave the pipeline for the dead-letter topic.
+    Fail(Record, Failure),
+}
+
+/// The logic of one stage.
+pub trait StageLogic: Unpin + 'static {
+    /// Processes a batch. The future owns what it needs, so the actor stays free to queue input.
+    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>>;
+    /// Largest batch handed to [`StageLogic::process`].
+    fn max_batch(&self) -> usize;
+    /// How long a batch smaller than `max_batch` may wait for more records.
+    fn max_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Called once when the actor starts, on its thread.
+    fn started(&mut self) {}
+}
+
+/// Where a stage sends its results.
+#[derive(Clone)]
+pub struct Wiring {
+    /// The next stage (or the partition, after the last stage).
+    pub next: Recipient<Batch>,
+    /// The dead-letter actor.
+    pub dlq: Addr<DlqActor>,
+    /// The partition, told when a dead letter is acknowledged.
+    pub done: Recipient<Completed>,
+}
+
+/// An actor running a [`StageLogic`].
+pub struct StageActor<S: StageLogic> {
+    logic: S,
+    wiring: Wiring,
+    mailbox: usize,
+    queue: VecDeque<Record>,
+    busy: bool,
+    first_queued: Option<Instant>,
+    wait_timer: Option<SpawnHandle>,
+}
+
+impl<S: StageLogic> StageActor<S> {
+    /// A stage actor with a mailbox of `mailbox` batches.
+    pub fn new(logic: S, wiring: Wiring, mailbox: usize) -> Self {
+        StageActor {
+            logic,
+            wiring,
+            mailbox,
+            queue: VecDeque::new(),
+            busy: false,
+            first_queued: None,
+            wait_timer: None,
+        }
+    }
+
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.queue.is_empty() {
+            return;
+        }
+        let wait = self.logic.max_wait();
+        if self.queue.len() < self.logic.max_batch() && !wait.is_zero() {
+            let waited = self.first_queued.map(|t| t.elapsed()).unwrap_or_default();
+            if waited < wait {
+                if self.wait_timer.is_none() {
+                    self.wait_timer = Some(ctx.run_later(wait - waited, |act, ctx| {
+                        act.wait_timer = None;
+                        act.flush(ctx);
+                    }));
+                }
+                return;
+            }
+        }
+        self.flush(ctx);
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.queue.is_empty() {
+            return;
+        }
+        if let Some(timer) = self.wait_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let n = self.queue.len().min(self.logic.max_batch());
+        let batch: Vec<Record> = self.queue.drain(..n).collect();
+        self.first_queued = if self.queue.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        self.busy = true;
+        let work = self.logic.process(batch);
+        let wiring = self.wiring.clone();
+        let fut = async move {
+            let outcomes = work.await;
+            let mut forward = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Forward(r) => forward.push(r),
+                    Outcome::Fail(record, failure) => {
+                        let letter = DeadLetter {
+                            record,
+                            failure,
+                            done: wiring.done.clone(),
+                        };
+                        if wiring.dlq.send(letter).await.is_err() {
+                            tracing::error!("dead-letter actor is gone; record stays uncommitted");
+                        }
+                    }
+                }
+            }
+            if !forward.is_empty() && wiring.next.send(Batch(forward)).await.is_err() {
+                tracing::error!("next stage is gone; records stay uncommitted");
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
+            act.busy = false;
+            act.kick(ctx);
+        }));
+    }
+}
+
+impl<S: StageLogic> Actor for StageActor<S> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+        self.logic.started();
+    }
+}
+
+impl<S: StageLogic> Handler<Batch> for StageActor<S> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Batch, ctx: &mut Self::Context) {
+        if self.queue.is_empty() {
+            self.first_queued = Some(Instant::now());
+        }
+        self.queue.extend(msg.0);
+        self.kick(ctx);
+    }
+}
+
+impl<S: StageLogic> Handler<StopStage> for StageActor<S> {
+    type Result = ();
+
+    fn handle(&mut self, _: StopStage, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,107 @@
+//! The emit stage: writes each prediction to the output topic (same key as the input) and forwards
+//! the record to its partition once the broker acknowledged it. Output headers carry the source
+//! coordinates (`clickpipe.source.topic/partition/offset/timestamp`) for lineage and latency.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+
+use crate::error::{ErrorKind, Failure, Stage};
+use crate::produce::deliver;
+use crate::record::Record;
+use crate::stage::{Outcome, StageLogic};
+use crate::stats::Stats;
+
+/// The emit stage.
+pub struct Emit {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    max_batch: usize,
+    stats: Arc<Stats>,
+}
+
+impl Emit {
+    /// An emit stage writing to `topic`.
+    pub fn new(producer: FutureProducer, topic: &str, max_batch: usize, stats: Arc<Stats>) -> Self {
+        Emit {
+            producer,
+            topic: topic.into(),
+            max_batch,
+            stats,
+        }
+    }
+}
+
+fn source_headers(r: &Record) -> OwnedHeaders {
+    let partition = r.partition.to_string();
+    let offset = r.offset.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "clickpipe.source.topic",
+            value: Some(&*r.topic),
+        })
+        .insert(Header {
+            key: "clickpipe.source.partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.source.offset",
+            value: Some(offset.as_str()),
+        });
+    if let Some(ts) = r.timestamp_ms {
+        h = h.insert(Header {
+            key: "clickpipe.source.timestamp",
+            value: Some(ts.to_string().as_str()),
+        });
+    }
+    h
+}
+
+impl StageLogic for Emit {
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let stats = self.stats.clone();
+        async move {
+            // All records of the batch are queued in order before any acknowledgement is awaited.
+            let sends = batch.iter().map(|r| {
+                let producer = &producer;
+                let topic = &topic;
+                async move {
+                    let Some(value) = r.output_json() else {
+                        return Err(
+                            "record reached emit without features or prediction".to_string()
+                        );
+                    };
+                    deliver(producer, topic, r.key.as_deref(), &value, source_headers(r))
+                        .await
+                        .map_err(|e| format!("output record rejected: {e}"))
+                }
+            });
+            let results = futures::future::join_all(sends).await;
+            batch
+                .into_iter()
+                .zip(results)
+                .map(|(r, res)| match res {
+                    Ok(()) => {
+                        stats.outputs.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Forward(r)
+                    }
+                    Err(message) => Outcome::Fail(
+                        r,
+                        Failure::new(ErrorKind::OutputFailed, Stage::Emit, message),
+                    ),
+                })
+                .collect()
+        }
+        .boxed_local()
+    }
+}

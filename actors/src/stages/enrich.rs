@@ -1,0 +1,54 @@
+//! The enrich stage: pure feature computation from the event and what Redis said.
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use crate::config::Config;
+use crate::error::{ErrorKind, Failure, Stage};
+use crate::features::compute;
+use crate::record::Record;
+use crate::stage::{Outcome, StageLogic};
+
+/// The enrich stage.
+pub struct Enrich {
+    default_income: f64,
+    max_batch: usize,
+}
+
+impl Enrich {
+    /// An enrich stage.
+    pub fn new(config: &Config) -> Self {
+        Enrich {
+            default_income: config.features.default_zip_median_income,
+            max_batch: config.pipeline.max_batch,
+        }
+    }
+}
+
+impl StageLogic for Enrich {
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+        let income = self.default_income;
+        let out = batch
+            .into_iter()
+            .map(|mut r| match (&r.event, &r.session) {
+                (Some(event), Some(session)) => {
+                    r.features = Some(compute(event, r.zip.as_deref(), session, income));
+                    Outcome::Forward(r)
+                }
+                _ => Outcome::Fail(
+                    r,
+                    Failure::new(
+                        ErrorKind::InvalidEvent,
+                        Stage::Enrich,
+                        "record reached enrich without event or session",
+                    ),
+                ),
+            })
+            .collect();
+        futures::future::ready(out).boxed_local()
+    }
+}

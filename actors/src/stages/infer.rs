@@ -1,0 +1,92 @@
+//! The infer stage: batches of up to `model.max_batch_size` events, waiting at most
+//! `model.max_wait_ms` for a fuller batch, sent to the model; failures past the retry budget (or a
+//! non-retryable 4xx) dead-letter the batch's events as `inference_failed`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use crate::clients::model::ModelClient;
+use crate::config::{Config, ModelConfig};
+use crate::error::{ErrorKind, Failure, Stage};
+use crate::features::Features;
+use crate::record::Record;
+use crate::stage::{Outcome, StageLogic};
+use crate::stats::Stats;
+
+/// The infer stage.
+pub struct Infer {
+    config: ModelConfig,
+    client: Option<ModelClient>,
+    stats: Arc<Stats>,
+}
+
+impl Infer {
+    /// An infer stage; its HTTP client is built when the actor starts, on the actor's thread.
+    pub fn new(config: &Config, stats: Arc<Stats>) -> Self {
+        Infer {
+            config: config.model.clone(),
+            client: None,
+            stats,
+        }
+    }
+}
+
+impl StageLogic for Infer {
+    fn max_batch(&self) -> usize {
+        self.config.max_batch_size
+    }
+
+    fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.config.max_wait_ms)
+    }
+
+    fn started(&mut self) {
+        self.client = Some(ModelClient::new(&self.config));
+    }
+
+    fn process(&mut self, mut batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+        let client = self
+            .client
+            .get_or_insert_with(|| ModelClient::new(&self.config))
+            .clone();
+        let stats = self.stats.clone();
+        async move {
+            let result = {
+                let instances: Vec<&Features> =
+                    batch.iter().filter_map(|r| r.features.as_ref()).collect();
+                stats.model_batches.fetch_add(1, Ordering::Relaxed);
+                client.infer(&instances).await
+            };
+            match result {
+                Ok(predictions) => {
+                    stats
+                        .model_events
+                        .fetch_add(predictions.len() as u64, Ordering::Relaxed);
+                    for (r, p) in batch.iter_mut().zip(predictions) {
+                        r.prediction = Some(p);
+                    }
+                    batch.into_iter().map(Outcome::Forward).collect()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.error, attempts = e.attempts, records = batch.len(),
+                        "model call failed for good");
+                    let failure = Failure {
+                        kind: ErrorKind::InferenceFailed,
+                        stage: Stage::Infer,
+                        message: e.error.message,
+                        attempts: e.attempts,
+                    };
+                    batch
+                        .into_iter()
+                        .map(|r| Outcome::Fail(r, failure.clone()))
+                        .collect()
+                }
+            }
+        }
+        .boxed_local()
+    }
+}

@@ -1,0 +1,103 @@
+//! The lookup stage: one Redis round trip per batch for ZIP data and session state, retried with
+//! backoff within `redis.retry_budget_ms`; records of a batch that still fails are dead-lettered as
+//! `lookup_failed`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_redis::Pool;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use crate::clients::backoff;
+use crate::clients::redis::{LookupClient, LookupItem};
+use crate::clients::zip_cache::ZipCache;
+use crate::config::Config;
+use crate::error::{ErrorKind, Failure, Stage};
+use crate::record::Record;
+use crate::stage::{Outcome, StageLogic};
+
+/// The lookup stage.
+pub struct Lookup {
+    client: LookupClient,
+    budget: Duration,
+    max_batch: usize,
+}
+
+impl Lookup {
+    /// A lookup stage; builds its client on the calling thread.
+    pub fn new(config: &Config, pool: Pool, cache: Arc<ZipCache>) -> Self {
+        Lookup {
+            client: LookupClient::new(
+                pool,
+                cache,
+                &config.redis,
+                Duration::from_secs(config.features.session_gap_s),
+            ),
+            budget: Duration::from_millis(config.redis.retry_budget_ms),
+            max_batch: config.pipeline.max_batch,
+        }
+    }
+}
+
+impl StageLogic for Lookup {
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn process(&mut self, mut batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+        let client = self.client.clone();
+        let budget = self.budget;
+        async move {
+            let started = Instant::now();
+            let mut attempt = 0u32;
+            let result = loop {
+                attempt += 1;
+                let items: Vec<LookupItem<'_>> = batch
+                    .iter()
+                    .filter_map(|r| r.event.as_ref())
+                    .map(|e| LookupItem {
+                        zip: e.zip.as_deref(),
+                        session_id: &e.session_id,
+                        event_id: &e.event_id,
+                        ts_ms: e.timestamp.timestamp_millis(),
+                    })
+                    .collect();
+                match client.lookup(&items).await {
+                    Ok(answers) => break Ok(answers),
+                    Err(e) => {
+                        let wait = backoff(attempt, Duration::from_millis(20), Duration::from_secs(1));
+                        if started.elapsed() + wait >= budget {
+                            break Err(e);
+                        }
+                        tracing::warn!(error = %e, attempt, "redis lookup failed; retrying");
+                        actix_rt::time::sleep(wait).await;
+                    }
+                }
+            };
+            match result {
+                Ok(answers) => {
+                    for (r, a) in batch.iter_mut().zip(answers) {
+                        r.zip = a.zip;
+                        r.session = Some(a.session);
+                    }
+                    batch.into_iter().map(Outcome::Forward).collect()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = batch.len(), "redis lookup failed for good");
+                    let failure = Failure {
+                        kind: ErrorKind::LookupFailed,
+                        stage: Stage::Lookup,
+                        message: e.message,
+                        attempts: attempt,
+                    };
+                    batch
+                        .into_iter()
+                        .map(|r| Outcome::Fail(r, failure.clone()))
+                        .collect()
+                }
+            }
+        }
+        .boxed_local()
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against local Redis + tansu (started here if they are not running).
+#
+#   scripts/test.sh [TEST-BINARY ARGS...]   e.g. scripts/test.sh session   (filters by test name)
+#
+# CLICKPIPE_TEST_BROKERS (default 127.0.0.1:$CLICKPIPE_KAFKA_PORT, i.e. 127.0.0.1:9092) and
+# CLICKPIPE_TEST_REDIS (default redis://127.0.0.1:$CLICKPIPE_REDIS_PORT/) are passed to the tests;
+# values already set are kept. CLICKPIPE_SKIP_SERVICES=1 skips starting the local services (for
+# tests against services you run yourself).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/services.sh deps
+if [[ "${CLICKPIPE_SKIP_SERVICES:-0}" != 1 ]]; then
+    scripts/services.sh start
+fi
+
+export CLICKPIPE_TEST_BROKERS="${CLICKPIPE_TEST_BROKERS:-127.0.0.1:${CLICKPIPE_KAFKA_PORT:-9092}}"
+export CLICKPIPE_TEST_REDIS="${CLICKPIPE_TEST_REDIS:-redis://127.0.0.1:${CLICKPIPE_REDIS_PORT:-6379}/}"
+echo "==> cargo test (CLICKPIPE_TEST_BROKERS=$CLICKPIPE_TEST_BROKERS CLICKPIPE_TEST_REDIS=$CLICKPIPE_TEST_REDIS)"
+
+exec cargo test --workspace -- --test-threads=2 "$@"
