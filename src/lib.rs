@@ -1,5 +1,10 @@
-//! clickpipe's binary-side library: configuration loading, the reference model server, the load
-//! generator and the wiring that starts the actor pipeline.
+//! clickpipe's binary-side library: configuration loading, the admin API, the reference model
+//! server, the load generator, Redis seeding and logging set-up. The actors live in the
+//! `clickpipe-actors` crate.
 
+pub mod admin;
 pub mod loadgen;
 pub mod model_server;
+pub mod seed;
+pub mod settings;
+pub mod telemetry;

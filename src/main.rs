@@ -1,1 +1,218 @@
-fn main() {}
+//! The `clickpipe` command line.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use clickpipe::{admin, loadgen, model_server, seed, settings, telemetry};
+use clickpipe_actors::config::Config;
+use clickpipe_actors::pipeline::Pipeline;
+
+#[derive(Parser)]
+#[command(
+    name = "clickpipe",
+    version,
+    about = "Real-time ML inference on clickstream data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// TOML config file, layered over the defaults (env: CLICKPIPE_CONFIG).
+    #[arg(long, env = "CLICKPIPE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline service.
+    Run(ConfigArg),
+    /// Run the reference model server.
+    ModelServer {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Listen address (default: model_server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Load ZIP reference data from a CSV into Redis.
+    SeedRedis {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// CSV with columns zip, median_income, timezone.
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// Produce a synthetic clickstream to the input topic.
+    Loadgen {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Events per second.
+        #[arg(long)]
+        rate: u64,
+        /// Events in all.
+        #[arg(long)]
+        count: u64,
+        /// Do not wait for outputs and print the end-to-end summary.
+        #[arg(long)]
+        no_summary: bool,
+        /// Seconds without progress after which the summary stops waiting.
+        #[arg(long, default_value_t = 30)]
+        summary_timeout_s: u64,
+        /// Seed of the random generator, for a repeatable stream.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate and print the effective configuration (secrets masked).
+    Check(ConfigArg),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clickpipe: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    settings::load(arg.config.as_deref())
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check(arg),
+        } => {
+            let config = load(&arg)?;
+            println!(
+                "{}",
+                toml::to_string_pretty(&config.masked()).context("printing config")?
+            );
+            eprintln!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(arg) => {
+            let config = load(&arg)?;
+            telemetry::init(&config.log)?;
+            actix_rt::System::new().block_on(run(config))
+        }
+        Command::ModelServer { config, listen } => {
+            let config = load(&config)?;
+            telemetry::init(&config.log)?;
+            let addr = listen.unwrap_or_else(|| config.model_server.listen.clone());
+            let model =
+                model_server::Model::load(std::path::Path::new(&config.model_server.model_path))?;
+            let listener =
+                TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
+            tracing::info!(%addr, version = model.version(), "model server listening");
+            actix_rt::System::new()
+                .block_on(async move { model_server::start(model, listener)?.await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SeedRedis { config, csv } => {
+            let config = load(&config)?;
+            let rows = seed::read_csv(&csv)?;
+            let n = actix_rt::System::new().block_on(seed::seed(&config, &rows))?;
+            println!("seeded {n} ZIPs into Redis ({}*)", config.redis.zip_prefix);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loadgen {
+            config,
+            rate,
+            count,
+            no_summary,
+            summary_timeout_s,
+            seed,
+        } => {
+            let config = load(&config)?;
+            telemetry::init(&config.log)?;
+            let opts = loadgen::LoadgenOptions {
+                rate,
+                count,
+                summary: !no_summary,
+                summary_timeout: Duration::from_secs(summary_timeout_s),
+                seed,
+            };
+            let report = actix_rt::System::new().block_on(loadgen::run(&config, opts))?;
+            println!("{report}");
+            Ok(if report.delivery_errors > 0 || report.missing > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(config);
+    let started = Instant::now();
+    let pipeline = Pipeline::start(config.clone())?;
+    let state = admin::AdminState {
+        stats: pipeline.stats(),
+        started,
+    };
+    let listen = config.admin.listen.clone();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(admin::routes(state.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(&listen)
+    .with_context(|| format!("cannot listen on admin.listen {listen}"))?
+    .run();
+    let admin_handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!(admin = %listen, "clickpipe running");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: draining partitions");
+    let reports = pipeline.shutdown().await;
+    let abandoned: usize = reports.iter().map(|r| r.abandoned).sum();
+    admin_handle.stop(true).await;
+    tracing::info!(partitions = reports.len(), abandoned, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops");
+                let _ = actix_rt::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = actix_rt::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_rt::signal::ctrl_c().await;
+    }
+}

@@ -385,7 +385,7 @@ fn json_type(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use actix_web::http::header::ContentType;
-    use actix_web::test;
+    use actix_web::test as atest;
     use serde_json::json;
 
     const MODEL_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/model.json");
@@ -485,7 +485,7 @@ mod tests {
             .map(|t| {
                 score(&[
                     ("event_type_page_view", json!(0)),
-                    (&format!("event_type_{t}"), json!(1)),
+                    (format!("event_type_{t}").as_str(), json!(1)),
                 ])
             })
             .collect();
@@ -599,7 +599,7 @@ mod tests {
 
     macro_rules! app {
         () => {
-            test::init_service(App::new().configure(configure(Arc::new(shipped())))).await
+            atest::init_service(App::new().configure(configure(Arc::new(shipped())))).await
         };
     }
 
@@ -612,7 +612,7 @@ mod tests {
             .unwrap_or("")
             .to_string();
         assert!(ct.starts_with("application/json"), "content type {ct}");
-        let body: Value = test::read_body_json(resp).await;
+        let body: Value = atest::read_body_json(resp).await;
         let msg = body["error"].as_str().expect("error field").to_string();
         (status, msg)
     }
@@ -621,9 +621,9 @@ mod tests {
     async fn ping_answers_ok() {
         let app = app!();
         let resp =
-            test::call_service(&app, test::TestRequest::get().uri("/ping").to_request()).await;
+            atest::call_service(&app, atest::TestRequest::get().uri("/ping").to_request()).await;
         assert_eq!(resp.status(), StatusCode::OK);
-        let body: Value = test::read_body_json(resp).await;
+        let body: Value = atest::read_body_json(resp).await;
         assert_eq!(body, json!({"status": "ok"}));
     }
 
@@ -640,14 +640,14 @@ mod tests {
             ],
         );
         let c = with(instance(), &[("session_event_count", json!(25))]);
-        let req = test::TestRequest::post()
+        let req = atest::TestRequest::post()
             .uri("/invocations")
             .insert_header(ContentType::json())
             .set_payload(serde_json::to_vec(&json!({"instances": [a, b, c]})).expect("json"))
             .to_request();
-        let resp = test::call_service(&app, req).await;
+        let resp = atest::call_service(&app, req).await;
         assert_eq!(resp.status(), StatusCode::OK);
-        let body: Value = test::read_body_json(resp).await;
+        let body: Value = atest::read_body_json(resp).await;
         assert_eq!(body["model_version"], "propensity-lr-2026.11.1");
         let preds = body["predictions"].as_array().expect("predictions");
         assert_eq!(preds.len(), 3);
@@ -656,12 +656,12 @@ mod tests {
             assert!((got - m.score(inst).expect("score")).abs() < 1e-12);
         }
 
-        let empty = test::TestRequest::post()
+        let empty = atest::TestRequest::post()
             .uri("/invocations")
             .insert_header(ContentType::json())
             .set_payload(r#"{"instances": []}"#)
             .to_request();
-        let body: Value = test::read_body_json(test::call_service(&app, empty).await).await;
+        let body: Value = atest::read_body_json(atest::call_service(&app, empty).await).await;
         assert_eq!(body["predictions"], json!([]));
     }
 
@@ -694,12 +694,12 @@ mod tests {
             ),
         ];
         for (body, needle) in cases {
-            let req = test::TestRequest::post()
+            let req = atest::TestRequest::post()
                 .uri("/invocations")
                 .insert_header(ContentType::json())
                 .set_payload(body.clone())
                 .to_request();
-            let (status, msg) = error_of(test::call_service(&app, req).await).await;
+            let (status, msg) = error_of(atest::call_service(&app, req).await).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {msg}");
             assert!(msg.contains(needle), "{body}: {msg}");
         }
@@ -708,33 +708,33 @@ mod tests {
     #[actix_web::test]
     async fn other_errors_are_json_too() {
         let app = app!();
-        let req = test::TestRequest::get().uri("/nope").to_request();
-        let (status, msg) = error_of(test::call_service(&app, req).await).await;
+        let req = atest::TestRequest::get().uri("/nope").to_request();
+        let (status, msg) = error_of(atest::call_service(&app, req).await).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(msg.contains("/nope"));
 
-        let req = test::TestRequest::get().uri("/invocations").to_request();
-        let (status, _) = error_of(test::call_service(&app, req).await).await;
+        let req = atest::TestRequest::get().uri("/invocations").to_request();
+        let (status, _) = error_of(atest::call_service(&app, req).await).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 
-        let req = test::TestRequest::post()
+        let req = atest::TestRequest::post()
             .uri("/invocations")
             .insert_header(ContentType::plaintext())
             .set_payload(r#"{"instances": []}"#)
             .to_request();
-        let (status, msg) = error_of(test::call_service(&app, req).await).await;
+        let (status, msg) = error_of(atest::call_service(&app, req).await).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert!(msg.contains("application/json"));
 
         let mut big = br#"{"instances": [], "pad": ""#.to_vec();
         big.resize(MAX_BODY_BYTES + 100, b'x');
         big.extend_from_slice(b"\"}");
-        let req = test::TestRequest::post()
+        let req = atest::TestRequest::post()
             .uri("/invocations")
             .insert_header(ContentType::json())
             .set_payload(big)
             .to_request();
-        let (status, msg) = error_of(test::call_service(&app, req).await).await;
+        let (status, msg) = error_of(atest::call_service(&app, req).await).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("larger than"));
     }

@@ -55,14 +55,43 @@ pub struct KafkaConfig {
     /// Properties passed to librdkafka as-is, for both the consumer and the producers
     /// (TLS, SASL, `fetch.wait.max.ms`, `linger.ms`…). Keys clickpipe manages itself
     /// (`bootstrap.servers`, `group.id`, `enable.auto.offset.store`…) are rejected.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scalar_map")]
     pub client: BTreeMap<String, String>,
     /// Properties passed to the consumer only (e.g. `fetch.wait.max.ms`, `session.timeout.ms`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scalar_map")]
     pub consumer: BTreeMap<String, String>,
     /// Properties passed to the producers only (e.g. `linger.ms`, `compression.type`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scalar_map")]
     pub producer: BTreeMap<String, String>,
+}
+
+/// librdkafka takes every property as a string; accept TOML (and environment) strings, numbers and
+/// booleans alike, so `"linger.ms" = 5` and `"linger.ms" = "5"` both work.
+fn scalar_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 /// Redis settings.

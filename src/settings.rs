@@ -1,0 +1,155 @@
+//! Configuration loading: the compiled-in `config/default.toml`, then an optional TOML file, then
+//! `CLICKPIPE__SECTION__KEY` environment variables (e.g. `CLICKPIPE__KAFKA__BROKERS`). Unknown keys
+//! and bad values stop start-up with a message naming the key.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clickpipe_actors::config::Config;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+/// The compiled-in defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Loads and validates the configuration.
+pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    load_from(path, Env::prefixed("CLICKPIPE__").split("__"))
+}
+
+/// Loads with an explicit environment provider (tests pass their own).
+pub fn load_from(path: Option<&Path>, env: Env) -> anyhow::Result<Config> {
+    let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = path {
+        if !path.is_file() {
+            bail!("config file {} does not exist", path.display());
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    let config: Config = fig
+        .merge(env)
+        .extract()
+        .map_err(|e| anyhow::anyhow!(describe(e)))
+        .context("invalid configuration")?;
+    config.validate().context("invalid configuration")?;
+    Ok(config)
+}
+
+/// One line per problem, each naming the key (figment's own messages say "for key …").
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref().map(|s| format!(" (from {s})")))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("invalid config key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        Jail::expect_with(|_| {
+            let c = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.input_topic, "clicks");
+            assert_eq!(c.admin.listen, "127.0.0.1:9090");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_override_the_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[kafka]\nbrokers = \"h1:9092,h2:9092\"\n[kafka.client]\n\"socket.timeout.ms\" = 5000\n")?;
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_ID", "g2");
+            jail.set_env("CLICKPIPE__MODEL__MAX_BATCH_SIZE", "7");
+            let c = load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.brokers, "h1:9092,h2:9092");
+            assert_eq!(c.kafka.group_id, "g2");
+            assert_eq!(c.model.max_batch_size, 7);
+            assert_eq!(
+                c.kafka.client.get("socket.timeout.ms").map(String::as_str),
+                Some("5000")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("unknown.toml", "[kafka]\nbrokerz = \"x\"\n")?;
+            let e = format!(
+                "{:#}",
+                load(Some(Path::new("unknown.toml"))).expect_err("unknown key")
+            );
+            assert!(e.contains("brokerz"), "{e}");
+
+            jail.set_env("CLICKPIPE__PIPELINE__MAX_IN_FLIGHT", "lots");
+            let e = format!("{:#}", load(None).expect_err("bad type"));
+            assert!(e.contains("pipeline.max_in_flight"), "{e}");
+            jail.clear_env();
+
+            jail.set_env("CLICKPIPE__KAFKA__BROKERS", "no-port");
+            let e = format!("{:#}", load(None).expect_err("bad brokers"));
+            assert!(e.contains("kafka.brokers"), "{e}");
+            jail.clear_env();
+
+            jail.set_env("CLICKPIPE__REDIS__URL", "http://x");
+            let e = format!("{:#}", load(None).expect_err("bad url"));
+            assert!(e.contains("redis.url"), "{e}");
+            jail.clear_env();
+
+            jail.create_file("managed.toml", "[kafka.client]\n\"group.id\" = \"x\"\n")?;
+            let e = format!(
+                "{:#}",
+                load(Some(Path::new("managed.toml"))).expect_err("managed")
+            );
+            assert!(e.contains("group.id"), "{e}");
+
+            let e = format!(
+                "{:#}",
+                load(Some(Path::new("missing.toml"))).expect_err("missing")
+            );
+            assert!(e.contains("does not exist"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn masked_config_hides_secrets() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "CLICKPIPE__REDIS__URL",
+                "rediss://user:hunter2@cache:6379/0",
+            );
+            jail.create_file(
+                "s.toml",
+                "[kafka.client]\n\"sasl.password\" = \"hunter2\"\n",
+            )?;
+            let c = load(Some(Path::new("s.toml")))
+                .map_err(|e| e.to_string())?
+                .masked();
+            let text = toml_text(&c);
+            assert!(!text.contains("hunter2"), "{text}");
+            Ok(())
+        });
+    }
+
+    fn toml_text(c: &Config) -> String {
+        serde_json::to_string(c).unwrap_or_default()
+    }
+}

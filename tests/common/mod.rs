@@ -1,0 +1,401 @@
+//! Shared fixtures of the integration tests: real Kafka-protocol broker and Redis (started by
+//! `scripts/services.sh`, addresses from `CLICKPIPE_TEST_BROKERS` / `CLICKPIPE_TEST_REDIS`), a real
+//! model server over loopback, and the pipeline running on its own actix system. Every test makes
+//! its own topics, group and Redis key prefixes.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, HttpServer};
+use clickpipe::model_server::{configure, Model};
+use clickpipe_actors::config::Config;
+use clickpipe_actors::partition::DrainReport;
+use clickpipe_actors::pipeline::Pipeline;
+use clickpipe_actors::stats::Stats;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn brokers() -> String {
+    std::env::var("CLICKPIPE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CLICKPIPE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The topics, group and key prefixes of one test.
+pub struct Names {
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    pub group: String,
+    pub zip_prefix: String,
+    pub session_prefix: String,
+}
+
+impl Names {
+    pub fn new(test: &str, partitions: i32) -> Names {
+        let n = Names {
+            input: unique(&format!("{test}-in")),
+            output: unique(&format!("{test}-out")),
+            dlq: unique(&format!("{test}-dlq")),
+            group: unique(&format!("{test}-group")),
+            zip_prefix: unique(&format!("{test}:zip")) + ":",
+            session_prefix: unique(&format!("{test}:session")) + ":",
+        };
+        create_topics(&[(&n.input, partitions), (&n.output, partitions), (&n.dlq, 1)]);
+        n
+    }
+}
+
+pub fn create_topics(topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = actix_rt::Runtime::new().expect("runtime");
+    let res = rt
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .unwrap_or_else(|e| {
+            panic!(
+                "create topics on {} (is the broker running? scripts/services.sh start): {e}",
+                brokers()
+            )
+        });
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+}
+
+/// A config for one test: defaults, with the test's services, topics, group and prefixes.
+pub fn config(names: &Names, model_url: &str) -> Config {
+    let mut c = clickpipe::settings::load_from(
+        None,
+        figment::providers::Env::prefixed("CLICKPIPE_TEST_UNUSED__"),
+    )
+    .expect("default config");
+    c.kafka.brokers = brokers();
+    c.kafka.group_id = names.group.clone();
+    c.kafka.input_topic = names.input.clone();
+    c.kafka.output_topic = names.output.clone();
+    c.kafka.dlq_topic = names.dlq.clone();
+    c.kafka.commit_interval_ms = 200;
+    c.kafka
+        .consumer
+        .insert("session.timeout.ms".into(), "6000".into());
+    c.kafka
+        .consumer
+        .insert("heartbeat.interval.ms".into(), "500".into());
+    c.redis.url = redis_url();
+    c.redis.zip_prefix = names.zip_prefix.clone();
+    c.redis.session_prefix = names.session_prefix.clone();
+    c.model.url = model_url.to_string();
+    c.model.retry_budget_ms = 3000;
+    c.model.backoff_initial_ms = 20;
+    c.model.backoff_max_ms = 200;
+    c.pipeline.workers = 2;
+    c.pipeline.drain_timeout_ms = 10_000;
+    c.log.level = "warn".into();
+    c
+}
+
+pub fn seed_zip(prefix: &str, zip: &str, income: &str, tz: &str) {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_connection()
+        .unwrap_or_else(|e| panic!("redis at {} (scripts/services.sh start): {e}", redis_url()));
+    redis::cmd("HSET")
+        .arg(format!("{prefix}{zip}"))
+        .arg("median_income")
+        .arg(income)
+        .arg("timezone")
+        .arg(tz)
+        .query::<()>(&mut conn)
+        .expect("HSET");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model server
+
+/// A real model server on loopback, answering 500 to its first `fail_first` invocations (all of
+/// them when `fail_first` is usize::MAX).
+pub struct ModelServer {
+    pub url: String,
+    pub invocations: Arc<AtomicUsize>,
+    handle: ServerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ModelServer {
+    pub fn start(fail_first: usize) -> ModelServer {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").expect("bind"), fail_first)
+    }
+
+    pub fn start_on(listener: TcpListener, fail_first: usize) -> ModelServer {
+        let model = Arc::new(
+            Model::load(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/model.json"
+            )))
+            .expect("model"),
+        );
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let invocations = Arc::new(AtomicUsize::new(0));
+        let calls = invocations.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let sys = actix_rt::System::new();
+            sys.block_on(async move {
+                let server = HttpServer::new(move || {
+                    let calls = calls.clone();
+                    App::new()
+                        .wrap_fn(move |req, srv| {
+                            let n = if req.path() == "/invocations" {
+                                calls.fetch_add(1, Ordering::SeqCst)
+                            } else {
+                                usize::MAX
+                            };
+                            let fail = n != usize::MAX && n < fail_first;
+                            let fut = if fail { None } else { Some(srv.call(req)) };
+                            async move {
+                                match fut {
+                                    Some(f) => f.await.map(|r| r.map_body(|_, b| b.boxed())),
+                                    None => Err(actix_web::error::ErrorInternalServerError(
+                                        "injected failure",
+                                    )),
+                                }
+                            }
+                        })
+                        .configure(configure(model.clone()))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .expect("listen")
+                .run();
+                let _ = tx.send(server.handle());
+                let _ = server.await;
+            });
+        });
+        let handle = rx.recv().expect("model server handle");
+        ModelServer {
+            url,
+            invocations,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let h = self.handle.clone();
+        if let Some(t) = self.thread.take() {
+            let rt = actix_rt::Runtime::new().expect("runtime");
+            rt.block_on(h.stop(false));
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline
+
+/// The pipeline running on its own actix system, in its own thread.
+pub struct Running {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<JoinHandle<Vec<DrainReport>>>,
+    pub stats: Arc<Stats>,
+}
+
+pub fn run_pipeline(config: Config) -> Running {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let sys = actix_rt::System::new();
+        sys.block_on(async move {
+            let pipeline = Pipeline::start(Arc::new(config)).expect("pipeline starts");
+            let _ = stats_tx.send(pipeline.stats());
+            let _ = actix_rt::task::spawn_blocking(move || stop_rx.recv()).await;
+            pipeline.shutdown().await
+        })
+    });
+    let stats = stats_rx.recv().expect("pipeline stats");
+    Running {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        stats,
+    }
+}
+
+impl Running {
+    /// Clean stop (as on SIGTERM).
+    pub fn stop(mut self) -> Vec<DrainReport> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Vec<DrainReport> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.thread
+            .take()
+            .map(|t| t.join().expect("pipeline thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka I/O
+
+pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(key, value)` records and waits until all are acknowledged.
+pub fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    let p = producer();
+    for (k, v) in records {
+        let mut rec = BaseRecord::to(topic)
+            .key(k.as_bytes())
+            .payload(v.as_slice());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    assert!(
+                        matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "{e}"
+                    );
+                    rec = r;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Reads `topic` from the beginning until `want` records arrived or `timeout` passed.
+pub fn consume(topic: &str, want: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push(m.expect("consume").detach());
+        }
+    }
+    out
+}
+
+/// Waits `quiet` and returns whatever else arrives — to check nothing more comes.
+pub fn consume_settled(
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    quiet: Duration,
+) -> Vec<OwnedMessage> {
+    let mut got = consume(topic, want, timeout);
+    std::thread::sleep(quiet);
+    let again = consume(topic, usize::MAX, quiet);
+    if again.len() > got.len() {
+        got = again;
+    }
+    got
+}
+
+pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|x| x.key == key)
+            .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+    })
+}
+
+pub fn json(m: &OwnedMessage) -> serde_json::Value {
+    serde_json::from_slice(m.payload().unwrap_or_default()).expect("output is JSON")
+}
+
+/// An input event as JSON bytes.
+pub fn event(id: &str, session: &str, ts: &str, event_type: &str, zip: Option<&str>) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "event_id": id, "user_id": format!("u-{session}"), "session_id": session,
+        "timestamp": ts, "event_type": event_type, "device": "desktop", "page": "/p"
+    });
+    if let Some(z) = zip {
+        v["zip"] = serde_json::Value::String(z.to_string());
+    }
+    serde_json::to_vec(&v).expect("json")
+}
+
+/// Output records by event_id.
+pub fn by_event_id(msgs: &[OwnedMessage]) -> HashMap<String, serde_json::Value> {
+    msgs.iter()
+        .map(|m| {
+            let v = json(m);
+            (v["event_id"].as_str().unwrap_or_default().to_string(), v)
+        })
+        .collect()
+}
