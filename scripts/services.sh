@@ -25,7 +25,6 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${CLICKPIPE_TOOLS:-$HOME/.cache/clickpipe}"
-TANSU="$TOOLS/bin/tansu"
 TANSU_VERSION="0.6.0"
 STATE="${CLICKPIPE_STATE:-$REPO_ROOT/.services}"
 HOST="127.0.0.1"
@@ -84,11 +83,18 @@ apt_install() {
     # Wait for a dpkg lock held by another apt run instead of failing.
     local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q)
     [[ -n "$SUDO" ]] && apt=("$SUDO" "${apt[@]}")
-    if [[ $APT_UPDATED -eq 0 ]]; then
+    # `apt-get update` once: skipped when the package lists are less than an hour old (another
+    # subcommand of this script just updated them), retried with an update if the install fails.
+    if [[ $APT_UPDATED -eq 0 ]] && [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -n 1)" ]]; then
         "${apt[@]}" update
         APT_UPDATED=1
     fi
-    "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+    if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; then
+        [[ $APT_UPDATED -eq 1 ]] && die "apt-get install ${missing[*]} failed"
+        "${apt[@]}" update
+        APT_UPDATED=1
+        "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+    fi
 }
 
 cmd_deps() {
@@ -286,21 +292,36 @@ start_tansu() {
         fi
         if ((SECONDS >= deadline)); then
             show_log_tail "$TANSU_LOG"
-            die "tansu did not accept connections on $HOST:$KAFKA_PORT within ${TIMEOUT}s (pid $pid still running; see $TANSU_LOG)"
+            kill "$pid" 2>/dev/null || true
+            rm -f "$TANSU_PID"
+            die "tansu did not accept connections on $HOST:$KAFKA_PORT within ${TIMEOUT}s; stopped it (pid $pid; see $TANSU_LOG)"
         fi
         sleep 0.1
     done
     log "tansu: started on $HOST:$KAFKA_PORT (pid $pid, sqlite db $STATE/$TANSU_DB, log $TANSU_LOG)"
 }
 
+# topic_exists NAME: the broker lists the topic (`tansu topic list` prints the metadata as JSON).
+topic_exists() {
+    local list
+    list="$("$TANSU" topic list --broker "$BROKER_URL" 2>/dev/null)" || return 1
+    grep -qF "\"name\":\"$1\"" <<<"$list"
+}
+
 # create_topic NAME PARTITIONS: creates the topic; an existing topic is kept as it is.
 create_topic() {
     local name=$1 partitions=$2 out rc=0
     [[ -x "$TANSU" ]] || die "tansu not installed at $TANSU (run: scripts/services.sh install tansu)"
+    # Checking first keeps the broker log free of TopicAlreadyExists errors on every start.
+    if topic_exists "$name"; then
+        log "topic $name: already exists"
+        return 0
+    fi
     out="$("$TANSU" topic create "$name" --broker "$BROKER_URL" --partitions "$partitions" 2>&1)" || rc=$?
     if [[ $rc -eq 0 ]]; then
         log "topic $name: created ($partitions partitions)"
-    elif grep -q 'TopicAlreadyExists' <<<"$out"; then
+    elif grep -qi 'already exists' <<<"$out"; then
+        # tansu 0.6.0 exits 1 and logs "ERROR tansu: 40: Topic with this name already exists."
         log "topic $name: already exists"
     else
         printf '%s\n' "$out" >&2
@@ -330,9 +351,9 @@ cmd_start() {
 
 cmd_stop() {
     if pid_alive "$REDIS_PID" redis-server; then
-        redis-cli -h "$HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
         local pid deadline=$((SECONDS + 10))
-        pid="$(cat "$REDIS_PID" 2>/dev/null || true)"
+        pid="$(cat "$REDIS_PID" 2>/dev/null || true)" # read first: redis deletes it on shutdown
+        redis-cli -h "$HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
         while [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; do
             if ((SECONDS >= deadline)); then
                 log "redis: pid $pid still running after SHUTDOWN; sending SIGTERM"

@@ -291,7 +291,7 @@ impl Actor for ConsumerGroup {
 }
 
 impl Handler<Shutdown> for ConsumerGroup {
-    type Result = MessageResult<Shutdown>;
+    type Result = ResponseActFuture<Self, Vec<DrainReport>>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         if let Some(poll) = self.poll.take() {
@@ -301,9 +301,28 @@ impl Handler<Shutdown> for ConsumerGroup {
         if let Some(c) = &self.consumer {
             c.unsubscribe();
         }
-        // Dropping the last reference closes the consumer and leaves the group.
-        self.consumer = None;
-        ctx.stop();
-        MessageResult(reports)
+        let weak = self.consumer.as_ref().map(Arc::downgrade);
+        // The consumer closes (commits, leaves the group) when its last reference is dropped.
+        // Partition queues and the cancelled poll loop hold references until their actors and
+        // futures are gone; wait for that, then drop ours here, on this thread.
+        let wait = async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while weak.as_ref().is_some_and(|w| w.strong_count() > 1)
+                && std::time::Instant::now() < deadline
+            {
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        Box::pin(wait.into_actor(self).map(move |(), act, ctx| {
+            if let Some(c) = act.consumer.take() {
+                if Arc::strong_count(&c) > 1 {
+                    tracing::warn!("consumer still referenced; it leaves the group when released");
+                }
+                drop(c);
+                tracing::info!("left the consumer group");
+            }
+            ctx.stop();
+            reports
+        }))
     }
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the whole pipeline locally, end to end, on a fresh Debian machine:
+#   services (Redis, tansu) → seeded Redis → model server → clickpipe run → load generator (~30 s)
+# and ends with a summary: events in, predictions out, dead letters, p50/p99 latency.
+#
+#   scripts/demo.sh [RATE] [SECONDS]      defaults: 500 events/s for 30 s
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RATE="${1:-500}"
+SECONDS_TO_RUN="${2:-30}"
+COUNT=$((RATE * SECONDS_TO_RUN))
+STATE="${CLICKPIPE_STATE:-$PWD/.services}"
+mkdir -p "$STATE"
+
+scripts/services.sh deps
+scripts/services.sh install
+scripts/services.sh start
+
+echo "==> building clickpipe (release)"
+cargo build --release --bin clickpipe
+BIN="$PWD/target/release/clickpipe"
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+echo "==> seeding Redis with config/zips.csv"
+"$BIN" seed-redis --csv config/zips.csv
+
+echo "==> starting the model server (log: $STATE/model-server.log)"
+"$BIN" model-server >"$STATE/model-server.log" 2>&1 &
+pids+=($!)
+
+echo "==> starting clickpipe run (log: $STATE/clickpipe.log, admin: http://127.0.0.1:9090)"
+"$BIN" run >"$STATE/clickpipe.log" 2>&1 &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+    if curl -fsS http://127.0.0.1:9090/health/live >/dev/null 2>&1 && curl -fsS http://127.0.0.1:8080/ping >/dev/null 2>&1; then
+        break
+    fi
+    sleep 0.1
+done
+
+echo "==> producing $COUNT events at $RATE/s"
+"$BIN" loadgen --rate "$RATE" --count "$COUNT"
+echo
+echo "==> clickpipe status"
+curl -fsS http://127.0.0.1:9090/status || true
+echo
