@@ -3,11 +3,11 @@
 #   services (Redis, tansu) → seeded Redis → model server → clickpipe run → load generator (~30 s)
 # and ends with a summary: events in, predictions out, dead letters, p50/p99 latency.
 #
-#   scripts/demo.sh [RATE] [SECONDS]      defaults: 500 events/s for 30 s
+#   scripts/demo.sh [RATE] [SECONDS]      defaults: 200 events/s for 30 s
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-RATE="${1:-500}"
+RATE="${1:-200}"
 SECONDS_TO_RUN="${2:-30}"
 COUNT=$((RATE * SECONDS_TO_RUN))
 STATE="${CLICKPIPE_STATE:-$PWD/.services}"
@@ -15,7 +15,7 @@ mkdir -p "$STATE"
 
 scripts/services.sh deps
 scripts/services.sh install
-scripts/services.sh start
+scripts/services.sh start --fresh   # a fresh broker database: tansu slows down as its store grows
 
 echo "==> building clickpipe (release)"
 cargo build --release --bin clickpipe

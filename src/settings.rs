@@ -72,6 +72,15 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_config_is_valid() {
+        Jail::expect_with(|_| {
+            let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+            load(Some(path)).map_err(|e| format!("{e:#}"))?;
+            Ok(())
+        });
+    }
+
+    #[test]
     fn file_then_environment_override_the_defaults() {
         Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[kafka]\nbrokers = \"h1:9092,h2:9092\"\n[kafka.client]\n\"socket.timeout.ms\" = 5000\n")?;
