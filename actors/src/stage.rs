@@ -38,6 +38,8 @@ pub enum Outcome {
 
 /// The logic of one stage.
 pub trait StageLogic: Unpin + 'static {
+    /// The stage's name in logs and metrics.
+    fn name(&self) -> &'static str;
     /// Processes a batch. The future owns what it needs, so the actor stays free to queue input.
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>>;
     /// Largest batch handed to [`StageLogic::process`].
@@ -121,10 +123,14 @@ impl<S: StageLogic> StageActor<S> {
             Some(Instant::now())
         };
         self.busy = true;
+        let size = batch.len();
+        let name = self.logic.name();
         let work = self.logic.process(batch);
         let wiring = self.wiring.clone();
         let fut = async move {
+            let started = Instant::now();
             let outcomes = work.await;
+            tracing::trace!(stage = name, size, took = ?started.elapsed(), "batch processed");
             let mut forward = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 match outcome {

@@ -399,3 +399,55 @@ pub fn by_event_id(msgs: &[OwnedMessage]) -> HashMap<String, serde_json::Value> 
         })
         .collect()
 }
+
+/// One consumer reading a topic from the beginning, accumulating what arrives: cheaper on the
+/// broker than re-reading the topic for every check.
+pub struct Collector {
+    consumer: BaseConsumer,
+    pub messages: Vec<OwnedMessage>,
+}
+
+impl Collector {
+    pub fn new(topic: &str) -> Collector {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("collector"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .expect("consumer");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("tpl");
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        Collector {
+            consumer,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Polls until `done(messages)` holds or `timeout` passes; returns whether it held.
+    pub fn until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&[OwnedMessage]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.messages) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
+                self.messages.push(m.expect("consume").detach());
+            }
+        }
+        true
+    }
+}

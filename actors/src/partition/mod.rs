@@ -300,7 +300,10 @@ impl PartitionActor {
             .consumer
             .store_offset(&self.topic, self.partition, next - 1)
         {
-            Ok(()) => self.stored = Some(next),
+            Ok(()) => {
+                tracing::trace!(partition = self.partition, next, "offset stored");
+                self.stored = Some(next)
+            }
             Err(e) => {
                 tracing::debug!(partition = self.partition, error = %e, "offset store failed")
             }

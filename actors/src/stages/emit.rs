@@ -62,6 +62,10 @@ fn source_headers(r: &Record) -> OwnedHeaders {
 }
 
 impl StageLogic for Emit {
+    fn name(&self) -> &'static str {
+        "emit"
+    }
+
     fn max_batch(&self) -> usize {
         self.max_batch
     }

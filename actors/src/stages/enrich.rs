@@ -26,6 +26,10 @@ impl Enrich {
 }
 
 impl StageLogic for Enrich {
+    fn name(&self) -> &'static str {
+        "enrich"
+    }
+
     fn max_batch(&self) -> usize {
         self.max_batch
     }

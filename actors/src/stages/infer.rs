@@ -36,6 +36,10 @@ impl Infer {
 }
 
 impl StageLogic for Infer {
+    fn name(&self) -> &'static str {
+        "infer"
+    }
+
     fn max_batch(&self) -> usize {
         self.config.max_batch_size
     }
@@ -48,13 +52,32 @@ impl StageLogic for Infer {
         self.client = Some(ModelClient::new(&self.config));
     }
 
-    fn process(&mut self, mut batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+        // Every record here went through enrich; one without features cannot be scored.
+        let (mut batch, unfeatured): (Vec<Record>, Vec<Record>) =
+            batch.into_iter().partition(|r| r.features.is_some());
+        let mut outcomes: Vec<Outcome> = unfeatured
+            .into_iter()
+            .map(|r| {
+                Outcome::Fail(
+                    r,
+                    Failure::new(
+                        ErrorKind::InferenceFailed,
+                        Stage::Infer,
+                        "record has no features",
+                    ),
+                )
+            })
+            .collect();
         let client = self
             .client
             .get_or_insert_with(|| ModelClient::new(&self.config))
             .clone();
         let stats = self.stats.clone();
         async move {
+            if batch.is_empty() {
+                return outcomes;
+            }
             let result = {
                 let instances: Vec<&Features> =
                     batch.iter().filter_map(|r| r.features.as_ref()).collect();
@@ -69,7 +92,8 @@ impl StageLogic for Infer {
                     for (r, p) in batch.iter_mut().zip(predictions) {
                         r.prediction = Some(p);
                     }
-                    batch.into_iter().map(Outcome::Forward).collect()
+                    outcomes.extend(batch.into_iter().map(Outcome::Forward));
+                    outcomes
                 }
                 Err(e) => {
                     tracing::error!(error = %e.error, attempts = e.attempts, records = batch.len(),
@@ -80,10 +104,8 @@ impl StageLogic for Infer {
                         message: e.error.message,
                         attempts: e.attempts,
                     };
-                    batch
-                        .into_iter()
-                        .map(|r| Outcome::Fail(r, failure.clone()))
-                        .collect()
+                    outcomes.extend(batch.into_iter().map(|r| Outcome::Fail(r, failure.clone())));
+                    outcomes
                 }
             }
         }

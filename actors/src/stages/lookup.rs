@@ -41,14 +41,37 @@ impl Lookup {
 }
 
 impl StageLogic for Lookup {
+    fn name(&self) -> &'static str {
+        "lookup"
+    }
+
     fn max_batch(&self) -> usize {
         self.max_batch
     }
 
-    fn process(&mut self, mut batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
         let client = self.client.clone();
         let budget = self.budget;
+        // Every record here was decoded by the source; one that was not cannot be looked up.
+        let (mut batch, undecoded): (Vec<Record>, Vec<Record>) =
+            batch.into_iter().partition(|r| r.event.is_some());
+        let mut rejected: Vec<Outcome> = undecoded
+            .into_iter()
+            .map(|r| {
+                Outcome::Fail(
+                    r,
+                    Failure::new(
+                        ErrorKind::InvalidEvent,
+                        Stage::Lookup,
+                        "record has no decoded event",
+                    ),
+                )
+            })
+            .collect();
         async move {
+            if batch.is_empty() {
+                return rejected;
+            }
             let started = Instant::now();
             let mut attempt = 0u32;
             let result = loop {
@@ -81,7 +104,8 @@ impl StageLogic for Lookup {
                         r.zip = a.zip;
                         r.session = Some(a.session);
                     }
-                    batch.into_iter().map(Outcome::Forward).collect()
+                    rejected.extend(batch.into_iter().map(Outcome::Forward));
+                    rejected
                 }
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "redis lookup failed for good");
@@ -91,10 +115,8 @@ impl StageLogic for Lookup {
                         message: e.message,
                         attempts: attempt,
                     };
-                    batch
-                        .into_iter()
-                        .map(|r| Outcome::Fail(r, failure.clone()))
-                        .collect()
+                    rejected.extend(batch.into_iter().map(|r| Outcome::Fail(r, failure.clone())));
+                    rejected
                 }
             }
         }
