@@ -99,8 +99,9 @@ pub fn parse_snapshot(s: &str) -> Option<SessionSnapshot> {
 ///
 /// `KEYS[i]`: the session hash of event i. `ARGV`: `gap_ms`, `ttl_ms`, `ring`, then per event
 /// `event_id`, `ts_ms`. Returns one `count|prev|first|last` string per event. The hash holds
-/// `count`, `first`, `last`, `e:{event_id}` (result of that event) and `s:{n}` (ring slot → event
-/// id, so old results are dropped). The hash expires `ttl_ms` after its last update.
+/// `count`, `first`, `last`, `seq` (events ever applied), `e:{event_id}` (result of that event)
+/// and `s:{n}` (ring slot → event id, so results older than the latest `ring` events are dropped;
+/// they survive session restarts, so a redelivery across a restart is still recognised). The hash expires `ttl_ms` after its last update.
 pub const SESSION_SCRIPT: &str = r#"
 local gap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -119,7 +120,6 @@ for i, key in ipairs(KEYS) do
     local last = tonumber(h[3])
     local result
     if count == nil or ts - last > gap then
-      if count ~= nil then redis.call('DEL', key) end
       count = 1
       first = ts
       last = ts
@@ -131,7 +131,9 @@ for i, key in ipairs(KEYS) do
       if ts > last then last = ts end
       result = count .. '|' .. prev .. '|' .. first .. '|' .. last
     end
-    local slot = 's:' .. (count % ring)
+    -- Results are kept across session restarts, in a ring of the latest `ring` events.
+    local seq = redis.call('HINCRBY', key, 'seq', 1)
+    local slot = 's:' .. (seq % ring)
     local old = redis.call('HGET', key, slot)
     if old then redis.call('HDEL', key, 'e:' .. old) end
     redis.call('HSET', key, 'count', count, 'first', first, 'last', last, 'e:' .. eid, result, slot, eid)
