@@ -186,3 +186,134 @@ impl<S: StageLogic> Handler<StopStage> for StageActor<S> {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+    use rdkafka::producer::FutureProducer;
+    use rdkafka::ClientConfig;
+
+    use crate::stats::Stats;
+
+    /// Records the size of each batch it is given; forwards everything.
+    struct Recorder {
+        sizes: Rc<RefCell<Vec<usize>>>,
+        max_batch: usize,
+        max_wait: Duration,
+    }
+
+    impl StageLogic for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+            self.sizes.borrow_mut().push(batch.len());
+            FutureExt::boxed_local(futures::future::ready(
+                batch.into_iter().map(Outcome::Forward).collect(),
+            ))
+        }
+        fn max_batch(&self) -> usize {
+            self.max_batch
+        }
+        fn max_wait(&self) -> Duration {
+            self.max_wait
+        }
+    }
+
+    struct Sink(Rc<RefCell<Vec<i64>>>);
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<Batch> for Sink {
+        type Result = ();
+        fn handle(&mut self, msg: Batch, _: &mut Context<Self>) {
+            self.0.borrow_mut().extend(msg.0.iter().map(|r| r.offset));
+        }
+    }
+    impl Handler<Completed> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Completed, _: &mut Context<Self>) {}
+    }
+
+    fn record(offset: i64) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            received: Instant::now(),
+            event: None,
+            zip: None,
+            session: None,
+            features: None,
+            prediction: None,
+        }
+    }
+
+    /// Sends `batches` one at a time; returns the sizes the stage saw and the offsets forwarded.
+    async fn run(
+        max_batch: usize,
+        max_wait: Duration,
+        batches: Vec<Vec<i64>>,
+    ) -> (Vec<usize>, Vec<i64>) {
+        let sizes = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let sink = Sink(seen.clone()).start();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .expect("producer (no connection is made)");
+        let dlq = DlqActor::new(producer, "dlq", Arc::new(Stats::default()), 4).start();
+        let wiring = Wiring {
+            next: sink.clone().recipient(),
+            dlq,
+            done: sink.recipient(),
+        };
+        let logic = Recorder {
+            sizes: sizes.clone(),
+            max_batch,
+            max_wait,
+        };
+        let stage = StageActor::new(logic, wiring, 4).start();
+        for b in batches {
+            stage
+                .send(Batch(b.into_iter().map(record).collect()))
+                .await
+                .expect("send");
+        }
+        actix_rt::time::sleep(max_wait + Duration::from_millis(100)).await;
+        let sizes = sizes.borrow().clone();
+        let seen = seen.borrow().clone();
+        (sizes, seen)
+    }
+
+    #[actix_rt::test]
+    async fn splits_large_input_into_batches_of_at_most_max_batch_in_order() {
+        let (sizes, seen) = run(4, Duration::ZERO, vec![(0..10).collect()]).await;
+        assert_eq!(sizes, vec![4, 4, 2]);
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+
+    #[actix_rt::test]
+    async fn waits_up_to_max_wait_to_fill_a_batch() {
+        let (sizes, seen) = run(
+            8,
+            Duration::from_millis(50),
+            vec![vec![0], vec![1], vec![2]],
+        )
+        .await;
+        assert_eq!(
+            sizes,
+            vec![3],
+            "three small inputs within max_wait make one batch"
+        );
+        assert_eq!(seen, vec![0, 1, 2]);
+    }
+}
