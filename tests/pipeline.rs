@@ -418,3 +418,59 @@ fn outputs_keep_input_order_per_key_across_partitions() {
         assert_eq!(ns, (0..per_key).collect::<Vec<_>>(), "{key} out of order");
     }
 }
+
+#[test]
+fn a_second_instance_joining_the_group_takes_partitions_without_loss_or_repeats() {
+    let names = Names::new("rebalance", 4);
+    let model = ModelServer::start(0);
+    let cfg = config(&names, &model.url);
+    let total = 2000;
+    let records: Vec<(String, Vec<u8>)> = (0..total)
+        .map(|i| {
+            let s = format!("s{}", i % 53);
+            (
+                s.clone(),
+                event(
+                    &format!("j{i}"),
+                    &s,
+                    "2026-06-01T10:00:00Z",
+                    "page_view",
+                    None,
+                ),
+            )
+        })
+        .collect();
+    let mut outputs = Collector::new(&names.output);
+    let a = run_pipeline(cfg.clone());
+    produce(&names.input, &records[..total / 2]);
+    assert!(
+        outputs.until(WAIT, |m| m.len() >= 200),
+        "first instance is processing"
+    );
+    // A second member joins: the group rebalances; revoked partitions are drained and committed.
+    let b = run_pipeline(cfg);
+    produce(&names.input, &records[total / 2..]);
+    let complete = outputs.until(WAIT, |m| m.len() >= total);
+    // Anything extra (a repeat) would arrive now.
+    outputs.until(Duration::from_secs(2), |_| false);
+    let b_took = b
+        .stats
+        .records_in
+        .load(std::sync::atomic::Ordering::Relaxed);
+    b.stop();
+    a.stop();
+    assert!(
+        complete,
+        "only {} of {total} outputs",
+        outputs.messages.len()
+    );
+    let ids: Vec<String> = outputs
+        .messages
+        .iter()
+        .map(|m| json(m)["event_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), total, "nothing lost");
+    assert_eq!(ids.len(), total, "nothing repeated by the rebalance");
+    assert!(b_took > 0, "the second instance got partitions");
+}
