@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 use clickpipe_actors::stats::Stats;
+use clickpipe_actors::status::StatusBoard;
 use serde_json::json;
 
 /// What the handlers read.
@@ -14,6 +15,8 @@ use serde_json::json;
 pub struct AdminState {
     /// The pipeline's counters.
     pub stats: Arc<Stats>,
+    /// Per-partition state and the circuit breaker.
+    pub status: Arc<StatusBoard>,
     /// When the service started.
     pub started: Instant,
 }
@@ -23,6 +26,7 @@ pub fn routes(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) + Clone
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state))
             .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
             .route("/status", web::get().to(status))
             .default_service(web::to(not_found));
     }
@@ -32,12 +36,26 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Ready unless a partition failed (restart intensity exceeded). Checks of Redis, the model and
+/// assignment come with the full admin API.
+async fn ready(state: web::Data<AdminState>) -> HttpResponse {
+    let reasons = state.status.not_ready_reasons();
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reasons": reasons}))
+    }
+}
+
 async fn status(state: web::Data<AdminState>) -> HttpResponse {
     let s = &state.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
+        "partitions": state.status.partitions(),
+        "circuit_breaker": state.status.breaker.state().as_str(),
+        "root_restarts_in_window": state.status.root_restarts(),
         "counters": {
             "records_in": load(&s.records_in),
             "outputs": load(&s.outputs),
@@ -64,8 +82,13 @@ mod tests {
 
     #[actix_web::test]
     async fn live_answers_ok_and_unknown_paths_get_a_json_404() {
+        let breaker = Arc::new(clickpipe_actors::clients::breaker::CircuitBreaker::new(
+            1,
+            std::time::Duration::from_secs(1),
+        ));
         let state = AdminState {
             stats: Arc::new(Stats::default()),
+            status: Arc::new(StatusBoard::new(breaker)),
             started: Instant::now(),
         };
         let app = test::init_service(App::new().configure(routes(state))).await;

@@ -170,6 +170,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::start(config.clone())?;
     let state = admin::AdminState {
         stats: pipeline.stats(),
+        status: pipeline.status(),
         started,
     };
     let listen = config.admin.listen.clone();
@@ -185,13 +186,20 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     actix_rt::spawn(server);
     tracing::info!(admin = %listen, "clickpipe running");
 
-    wait_for_signal().await;
+    let failed = pipeline.failed();
+    let code = tokio::select! {
+        () = wait_for_signal() => ExitCode::SUCCESS,
+        reason = failed => {
+            tracing::error!(%reason, "giving up so the orchestrator restarts the process");
+            ExitCode::from(3)
+        }
+    };
     tracing::info!("stopping: draining partitions");
     let reports = pipeline.shutdown().await;
     let abandoned: usize = reports.iter().map(|r| r.abandoned).sum();
     admin_handle.stop(true).await;
     tracing::info!(partitions = reports.len(), abandoned, "stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 async fn wait_for_signal() {

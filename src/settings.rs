@@ -118,6 +118,17 @@ mod tests {
             assert!(e.contains("kafka.brokers"), "{e}");
             jail.clear_env();
 
+            jail.set_env("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "50000");
+            let e = format!(
+                "{:#}",
+                load(None).expect_err("drain above the session timeout")
+            );
+            assert!(
+                e.contains("pipeline.drain_timeout_ms") && e.contains("45000"),
+                "{e}"
+            );
+            jail.clear_env();
+
             jail.set_env("CLICKPIPE__REDIS__URL", "http://x");
             let e = format!("{:#}", load(None).expect_err("bad url"));
             assert!(e.contains("redis.url"), "{e}");

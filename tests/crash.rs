@@ -35,6 +35,8 @@ commit_interval_ms = 200
 "fetch.wait.max.ms" = "5"
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+[pipeline]
+drain_timeout_ms = 4000
 [redis]
 url = "{redis}"
 zip_prefix = "{zp}"

@@ -237,6 +237,7 @@ fn a_model_that_keeps_failing_dead_letters_as_inference_failed() {
     let names = Names::new("down", 1);
     let model = ModelServer::start(usize::MAX);
     let mut cfg = config(&names, &model.url);
+    cfg.model.on_unavailable = clickpipe_actors::config::UnavailablePolicy::DeadLetter;
     cfg.model.retry_budget_ms = 300;
     let running = run_pipeline(cfg);
     produce(

@@ -24,6 +24,8 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// Actor pipeline sizing: workers, batches, mailboxes, in-flight bound.
     pub pipeline: PipelineConfig,
+    /// Restart intensity and backoff of the supervisors.
+    pub supervision: SupervisionConfig,
     /// The admin HTTP API.
     pub admin: AdminConfig,
     /// The reference model server (`clickpipe model-server`).
@@ -112,8 +114,32 @@ pub struct RedisConfig {
     pub zip_cache_ttl_ms: u64,
     /// Maximum number of ZIPs in the in-process cache; 0 disables the cache.
     pub zip_cache_capacity: usize,
-    /// Total time a failing lookup is retried before its records are dead-lettered, in milliseconds.
+    /// With `on_unavailable = "dead_letter"`: how long a failing lookup is retried before its
+    /// records are dead-lettered as `lookup_failed`, in milliseconds.
     pub retry_budget_ms: u64,
+    /// What to do while Redis is unavailable: `pause` (retry with backoff, the partition pauses;
+    /// nothing is dead-lettered) or `dead_letter` (after `retry_budget_ms`).
+    pub on_unavailable: UnavailablePolicy,
+}
+
+/// What a stage does while the service it depends on is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailablePolicy {
+    /// Keep the records, retry with backoff (probing), and let backpressure pause the partition.
+    Pause,
+    /// Dead-letter the records once the retry budget is spent (or at once while the circuit is open).
+    DeadLetter,
+}
+
+impl UnavailablePolicy {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnavailablePolicy::Pause => "pause",
+            UnavailablePolicy::DeadLetter => "dead_letter",
+        }
+    }
 }
 
 /// Model endpoint settings (SageMaker container convention: `/ping`, `/invocations`).
@@ -135,6 +161,14 @@ pub struct ModelConfig {
     pub backoff_initial_ms: u64,
     /// Largest retry backoff, in milliseconds.
     pub backoff_max_ms: u64,
+    /// Consecutive failed calls that open the circuit breaker.
+    pub circuit_failure_threshold: u32,
+    /// How long the circuit stays open before a probe (`GET /ping`), in milliseconds.
+    pub circuit_open_ms: u64,
+    /// What to do while the model is unavailable: `pause` (hold the events, probe, resume; nothing
+    /// is dead-lettered) or `dead_letter` (`inference_failed` after `retry_budget_ms`, and at once
+    /// while the circuit is open).
+    pub on_unavailable: UnavailablePolicy,
 }
 
 /// Feature computation settings.
@@ -161,6 +195,32 @@ pub struct PipelineConfig {
     pub max_batch: usize,
     /// How long a revoked or stopping partition may take to finish in-flight work, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// Pause the partition at the consumer when in-flight records reach this share of
+    /// `max_in_flight` (0.0–1.0].
+    pub pause_high_watermark: f64,
+    /// Resume it when in-flight records fall to this share of `max_in_flight` (below the high
+    /// watermark, so pause and resume do not alternate on every record).
+    pub resume_low_watermark: f64,
+}
+
+/// Supervision settings (see the vocabulary in `supervision`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts of a partition's stages allowed within `restart_window_ms`; one more and the
+    /// partition is paused and reported failed.
+    pub max_restarts: u32,
+    /// The partition's restart window, in milliseconds.
+    pub restart_window_ms: u64,
+    /// Partition failures (restarts of any partition) the root allows within
+    /// `root_restart_window_ms`; one more and the process exits with code 3.
+    pub root_max_restarts: u32,
+    /// The root's window, in milliseconds.
+    pub root_restart_window_ms: u64,
+    /// First backoff before a restart, in milliseconds (doubles, with full jitter).
+    pub backoff_initial_ms: u64,
+    /// Largest backoff before a restart, in milliseconds.
+    pub backoff_max_ms: u64,
 }
 
 /// Admin API settings.
@@ -342,6 +402,37 @@ impl Config {
             ));
         }
 
+        if m.circuit_failure_threshold == 0 {
+            return Err(bad(
+                "model.circuit_failure_threshold",
+                "must be greater than 0",
+            ));
+        }
+        if m.circuit_open_ms == 0 {
+            return Err(bad("model.circuit_open_ms", "must be greater than 0"));
+        }
+        let sv = &self.supervision;
+        if sv.restart_window_ms == 0 || sv.root_restart_window_ms == 0 {
+            return Err(bad(
+                "supervision.restart_window_ms",
+                "windows must be greater than 0",
+            ));
+        }
+        if sv.backoff_initial_ms == 0 {
+            return Err(bad(
+                "supervision.backoff_initial_ms",
+                "must be greater than 0",
+            ));
+        }
+        if sv.backoff_max_ms < sv.backoff_initial_ms {
+            return Err(bad(
+                "supervision.backoff_max_ms",
+                format!(
+                    "{} is below supervision.backoff_initial_ms ({})",
+                    sv.backoff_max_ms, sv.backoff_initial_ms
+                ),
+            ));
+        }
         if self.features.session_gap_s == 0 {
             return Err(bad("features.session_gap_s", "must be greater than 0"));
         }
@@ -372,6 +463,46 @@ impl Config {
             ));
         }
 
+        if !(p.pause_high_watermark > 0.0 && p.pause_high_watermark <= 1.0) {
+            return Err(bad(
+                "pipeline.pause_high_watermark",
+                "must be in (0.0, 1.0]",
+            ));
+        }
+        if !(p.resume_low_watermark >= 0.0 && p.resume_low_watermark < p.pause_high_watermark) {
+            return Err(bad(
+                "pipeline.resume_low_watermark",
+                format!(
+                    "must be at least 0.0 and below pipeline.pause_high_watermark ({})",
+                    p.pause_high_watermark
+                ),
+            ));
+        }
+        // A drain that outlives the group session gets the member evicted mid-drain: its
+        // partitions move while it still works on them, and records repeat.
+        let session_ms = self
+            .kafka
+            .consumer
+            .get("session.timeout.ms")
+            .or_else(|| self.kafka.client.get("session.timeout.ms"))
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .map_err(|_| {
+                bad(
+                    "kafka.consumer.\"session.timeout.ms\"",
+                    "must be a number of milliseconds",
+                )
+            })?
+            .unwrap_or(45_000);
+        if p.drain_timeout_ms >= session_ms {
+            return Err(bad(
+                "pipeline.drain_timeout_ms",
+                format!(
+                    "{} must be below the consumer's session.timeout.ms ({session_ms})",
+                    p.drain_timeout_ms
+                ),
+            ));
+        }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(bad("admin.listen", "must be an ip:port address"));
         }

@@ -17,7 +17,8 @@ use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 use crate::deps::Deps;
-use crate::partition::{Drain, DrainReport, PartitionActor, Stray};
+use crate::partition::{Drain, DrainReport, PartitionActor, PartitionRestarted, Stray};
+use crate::supervision::{Intensity, RestartTracker};
 
 /// The consumer with clickpipe's context.
 pub type GroupConsumer = StreamConsumer<GroupContext>;
@@ -27,6 +28,8 @@ type TopicPartition = (String, i32);
 /// State shared by the consumer-group actor and the consumer's rebalance callbacks.
 pub struct GroupShared {
     consumer: OnceLock<Weak<GroupConsumer>>,
+    root: OnceLock<Recipient<PartitionRestarted>>,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
     partitions: Mutex<HashMap<TopicPartition, Addr<PartitionActor>>>,
     deps: Deps,
     workers: Vec<ArbiterHandle>,
@@ -40,14 +43,24 @@ impl GroupShared {
             return;
         };
         for elem in tpl.elements() {
-            let topic = elem.topic().to_string();
-            let partition = elem.partition();
+            self.start_partition(&consumer, elem.topic(), elem.partition());
+        }
+    }
+
+    /// Starts the actor of one partition on the next worker thread.
+    fn start_partition(&self, consumer: &Arc<GroupConsumer>, topic: &str, partition: i32) {
+        {
+            let topic = topic.to_string();
             // Split right away, before the first fetch for this partition can complete, so its
             // records go to the partition's own queue (a record that slips through is routed as
             // a `Stray`).
             let Some(queue) = consumer.split_partition_queue(&topic, partition) else {
                 tracing::error!(topic, partition, "cannot split the partition queue");
-                continue;
+                return;
+            };
+            let Some(root) = self.root.get().cloned() else {
+                tracing::error!("partition assigned before the root was ready");
+                return;
             };
             let worker = {
                 let mut next = self.next_worker.lock();
@@ -58,7 +71,7 @@ impl GroupShared {
             let c = consumer.clone();
             let t = topic.clone();
             let addr = PartitionActor::start_in_arbiter(&worker, move |_| {
-                PartitionActor::new(&t, partition, c, queue, deps)
+                PartitionActor::new(&t, partition, c, queue, deps, root)
             });
             tracing::info!(topic, partition, "partition assigned");
             self.partitions.lock().insert((topic, partition), addr);
@@ -107,6 +120,57 @@ impl GroupShared {
             }
         }
         reports
+    }
+
+    /// Restarts partitions whose actor died without draining (a panic outside the stages'
+    /// guarded code): one-for-one, from the last offset it stored (else the group's commit).
+    fn revive_dead_partitions(&self) -> Vec<String> {
+        let dead: Vec<TopicPartition> = self
+            .partitions
+            .lock()
+            .iter()
+            .filter(|(_, a)| !a.connected())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return Vec::new();
+        };
+        let mut revived = Vec::new();
+        for (topic, partition) in dead {
+            self.partitions.lock().remove(&(topic.clone(), partition));
+            let stored = self
+                .deps
+                .status
+                .partitions()
+                .into_iter()
+                .find(|p| p.topic == topic && p.partition == partition)
+                .and_then(|p| p.committed_offset);
+            let from = match stored {
+                Some(o) => rdkafka::Offset::Offset(o),
+                None => {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&topic, partition);
+                    consumer
+                        .committed_offsets(tpl, Duration::from_secs(10))
+                        .ok()
+                        .and_then(|t| t.elements().first().map(|e| e.offset()))
+                        .filter(|o| matches!(o, rdkafka::Offset::Offset(_)))
+                        .unwrap_or(rdkafka::Offset::Beginning)
+                }
+            };
+            tracing::error!(
+                topic,
+                partition,
+                ?from,
+                "partition actor died; restarting it"
+            );
+            self.start_partition(&consumer, &topic, partition);
+            if let Err(e) = consumer.seek(&topic, partition, from, Duration::from_secs(10)) {
+                tracing::error!(topic, partition, error = %e, "seek after revival failed");
+            }
+            revived.push(format!("partition {partition} actor died"));
+        }
+        revived
     }
 
     /// Number of partitions currently assigned.
@@ -204,6 +268,15 @@ pub fn producer_config(config: &crate::config::Config) -> ClientConfig {
     c
 }
 
+impl Handler<PartitionRestarted> for ConsumerGroup {
+    type Result = ();
+
+    fn handle(&mut self, msg: PartitionRestarted, _: &mut Self::Context) {
+        let reason = format!("partition {}: {}", msg.partition, msg.reason);
+        self.record_failure(&reason);
+    }
+}
+
 /// Asks the group to drain every partition, commit, and leave the group.
 #[derive(Message)]
 #[rtype(result = "Vec<DrainReport>")]
@@ -214,14 +287,23 @@ pub struct ConsumerGroup {
     shared: Arc<GroupShared>,
     consumer: Option<Arc<GroupConsumer>>,
     poll: Option<SpawnHandle>,
+    restarts: RestartTracker,
 }
 
 impl ConsumerGroup {
     /// A consumer-group actor hosting partitions on `workers`. Start it on its own arbiter.
     pub fn new(deps: Deps, workers: Vec<ArbiterHandle>) -> Self {
+        let sv = &deps.config.supervision;
+        let restarts = RestartTracker::new(Intensity {
+            max_restarts: sv.root_max_restarts,
+            window: Duration::from_millis(sv.root_restart_window_ms),
+        });
+        let (fatal, _) = tokio::sync::watch::channel(None);
         ConsumerGroup {
             shared: Arc::new(GroupShared {
                 consumer: OnceLock::new(),
+                root: OnceLock::new(),
+                fatal,
                 partitions: Mutex::new(HashMap::new()),
                 deps,
                 workers,
@@ -229,6 +311,22 @@ impl ConsumerGroup {
             }),
             consumer: None,
             poll: None,
+            restarts,
+        }
+    }
+
+    /// Counts a failure against the root's intensity; past it, the process is told to exit.
+    fn record_failure(&mut self, reason: &str) {
+        let now = std::time::Instant::now();
+        let allowed = self.restarts.record(now);
+        self.shared
+            .deps
+            .status
+            .set_root_restarts(self.restarts.in_window(now));
+        if !allowed {
+            let msg = format!("root restart intensity exceeded; last failure: {reason}");
+            tracing::error!("{msg}");
+            self.shared.fatal.send_replace(Some(msg));
         }
     }
 
@@ -236,12 +334,23 @@ impl ConsumerGroup {
     pub fn shared(&self) -> Arc<GroupShared> {
         self.shared.clone()
     }
+
+    /// Resolves with the reason when the root gives up (restart intensity exceeded).
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.fatal.subscribe()
+    }
 }
 
 impl Actor for ConsumerGroup {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let _ = self.shared.root.set(ctx.address().recipient());
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            for reason in act.shared.revive_dead_partitions() {
+                act.record_failure(&reason);
+            }
+        });
         let deps = &self.shared.deps;
         let context = GroupContext {
             shared: self.shared.clone(),

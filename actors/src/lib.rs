@@ -28,3 +28,5 @@ pub mod session;
 pub mod stage;
 pub mod stages;
 pub mod stats;
+pub mod status;
+pub mod supervision;

@@ -14,14 +14,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use rdkafka::producer::{FutureProducer, Producer};
 
+use crate::clients::breaker::CircuitBreaker;
 use crate::clients::redis::create_pool;
 use crate::clients::zip_cache::ZipCache;
 use crate::config::Config;
-use crate::deps::Deps;
+use crate::deps::{Deps, FaultHooks};
 use crate::dlq::DlqActor;
 use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
 use crate::partition::DrainReport;
 use crate::stats::Stats;
+use crate::status::StatusBoard;
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +42,22 @@ pub struct Pipeline {
     shared: Arc<GroupShared>,
     producer: FutureProducer,
     stats: Arc<Stats>,
+    status: Arc<StatusBoard>,
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
     arbiters: Vec<Arbiter>,
 }
 
 impl Pipeline {
     /// Starts the actor tree; must be called inside a running actix `System`.
     pub fn start(config: Arc<Config>) -> Result<Pipeline, StartError> {
+        Self::start_with_hooks(config, Arc::new(FaultHooks::default()))
+    }
+
+    /// Starts with fault-injection hooks (tests arm them).
+    pub fn start_with_hooks(
+        config: Arc<Config>,
+        hooks: Arc<FaultHooks>,
+    ) -> Result<Pipeline, StartError> {
         let stats = Arc::new(Stats::default());
         let producer: FutureProducer = producer_config(&config).create()?;
         let redis = create_pool(&config.redis)?;
@@ -69,6 +81,11 @@ impl Pipeline {
             n => n,
         };
         let workers: Vec<Arbiter> = (0..n_workers).map(|_| Arbiter::new()).collect();
+        let breaker = Arc::new(CircuitBreaker::new(
+            config.model.circuit_failure_threshold,
+            Duration::from_millis(config.model.circuit_open_ms),
+        ));
+        let status = Arc::new(StatusBoard::new(breaker.clone()));
         let deps = Deps {
             config: config.clone(),
             producer: producer.clone(),
@@ -76,10 +93,14 @@ impl Pipeline {
             redis,
             zip_cache,
             stats: stats.clone(),
+            breaker,
+            status: status.clone(),
+            hooks,
         };
         let group_arbiter = Arbiter::new();
         let group = ConsumerGroup::new(deps, workers.iter().map(Arbiter::handle).collect());
         let shared = group.shared();
+        let fatal = group.fatal();
         let group = ConsumerGroup::start_in_arbiter(&group_arbiter.handle(), move |_| group);
         let mut arbiters = workers;
         arbiters.push(dlq_arbiter);
@@ -89,6 +110,8 @@ impl Pipeline {
             shared,
             producer,
             stats,
+            status,
+            fatal,
             arbiters,
         })
     }
@@ -96,6 +119,28 @@ impl Pipeline {
     /// The pipeline's counters.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// Per-partition state, the circuit breaker and the root's restarts.
+    pub fn status(&self) -> Arc<StatusBoard> {
+        self.status.clone()
+    }
+
+    /// Resolves when the root supervisor gives up (its restart intensity was exceeded), with the
+    /// reason. The process should then exit non-zero so its orchestrator restarts it.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + 'static {
+        let mut rx = self.fatal.clone();
+        async move {
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    // The sender is gone with the consumer group: nothing can fail any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 
     /// Partitions currently assigned to this instance.

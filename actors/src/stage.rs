@@ -8,14 +8,17 @@
 //! partition in the order they entered it (per key, and overall).
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
+use futures::FutureExt as _;
 
 use crate::dlq::{Completed, DeadLetter, DlqActor};
 use crate::error::Failure;
 use crate::record::Record;
+use crate::supervision::{panic_message, ChildFailed};
 
 /// Records handed from one stage to the next.
 #[derive(Message)]
@@ -26,6 +29,17 @@ pub struct Batch(pub Vec<Record>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopStage;
+
+/// A stage tells its partition that a service it needs is unavailable (`Some(reason)`) or
+/// available again (`None`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StageHealth {
+    /// The stage.
+    pub stage: &'static str,
+    /// What is wrong, or None once it is fine again.
+    pub problem: Option<String>,
+}
 
 /// What a stage decided for one record.
 #[derive(Debug)]
@@ -61,6 +75,8 @@ pub struct Wiring {
     pub dlq: Addr<DlqActor>,
     /// The partition, told when a dead letter is acknowledged.
     pub done: Recipient<Completed>,
+    /// The partition (the stage's supervisor), told when the stage fails.
+    pub failed: Recipient<ChildFailed>,
 }
 
 /// An actor running a [`StageLogic`].
@@ -125,11 +141,22 @@ impl<S: StageLogic> StageActor<S> {
         self.busy = true;
         let size = batch.len();
         let name = self.logic.name();
-        let work = self.logic.process(batch);
+        // A panic in the stage's logic is this actor's failure: report it to the partition (which
+        // restarts its stages from the last committed offset) and take no more work.
+        let work = match std::panic::catch_unwind(AssertUnwindSafe(|| self.logic.process(batch))) {
+            Ok(work) => work,
+            Err(payload) => {
+                self.fail(panic_message(payload.as_ref()));
+                return;
+            }
+        };
         let wiring = self.wiring.clone();
         let fut = async move {
             let started = Instant::now();
-            let outcomes = work.await;
+            let outcomes = match AssertUnwindSafe(work).catch_unwind().await {
+                Ok(outcomes) => outcomes,
+                Err(payload) => return Err(panic_message(payload.as_ref())),
+            };
             tracing::trace!(stage = name, size, took = ?started.elapsed(), "batch processed");
             let mut forward = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
@@ -142,19 +169,36 @@ impl<S: StageLogic> StageActor<S> {
                             done: wiring.done.clone(),
                         };
                         if wiring.dlq.send(letter).await.is_err() {
-                            tracing::error!("dead-letter actor is gone; record stays uncommitted");
+                            return Err("the dead-letter actor is gone".to_string());
                         }
                     }
                 }
             }
             if !forward.is_empty() && wiring.next.send(Batch(forward)).await.is_err() {
-                tracing::error!("next stage is gone; records stay uncommitted");
+                return Err("the next stage is gone".to_string());
             }
+            Ok(())
         };
-        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
-            act.busy = false;
-            act.kick(ctx);
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(()) => {
+                act.busy = false;
+                act.kick(ctx);
+            }
+            Err(reason) => act.fail(reason),
         }));
+    }
+
+    /// Reports this stage's failure to its partition; the stage stays busy (takes no more work)
+    /// until the partition stops it.
+    fn fail(&mut self, reason: String) {
+        let name = self.logic.name();
+        tracing::error!(stage = name, %reason, "stage failed");
+        self.busy = true;
+        // A failure report must not be lost to a full mailbox: it is rare and decides recovery.
+        self.wiring.failed.do_send(ChildFailed {
+            child: name,
+            reason,
+        });
     }
 }
 
@@ -239,6 +283,10 @@ mod tests {
         type Result = ();
         fn handle(&mut self, _: Completed, _: &mut Context<Self>) {}
     }
+    impl Handler<ChildFailed> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: ChildFailed, _: &mut Context<Self>) {}
+    }
 
     fn record(offset: i64) -> Record {
         Record {
@@ -274,7 +322,8 @@ mod tests {
         let wiring = Wiring {
             next: sink.clone().recipient(),
             dlq,
-            done: sink.recipient(),
+            done: sink.clone().recipient(),
+            failed: sink.recipient(),
         };
         let logic = Recorder {
             sizes: sizes.clone(),

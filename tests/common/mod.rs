@@ -17,9 +17,11 @@ use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer};
 use clickpipe::model_server::{configure, Model};
 use clickpipe_actors::config::Config;
+use clickpipe_actors::deps::FaultHooks;
 use clickpipe_actors::partition::DrainReport;
 use clickpipe_actors::pipeline::Pipeline;
 use clickpipe_actors::stats::Stats;
+use clickpipe_actors::status::StatusBoard;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -105,7 +107,7 @@ pub fn config(names: &Names, model_url: &str) -> Config {
     c.kafka.commit_interval_ms = 200;
     c.kafka
         .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
+        .insert("session.timeout.ms".into(), "15000".into());
     c.kafka
         .consumer
         .insert("heartbeat.interval.ms".into(), "500".into());
@@ -118,6 +120,7 @@ pub fn config(names: &Names, model_url: &str) -> Config {
     c.model.backoff_max_ms = 200;
     c.pipeline.workers = 2;
     c.pipeline.drain_timeout_ms = 10_000;
+    c.validate().expect("test config is valid");
     c.log.level = "warn".into();
     c
 }
@@ -237,25 +240,54 @@ pub struct Running {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<JoinHandle<Vec<DrainReport>>>,
     pub stats: Arc<Stats>,
+    pub status: Arc<StatusBoard>,
+    pub fatal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 pub fn run_pipeline(config: Config) -> Running {
+    run_pipeline_with(config, Arc::new(FaultHooks::default()))
+}
+
+/// Logs to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=clickpipe_actors=debug`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub fn run_pipeline_with(config: Config, hooks: Arc<FaultHooks>) -> Running {
+    init_logs();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+    let fatal = Arc::new(std::sync::Mutex::new(None));
+    let fatal_slot = fatal.clone();
     let thread = std::thread::spawn(move || {
         let sys = actix_rt::System::new();
         sys.block_on(async move {
-            let pipeline = Pipeline::start(Arc::new(config)).expect("pipeline starts");
-            let _ = stats_tx.send(pipeline.stats());
+            let pipeline =
+                Pipeline::start_with_hooks(Arc::new(config), hooks).expect("pipeline starts");
+            let failed = pipeline.failed();
+            actix_rt::spawn(async move {
+                let reason = failed.await;
+                if let Ok(mut slot) = fatal_slot.lock() {
+                    *slot = Some(reason);
+                }
+            });
+            let _ = stats_tx.send((pipeline.stats(), pipeline.status()));
             let _ = actix_rt::task::spawn_blocking(move || stop_rx.recv()).await;
             pipeline.shutdown().await
         })
     });
-    let stats = stats_rx.recv().expect("pipeline stats");
+    let (stats, status) = stats_rx.recv().expect("pipeline stats");
     Running {
         stop: Some(stop_tx),
         thread: Some(thread),
         stats,
+        status,
+        fatal,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Clients of the services the pipeline calls: Redis (ZIP data and session state) and the model.
 
+pub mod breaker;
 pub mod model;
 pub mod redis;
 pub mod zip_cache;

@@ -4,12 +4,14 @@
 //!
 //! `awc::Client` is not `Send`: every inference actor builds its own on its own thread.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clients::backoff;
-use crate::config::ModelConfig;
+use crate::clients::breaker::{Admission, CircuitBreaker};
+use crate::config::{ModelConfig, UnavailablePolicy};
 use crate::error::{ClientError, Retry};
 use crate::features::Features;
 
@@ -57,11 +59,17 @@ pub struct ModelClient {
     budget: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    breaker: Arc<CircuitBreaker>,
+    policy: UnavailablePolicy,
 }
 
+/// Told when the model becomes unavailable (`Some(reason)`) and available again (`None`).
+pub type HealthReport<'a> = &'a dyn Fn(Option<String>);
+
 impl ModelClient {
-    /// A client for `cfg.url`. Must be called on the thread that will use it.
-    pub fn new(cfg: &ModelConfig) -> Self {
+    /// A client for `cfg.url`, sharing `breaker` with the other partitions. Must be called on the
+    /// thread that will use it.
+    pub fn new(cfg: &ModelConfig, breaker: Arc<CircuitBreaker>) -> Self {
         let base = cfg.url.trim_end_matches('/');
         let timeout = Duration::from_millis(cfg.timeout_ms);
         ModelClient {
@@ -75,6 +83,8 @@ impl ModelClient {
             budget: Duration::from_millis(cfg.retry_budget_ms),
             backoff_initial: Duration::from_millis(cfg.backoff_initial_ms),
             backoff_max: Duration::from_millis(cfg.backoff_max_ms),
+            breaker,
+            policy: cfg.on_unavailable,
         }
     }
 
@@ -97,8 +107,15 @@ impl ModelClient {
         }
     }
 
-    /// Scores `instances`, retrying transient failures within the budget.
-    pub async fn infer(&self, instances: &[&Features]) -> Result<Vec<Prediction>, InferError> {
+    /// Scores `instances`. Transient failures are retried with backoff: within the retry budget
+    /// under the `dead_letter` policy, for as long as it takes under `pause` (the circuit breaker
+    /// then spaces the attempts and probes `GET /ping`). A non-retryable answer (4xx other than
+    /// 429, a malformed response) fails at once.
+    pub async fn infer(
+        &self,
+        instances: &[&Features],
+        health: HealthReport<'_>,
+    ) -> Result<Vec<Prediction>, InferError> {
         let body = serde_json::to_vec(&Request { instances }).map_err(|e| InferError {
             error: ClientError::permanent(format!("cannot encode request: {e}")),
             attempts: 0,
@@ -106,18 +123,65 @@ impl ModelClient {
         let body = bytes::Bytes::from(body);
         let started = Instant::now();
         let mut attempt = 0u32;
+        let mut unavailable = false;
         loop {
+            match self.breaker.admit() {
+                Admission::Call => {}
+                Admission::Probe => {
+                    if let Err(e) = self.ping().await {
+                        self.breaker.failure();
+                        tracing::debug!(error = %e.message, "model probe failed");
+                        continue;
+                    }
+                }
+                Admission::Wait(d) => {
+                    if self.policy == UnavailablePolicy::DeadLetter {
+                        return Err(InferError {
+                            error: ClientError::transient("model: circuit breaker open"),
+                            attempts: attempt,
+                        });
+                    }
+                    if !unavailable {
+                        unavailable = true;
+                        health(Some("model unavailable: circuit breaker open".into()));
+                    }
+                    actix_rt::time::sleep(d.min(self.backoff_max)).await;
+                    continue;
+                }
+            }
             attempt += 1;
             let error = match self.call_once(body.clone(), instances.len()).await {
-                Ok(p) => return Ok(p),
+                Ok(p) => {
+                    self.breaker.success();
+                    if unavailable {
+                        health(None);
+                    }
+                    return Ok(p);
+                }
                 Err(e) => e,
             };
-            let wait = backoff(attempt - 1, self.backoff_initial, self.backoff_max);
-            if error.retry == Retry::Never || started.elapsed() + wait >= self.budget {
+            if error.retry == Retry::Never {
                 return Err(InferError {
                     error,
                     attempts: attempt,
                 });
+            }
+            self.breaker.failure();
+            let wait = backoff(attempt - 1, self.backoff_initial, self.backoff_max);
+            match self.policy {
+                UnavailablePolicy::DeadLetter if started.elapsed() + wait >= self.budget => {
+                    return Err(InferError {
+                        error,
+                        attempts: attempt,
+                    });
+                }
+                UnavailablePolicy::DeadLetter => {}
+                UnavailablePolicy::Pause => {
+                    if !unavailable {
+                        unavailable = true;
+                        health(Some(format!("model unavailable: {}", error.message)));
+                    }
+                }
             }
             tracing::debug!(attempt, error = %error.message, ?wait, "model call failed; retrying");
             actix_rt::time::sleep(wait).await;

@@ -22,14 +22,19 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, Semaphore};
 
+use std::collections::BTreeMap;
+
+use crate::clients::backoff;
 use crate::deps::Deps;
 use crate::dlq::{Completed, DeadLetter};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::event::decode;
 use crate::group::{GroupConsumer, GroupContext};
 use crate::record::Record;
-use crate::stage::{Batch, StageActor, StopStage, Wiring};
+use crate::stage::{Batch, StageActor, StageHealth, StopStage, Wiring};
 use crate::stages::{emit::Emit, enrich::Enrich, infer::Infer, lookup::Lookup};
+use crate::status::{PartitionState, PartitionStatus};
+use crate::supervision::{ChildFailed, Intensity, RestartTracker};
 use tracker::OffsetTracker;
 
 /// The partition queue type.
@@ -55,6 +60,19 @@ pub struct DrainReport {
     pub abandoned: usize,
 }
 
+/// A partition tells the root it restarted its stages (`gave_up` false) or exceeded its restart
+/// intensity and stopped (`gave_up` true). The root counts these against its own intensity.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PartitionRestarted {
+    /// The partition.
+    pub partition: i32,
+    /// Whether the partition gave up (failed).
+    pub gave_up: bool,
+    /// Why.
+    pub reason: String,
+}
+
 /// A record that arrived on the consumer's main queue instead of the partition's own queue.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -76,6 +94,16 @@ pub struct PartitionActor {
     stopping: bool,
     drain_replies: Vec<std::sync::mpsc::Sender<DrainReport>>,
     me_completed: Option<Recipient<Completed>>,
+    root: Recipient<PartitionRestarted>,
+    /// Bumped at every restart; work of an older generation is discarded.
+    generation: u64,
+    restarts: RestartTracker,
+    state: PartitionState,
+    /// Paused at the consumer because in-flight records reached the high watermark.
+    backpressure: bool,
+    /// Dependencies a stage reported unavailable, by stage.
+    problems: BTreeMap<&'static str, String>,
+    failure: Option<String>,
 }
 
 impl PartitionActor {
@@ -86,8 +114,14 @@ impl PartitionActor {
         consumer: Arc<GroupConsumer>,
         queue: PartitionQueue,
         deps: Deps,
+        root: Recipient<PartitionRestarted>,
     ) -> Self {
         let permits = Rc::new(Semaphore::new(deps.config.pipeline.max_in_flight));
+        let sv = &deps.config.supervision;
+        let restarts = RestartTracker::new(Intensity {
+            max_restarts: sv.max_restarts,
+            window: Duration::from_millis(sv.restart_window_ms),
+        });
         PartitionActor {
             topic: topic.into(),
             partition,
@@ -103,6 +137,13 @@ impl PartitionActor {
             stopping: false,
             drain_replies: Vec::new(),
             me_completed: None,
+            root,
+            generation: 0,
+            restarts,
+            state: PartitionState::Running,
+            backpressure: false,
+            problems: BTreeMap::new(),
+            failure: None,
         }
     }
 
@@ -115,6 +156,7 @@ impl PartitionActor {
             next,
             dlq: self.deps.dlq.clone(),
             done: me.clone().recipient(),
+            failed: me.clone().recipient(),
         };
         let emit = StageActor::new(
             Emit::new(
@@ -128,19 +170,29 @@ impl PartitionActor {
         )
         .start();
         let infer = StageActor::new(
-            Infer::new(&cfg, self.deps.stats.clone()),
+            Infer::new(
+                &cfg,
+                self.deps.stats.clone(),
+                self.deps.breaker.clone(),
+                me.clone().recipient(),
+            ),
             wiring(emit.clone().recipient()),
             mailbox,
         )
         .start();
         let enrich = StageActor::new(
-            Enrich::new(&cfg),
+            Enrich::new(&cfg, self.deps.hooks.clone()),
             wiring(infer.clone().recipient()),
             mailbox,
         )
         .start();
         let lookup = StageActor::new(
-            Lookup::new(&cfg, self.deps.redis.clone(), self.deps.zip_cache.clone()),
+            Lookup::new(
+                &cfg,
+                self.deps.redis.clone(),
+                self.deps.zip_cache.clone(),
+                me.clone().recipient(),
+            ),
             wiring(enrich.clone().recipient()),
             mailbox,
         )
@@ -199,7 +251,11 @@ impl PartitionActor {
             }
             Some(msgs)
         };
-        ctx.spawn(read.into_actor(self).then(|msgs, act, _ctx| {
+        let generation = self.generation;
+        ctx.spawn(read.into_actor(self).then(move |msgs, act, _ctx| {
+            // Records read by a generation that has since been restarted are dropped: the restart
+            // rewound the partition to before them, so they will be read again.
+            let msgs = msgs.filter(|_| act.generation == generation && !act.stopping);
             let forward = msgs.map(|m| act.ingest(m));
             async move {
                 if let Some(f) = forward {
@@ -207,7 +263,11 @@ impl PartitionActor {
                 }
             }
             .into_actor(act)
-            .map(|(), act, ctx| act.read_next(ctx))
+            .map(move |(), act, ctx| {
+                if act.generation == generation {
+                    act.read_next(ctx)
+                }
+            })
         }));
     }
 
@@ -249,6 +309,7 @@ impl PartitionActor {
                 Err(reason) => invalid.push((record, reason)),
             }
         }
+        self.apply_backpressure();
         let dlq = self.deps.dlq.clone();
         let lookup = self.lookup.clone();
         let done = self.me_completed.clone();
@@ -266,7 +327,8 @@ impl PartitionActor {
             }
             if let Some(lookup) = lookup {
                 if !valid.is_empty() && lookup.send(Batch(valid)).await.is_err() {
-                    tracing::error!("lookup stage is gone; records stay uncommitted");
+                    // The stage stopped (a restart is under way): the records are re-read.
+                    tracing::debug!("lookup stage is gone; records will be read again");
                 }
             }
         }
@@ -281,6 +343,7 @@ impl PartitionActor {
         }
         self.permits.add_permits(n);
         self.store();
+        self.apply_backpressure();
         if self.stopping && self.tracker.in_flight() == 0 {
             self.complete_drain(ctx);
         }
@@ -348,7 +411,150 @@ impl PartitionActor {
             let _ = stage.try_send(StopStage);
         }
         self.queue = None;
+        self.deps.status.remove(&self.topic, self.partition);
         ctx.stop();
+    }
+
+    /// Pauses the partition at the consumer when in-flight records reach the high watermark and
+    /// resumes it at the low one. Between the two nothing changes, so a partition near its bound
+    /// does not flip on every record (each pause makes librdkafka drop what it prefetched).
+    fn apply_backpressure(&mut self) {
+        let p = &self.deps.config.pipeline;
+        let max = p.max_in_flight as f64;
+        let in_flight = self.tracker.in_flight() as f64;
+        if !self.backpressure && in_flight >= (max * p.pause_high_watermark).max(1.0) {
+            self.backpressure = true;
+            self.set_paused(true);
+        } else if self.backpressure && in_flight <= max * p.resume_low_watermark {
+            self.backpressure = false;
+            self.set_paused(self.state == PartitionState::Failed);
+        }
+    }
+
+    fn set_paused(&self, paused: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(partition = self.partition, paused, error = %e, "pause/resume failed");
+        }
+    }
+
+    /// The status the admin API shows.
+    fn publish(&self) {
+        let paused = self.backpressure || self.state == PartitionState::Failed;
+        let mut reasons: Vec<String> = self.problems.values().cloned().collect();
+        if self.backpressure {
+            reasons.insert(
+                0,
+                "backpressure: in-flight records at the high watermark".into(),
+            );
+        }
+        let state = match self.state {
+            PartitionState::Running if paused || !self.problems.is_empty() => {
+                PartitionState::Paused
+            }
+            s => s,
+        };
+        self.deps.status.publish(PartitionStatus {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            state,
+            committed_offset: self.stored,
+            position: self.tracker.position(),
+            in_flight: self.tracker.in_flight(),
+            paused,
+            paused_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            restarts: self.restarts.total(),
+            restarts_in_window: self.restarts.in_window(Instant::now()),
+            failure: self.failure.clone(),
+        });
+    }
+
+    /// One-for-all: a stage failed, so every stage of this partition is stopped, in-flight records
+    /// are dropped, and after a backoff the stages start again from the first unfinished offset.
+    fn child_failed(&mut self, msg: ChildFailed, ctx: &mut Context<Self>) {
+        if self.stopping || self.state == PartitionState::Failed {
+            return;
+        }
+        if self.state == PartitionState::Restarting {
+            return; // the other stages' failures are part of the same restart
+        }
+        let reason = format!("stage {} failed: {}", msg.child, msg.reason);
+        self.generation += 1;
+        self.stop.notify_one();
+        for stage in self.stages.drain(..) {
+            let _ = stage.try_send(StopStage);
+        }
+        self.lookup = None;
+        let allowed = self.restarts.record(Instant::now());
+        self.root.do_send(PartitionRestarted {
+            partition: self.partition,
+            gave_up: !allowed,
+            reason: reason.clone(),
+        });
+        if !allowed {
+            tracing::error!(partition = self.partition, %reason,
+                "restart intensity exceeded; partition paused and failed");
+            self.state = PartitionState::Failed;
+            self.failure = Some(format!(
+                "restart intensity exceeded; last failure: {reason}"
+            ));
+            self.set_paused(true);
+            self.publish();
+            return;
+        }
+        self.state = PartitionState::Restarting;
+        self.publish();
+        let sv = &self.deps.config.supervision;
+        let wait = backoff(
+            self.restarts.in_window(Instant::now()).saturating_sub(1),
+            Duration::from_millis(sv.backoff_initial_ms),
+            Duration::from_millis(sv.backoff_max_ms),
+        );
+        tracing::warn!(partition = self.partition, %reason, ?wait, "restarting the partition's stages");
+        ctx.run_later(wait, |act, ctx| act.restart(ctx));
+    }
+
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        // Rewind to the first record not finished: everything before it has its output or dead
+        // letter; everything from it on is read again.
+        if let Some(from) = self.tracker.committable() {
+            if let Err(e) = self.consumer.seek(
+                &self.topic,
+                self.partition,
+                Offset::Offset(from),
+                Duration::from_secs(10),
+            ) {
+                tracing::error!(partition = self.partition, error = %e, "seek failed; retrying the restart");
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.restart(ctx));
+                return;
+            }
+            self.tracker = OffsetTracker::resumed_at(from);
+        }
+        self.permits = Rc::new(Semaphore::new(self.deps.config.pipeline.max_in_flight));
+        self.stop = Rc::new(Notify::new());
+        self.problems.clear();
+        if self.backpressure {
+            self.backpressure = false;
+            self.set_paused(false);
+        }
+        self.start_stages(ctx);
+        self.state = PartitionState::Running;
+        self.publish();
+        tracing::info!(
+            partition = self.partition,
+            generation = self.generation,
+            "stages restarted"
+        );
+        self.read_next(ctx);
     }
 }
 
@@ -360,6 +566,12 @@ impl Actor for PartitionActor {
         self.me_completed = Some(ctx.address().recipient());
         self.start_stages(ctx);
         tracing::info!(topic = %self.topic, partition = self.partition, "partition started");
+        self.publish();
+        ctx.run_interval(Duration::from_millis(500), |act, _| {
+            if !act.stopping {
+                act.publish()
+            }
+        });
         self.read_next(ctx);
     }
 
@@ -395,8 +607,10 @@ impl Handler<Drain> for PartitionActor {
             return;
         }
         self.stopping = true;
+        self.state = PartitionState::Draining;
+        self.publish();
         self.stop.notify_one();
-        if self.tracker.in_flight() == 0 {
+        if self.tracker.in_flight() == 0 || self.lookup.is_none() {
             self.complete_drain(ctx);
         } else {
             ctx.run_later(self.deps.config.pipeline.drain_timeout(), |act, ctx| {
@@ -419,5 +633,35 @@ impl Handler<Stray> for PartitionActor {
         self.permits.forget_permits(1);
         let forward = self.ingest(vec![msg.0]);
         ctx.spawn(forward.into_actor(self));
+    }
+}
+
+impl Handler<ChildFailed> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildFailed, ctx: &mut Self::Context) {
+        self.child_failed(msg, ctx);
+    }
+}
+
+impl Handler<StageHealth> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StageHealth, _: &mut Self::Context) {
+        match msg.problem {
+            Some(problem) => {
+                tracing::warn!(partition = self.partition, stage = msg.stage, %problem, "partition held");
+                self.problems.insert(msg.stage, problem);
+            }
+            None => {
+                tracing::info!(
+                    partition = self.partition,
+                    stage = msg.stage,
+                    "dependency available again"
+                );
+                self.problems.remove(msg.stage);
+            }
+        }
+        self.publish();
     }
 }

@@ -11,6 +11,19 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
+    /// A tracker for a partition rewound to `next`: nothing in flight, position `next`.
+    pub fn resumed_at(next: i64) -> Self {
+        OffsetTracker {
+            pending: BTreeSet::new(),
+            last_read: Some(next - 1),
+        }
+    }
+
+    /// One past the furthest offset read.
+    pub fn position(&self) -> Option<i64> {
+        self.last_read.map(|l| l + 1)
+    }
+
     /// Records that `offset` was read and is now in flight.
     pub fn read(&mut self, offset: i64) {
         self.pending.insert(offset);

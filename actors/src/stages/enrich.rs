@@ -1,9 +1,12 @@
 //! The enrich stage: pure feature computation from the event and what Redis said.
 
+use std::sync::Arc;
+
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::config::Config;
+use crate::deps::{FaultHooks, PANIC_EVENT_TYPE};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::features::compute;
 use crate::record::Record;
@@ -13,14 +16,16 @@ use crate::stage::{Outcome, StageLogic};
 pub struct Enrich {
     default_income: f64,
     max_batch: usize,
+    hooks: Arc<FaultHooks>,
 }
 
 impl Enrich {
     /// An enrich stage.
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, hooks: Arc<FaultHooks>) -> Self {
         Enrich {
             default_income: config.features.default_zip_median_income,
             max_batch: config.pipeline.max_batch,
+            hooks,
         }
     }
 }
@@ -36,6 +41,14 @@ impl StageLogic for Enrich {
 
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
         let income = self.default_income;
+        let armed = batch.iter().any(|r| {
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.event_type == PANIC_EVENT_TYPE)
+        });
+        if armed && self.hooks.take_enrich_panic() {
+            panic!("injected panic in enrich (test hook)");
+        }
         let out = batch
             .into_iter()
             .map(|mut r| match (&r.event, &r.session) {

@@ -6,15 +6,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Recipient;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::ModelClient;
 use crate::config::{Config, ModelConfig};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::features::Features;
 use crate::record::Record;
-use crate::stage::{Outcome, StageLogic};
+use crate::stage::{Outcome, StageHealth, StageLogic};
 use crate::stats::Stats;
 
 /// The infer stage.
@@ -22,15 +24,24 @@ pub struct Infer {
     config: ModelConfig,
     client: Option<ModelClient>,
     stats: Arc<Stats>,
+    breaker: Arc<CircuitBreaker>,
+    health: Recipient<StageHealth>,
 }
 
 impl Infer {
     /// An infer stage; its HTTP client is built when the actor starts, on the actor's thread.
-    pub fn new(config: &Config, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        config: &Config,
+        stats: Arc<Stats>,
+        breaker: Arc<CircuitBreaker>,
+        health: Recipient<StageHealth>,
+    ) -> Self {
         Infer {
             config: config.model.clone(),
             client: None,
             stats,
+            breaker,
+            health,
         }
     }
 }
@@ -49,7 +60,7 @@ impl StageLogic for Infer {
     }
 
     fn started(&mut self) {
-        self.client = Some(ModelClient::new(&self.config));
+        self.client = Some(ModelClient::new(&self.config, self.breaker.clone()));
     }
 
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
@@ -71,9 +82,10 @@ impl StageLogic for Infer {
             .collect();
         let client = self
             .client
-            .get_or_insert_with(|| ModelClient::new(&self.config))
+            .get_or_insert_with(|| ModelClient::new(&self.config, self.breaker.clone()))
             .clone();
         let stats = self.stats.clone();
+        let health = self.health.clone();
         async move {
             if batch.is_empty() {
                 return outcomes;
@@ -82,7 +94,14 @@ impl StageLogic for Infer {
                 let instances: Vec<&Features> =
                     batch.iter().filter_map(|r| r.features.as_ref()).collect();
                 stats.model_batches.fetch_add(1, Ordering::Relaxed);
-                client.infer(&instances).await
+                // Health changes are rare transitions; they must not be lost to a full mailbox.
+                let report = |problem: Option<String>| {
+                    health.do_send(StageHealth {
+                        stage: "infer",
+                        problem,
+                    })
+                };
+                client.infer(&instances, &report).await
             };
             match result {
                 Ok(predictions) => {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Recipient;
 use deadpool_redis::Pool;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -12,21 +13,28 @@ use futures::FutureExt;
 use crate::clients::backoff;
 use crate::clients::redis::{LookupClient, LookupItem};
 use crate::clients::zip_cache::ZipCache;
-use crate::config::Config;
+use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::record::Record;
-use crate::stage::{Outcome, StageLogic};
+use crate::stage::{Outcome, StageHealth, StageLogic};
 
 /// The lookup stage.
 pub struct Lookup {
     client: LookupClient,
     budget: Duration,
     max_batch: usize,
+    policy: UnavailablePolicy,
+    health: Recipient<StageHealth>,
 }
 
 impl Lookup {
     /// A lookup stage; builds its client on the calling thread.
-    pub fn new(config: &Config, pool: Pool, cache: Arc<ZipCache>) -> Self {
+    pub fn new(
+        config: &Config,
+        pool: Pool,
+        cache: Arc<ZipCache>,
+        health: Recipient<StageHealth>,
+    ) -> Self {
         Lookup {
             client: LookupClient::new(
                 pool,
@@ -36,6 +44,8 @@ impl Lookup {
             ),
             budget: Duration::from_millis(config.redis.retry_budget_ms),
             max_batch: config.pipeline.max_batch,
+            policy: config.redis.on_unavailable,
+            health,
         }
     }
 }
@@ -52,6 +62,8 @@ impl StageLogic for Lookup {
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
         let client = self.client.clone();
         let budget = self.budget;
+        let policy = self.policy;
+        let health = self.health.clone();
         // Every record here was decoded by the source; one that was not cannot be looked up.
         let (mut batch, undecoded): (Vec<Record>, Vec<Record>) =
             batch.into_iter().partition(|r| r.event.is_some());
@@ -74,6 +86,11 @@ impl StageLogic for Lookup {
             }
             let started = Instant::now();
             let mut attempt = 0u32;
+            let mut unavailable = false;
+            let report = |problem: Option<String>| {
+                // Health changes are rare transitions; they must not be lost to a full mailbox.
+                health.do_send(StageHealth { stage: "lookup", problem });
+            };
             let result = loop {
                 attempt += 1;
                 let items: Vec<LookupItem<'_>> = batch
@@ -87,11 +104,24 @@ impl StageLogic for Lookup {
                     })
                     .collect();
                 match client.lookup(&items).await {
-                    Ok(answers) => break Ok(answers),
+                    Ok(answers) => {
+                        if unavailable {
+                            report(None);
+                        }
+                        break Ok(answers);
+                    }
                     Err(e) => {
                         let wait = backoff(attempt, Duration::from_millis(20), Duration::from_secs(1));
-                        if started.elapsed() + wait >= budget {
-                            break Err(e);
+                        match policy {
+                            UnavailablePolicy::DeadLetter if started.elapsed() + wait >= budget => {
+                                break Err(e);
+                            }
+                            UnavailablePolicy::DeadLetter => {}
+                            UnavailablePolicy::Pause if !unavailable => {
+                                unavailable = true;
+                                report(Some(format!("redis unavailable: {}", e.message)));
+                            }
+                            UnavailablePolicy::Pause => {}
                         }
                         tracing::warn!(error = %e, attempt, "redis lookup failed; retrying");
                         actix_rt::time::sleep(wait).await;

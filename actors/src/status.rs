@@ -1,0 +1,118 @@
+//! The state of the pipeline as the admin API shows it: one entry per assigned partition, kept up
+//! to date by the partition actors, plus the model circuit breaker and the root's restart count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::clients::breaker::CircuitBreaker;
+
+/// The lifecycle state of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    /// Reading and processing.
+    Running,
+    /// Not reading: backpressure or an unavailable dependency (see `paused_reason`).
+    Paused,
+    /// Stages are being restarted after a failure.
+    Restarting,
+    /// Finishing in-flight work before it is released (stop or revoke).
+    Draining,
+    /// Restart intensity exceeded: paused until the process restarts (see `failure`).
+    Failed,
+}
+
+/// What the admin API shows for one partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    /// Input topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Lifecycle state.
+    pub state: PartitionState,
+    /// The next offset the group will read after a restart (committed or about to be).
+    pub committed_offset: Option<i64>,
+    /// One past the last offset read.
+    pub position: Option<i64>,
+    /// Records read and not yet finished.
+    pub in_flight: usize,
+    /// Whether the partition is paused at the consumer.
+    pub paused: bool,
+    /// Why it is paused or held (backpressure, model unavailable, Redis unavailable).
+    pub paused_reason: Option<String>,
+    /// Restarts of its stages since it was assigned.
+    pub restarts: u64,
+    /// Restarts within the current supervision window.
+    pub restarts_in_window: u32,
+    /// Why it failed, when it did.
+    pub failure: Option<String>,
+}
+
+/// Shared, process-wide status.
+#[derive(Debug)]
+pub struct StatusBoard {
+    partitions: RwLock<BTreeMap<(String, i32), PartitionStatus>>,
+    /// The model circuit breaker.
+    pub breaker: Arc<CircuitBreaker>,
+    root_restarts: RwLock<u32>,
+}
+
+impl StatusBoard {
+    /// An empty board around the process's circuit breaker.
+    pub fn new(breaker: Arc<CircuitBreaker>) -> Self {
+        StatusBoard {
+            partitions: RwLock::new(BTreeMap::new()),
+            breaker,
+            root_restarts: RwLock::new(0),
+        }
+    }
+
+    /// Publishes a partition's status.
+    pub fn publish(&self, status: PartitionStatus) {
+        self.partitions
+            .write()
+            .insert((status.topic.clone(), status.partition), status);
+    }
+
+    /// Forgets a partition (revoked or stopped).
+    pub fn remove(&self, topic: &str, partition: i32) {
+        self.partitions
+            .write()
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// Every assigned partition, in order.
+    pub fn partitions(&self) -> Vec<PartitionStatus> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    /// Sets the root's restarts within its window.
+    pub fn set_root_restarts(&self, n: u32) {
+        *self.root_restarts.write() = n;
+    }
+
+    /// The root's restarts within its window.
+    pub fn root_restarts(&self) -> u32 {
+        *self.root_restarts.read()
+    }
+
+    /// Reasons the instance is not ready (empty when it is): failed partitions.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        self.partitions
+            .read()
+            .values()
+            .filter(|p| p.state == PartitionState::Failed)
+            .map(|p| {
+                format!(
+                    "partition {} failed: {}",
+                    p.partition,
+                    p.failure.as_deref().unwrap_or("unknown")
+                )
+            })
+            .collect()
+    }
+}

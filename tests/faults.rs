@@ -1,0 +1,371 @@
+//! Supervision and failure policies under injected faults: a panicking stage, a model that goes
+//! away, a Redis that goes away. Nothing may be lost in any of them.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clickpipe_actors::config::UnavailablePolicy;
+use clickpipe_actors::deps::{FaultHooks, PANIC_EVENT_TYPE};
+use clickpipe_actors::status::PartitionState;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn events(prefix: &str, n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let s = format!("{prefix}-s{}", i % keys);
+            (
+                s.clone(),
+                event(
+                    &format!("{prefix}{i}"),
+                    &s,
+                    "2026-06-01T10:00:00Z",
+                    "page_view",
+                    None,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn ids(msgs: &[rdkafka::message::OwnedMessage]) -> HashSet<String> {
+    msgs.iter()
+        .map(|m| json(m)["event_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+#[test]
+fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
+    let names = Names::new("panic", 1);
+    let model = ModelServer::start(0);
+    let hooks = Arc::new(FaultHooks::default());
+    hooks.enrich_panics.store(2, Ordering::SeqCst);
+    let mut cfg = config(&names, &model.url);
+    cfg.supervision.backoff_initial_ms = 10;
+    cfg.supervision.backoff_max_ms = 50;
+    let running = run_pipeline_with(cfg, hooks.clone());
+
+    let mut records = events("p", 200, 7);
+    // The poisoned event panics the enrich stage twice; the third time it passes.
+    records.insert(
+        100,
+        (
+            "p-s1".into(),
+            event(
+                "poisoned",
+                "p-s1",
+                "2026-06-01T10:00:00Z",
+                PANIC_EVENT_TYPE,
+                None,
+            ),
+        ),
+    );
+    produce(&names.input, &records);
+    let mut outputs = Collector::new(&names.output);
+    let complete = outputs.until(WAIT, |m| ids(m).len() >= 201);
+    let status = running.status.partitions();
+    running.stop();
+
+    assert!(complete, "{} of 201 outputs", ids(&outputs.messages).len());
+    assert_eq!(
+        hooks.enrich_panics.load(Ordering::SeqCst),
+        0,
+        "both panics happened"
+    );
+    let p = &status[0];
+    assert_eq!(
+        p.restarts, 2,
+        "each panic restarted the partition's stages: {p:?}"
+    );
+    assert_eq!(p.state, PartitionState::Running);
+}
+
+#[test]
+fn a_partition_past_its_restart_intensity_is_paused_and_reported_failed() {
+    let names = Names::new("intensity", 2);
+    let model = ModelServer::start(0);
+    let hooks = Arc::new(FaultHooks::default());
+    hooks.enrich_panics.store(1_000, Ordering::SeqCst);
+    let mut cfg = config(&names, &model.url);
+    cfg.supervision.max_restarts = 2;
+    cfg.supervision.backoff_initial_ms = 10;
+    cfg.supervision.backoff_max_ms = 20;
+    let running = run_pipeline_with(cfg, hooks);
+
+    // Key "k0" lands on one partition; the other partition keeps working.
+    produce(
+        &names.input,
+        &[(
+            "k0".into(),
+            event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None),
+        )],
+    );
+    let failed = wait_for(WAIT, || {
+        running
+            .status
+            .partitions()
+            .iter()
+            .any(|p| p.state == PartitionState::Failed)
+    });
+    let reasons = running.status.not_ready_reasons();
+    let status = running.status.partitions();
+    running.stop();
+
+    assert!(failed, "a partition failed: {status:?}");
+    let p = status
+        .iter()
+        .find(|p| p.state == PartitionState::Failed)
+        .expect("failed partition");
+    assert_eq!(
+        p.restarts, 3,
+        "two restarts allowed, the third failure gives up"
+    );
+    assert!(p.paused);
+    assert!(
+        p.failure.as_deref().is_some_and(
+            |f| f.contains("restart intensity exceeded") && f.contains("injected panic")
+        ),
+        "{p:?}"
+    );
+    assert_eq!(
+        reasons.len(),
+        1,
+        "readiness is false with the reason: {reasons:?}"
+    );
+    assert!(
+        status.iter().any(|p| p.state == PartitionState::Running),
+        "the other partition is unaffected"
+    );
+}
+
+#[test]
+fn the_root_gives_up_when_partitions_keep_failing() {
+    let names = Names::new("root", 2);
+    let model = ModelServer::start(0);
+    let hooks = Arc::new(FaultHooks::default());
+    hooks.enrich_panics.store(1_000, Ordering::SeqCst);
+    let mut cfg = config(&names, &model.url);
+    cfg.supervision.max_restarts = 10;
+    cfg.supervision.root_max_restarts = 3;
+    cfg.supervision.backoff_initial_ms = 10;
+    cfg.supervision.backoff_max_ms = 20;
+    let running = run_pipeline_with(cfg, hooks);
+    produce(
+        &names.input,
+        &[(
+            "k0".into(),
+            event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None),
+        )],
+    );
+    let gave_up = wait_for(WAIT, || {
+        running.fatal.lock().map(|f| f.is_some()).unwrap_or(false)
+    });
+    let reason = running.fatal.lock().ok().and_then(|f| f.clone());
+    running.stop();
+    assert!(gave_up, "the root gave up");
+    assert!(reason.is_some_and(|r| r.contains("root restart intensity exceeded")));
+}
+
+#[test]
+fn model_down_for_ten_seconds_pauses_and_resumes_without_dead_letters() {
+    let names = Names::new("modeldown", 2);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let model = ModelServer::start_on(listener, 0);
+    let mut cfg = config(&names, &model.url);
+    cfg.model.circuit_open_ms = 500;
+    let running = run_pipeline(cfg);
+    let mut outputs = Collector::new(&names.output);
+
+    produce(&names.input, &events("a", 100, 11));
+    assert!(
+        outputs.until(WAIT, |m| ids(m).len() >= 100),
+        "before the outage"
+    );
+    model.stop();
+    let down_at = Instant::now();
+    produce(&names.input, &events("b", 100, 11));
+    // While the model is away the partitions are held, and say why.
+    let held = wait_for(Duration::from_secs(8), || {
+        running.status.partitions().iter().any(|p| {
+            p.paused_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("model unavailable"))
+        })
+    });
+    let breaker_opened =
+        running.status.breaker.state() != clickpipe_actors::clients::breaker::BreakerState::Closed;
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed()));
+    let model = ModelServer::start_on(TcpListener::bind(addr).expect("rebind the model's port"), 0);
+    let complete = outputs.until(WAIT, |m| ids(m).len() >= 200);
+    let dead = consume_settled(
+        &names.dlq,
+        0,
+        Duration::from_millis(10),
+        Duration::from_secs(1),
+    );
+    let after = running.status.partitions();
+    running.stop();
+    model.stop();
+
+    assert!(held, "partitions reported the model outage");
+    assert!(breaker_opened, "the circuit breaker opened");
+    assert!(complete, "{} of 200 outputs", ids(&outputs.messages).len());
+    assert!(
+        dead.is_empty(),
+        "no dead letters under the pause policy: {}",
+        dead.len()
+    );
+    assert!(
+        after.iter().all(|p| p.paused_reason.is_none()),
+        "resumed: {after:?}"
+    );
+}
+
+#[test]
+fn model_down_with_the_dead_letter_policy_dead_letters_inference_failed() {
+    let names = Names::new("modeldl", 1);
+    let model = ModelServer::start(usize::MAX);
+    let mut cfg = config(&names, &model.url);
+    cfg.model.on_unavailable = UnavailablePolicy::DeadLetter;
+    cfg.model.retry_budget_ms = 200;
+    cfg.model.circuit_failure_threshold = 2;
+    let running = run_pipeline(cfg);
+    produce(&names.input, &events("d", 30, 5));
+    let dead = consume(&names.dlq, 30, WAIT);
+    running.stop();
+    assert_eq!(
+        ids_of_payloads(&dead).len(),
+        30,
+        "every event is dead-lettered, none lost"
+    );
+    assert!(dead
+        .iter()
+        .all(|m| header(m, "clickpipe.error.kind").as_deref() == Some("inference_failed")));
+    assert!(
+        dead.iter().any(|m| header(m, "clickpipe.error.message")
+            .is_some_and(|s| s.contains("circuit breaker open"))),
+        "once open, the breaker dead-letters at once"
+    );
+}
+
+fn ids_of_payloads(msgs: &[rdkafka::message::OwnedMessage]) -> HashSet<String> {
+    use rdkafka::Message;
+    msgs.iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
+        .map(|v| v["event_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A Redis of this test's own, so stopping it does not disturb other tests.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/services.sh)");
+        let r = OwnRedis {
+            port,
+            child: Some(child),
+        };
+        assert!(wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn redis_down_for_five_seconds_loses_nothing() {
+    let names = Names::new("redisdown", 2);
+    let model = ModelServer::start(0);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let mut cfg = config(&names, &model.url);
+    cfg.redis.url = redis.url();
+    cfg.redis.timeout_ms = 300;
+    let running = run_pipeline(cfg);
+    let mut outputs = Collector::new(&names.output);
+
+    produce(&names.input, &events("r", 100, 13));
+    assert!(
+        outputs.until(WAIT, |m| ids(m).len() >= 100),
+        "before the outage"
+    );
+    redis.stop();
+    produce(&names.input, &events("q", 100, 13));
+    let held = wait_for(Duration::from_secs(5), || {
+        running.status.partitions().iter().any(|p| {
+            p.paused_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("redis unavailable"))
+        })
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let _redis = OwnRedis::start(port);
+    let complete = outputs.until(WAIT, |m| ids(m).len() >= 200);
+    let dead = consume_settled(
+        &names.dlq,
+        0,
+        Duration::from_millis(10),
+        Duration::from_secs(1),
+    );
+    running.stop();
+
+    assert!(held, "partitions reported the Redis outage");
+    assert!(complete, "{} of 200 outputs", ids(&outputs.messages).len());
+    assert!(dead.is_empty(), "no dead letters under the pause policy");
+}
