@@ -55,6 +55,7 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
         "uptime_s": state.started.elapsed().as_secs(),
         "partitions": state.status.partitions(),
         "circuit_breaker": state.status.breaker.state().as_str(),
+        "policies": &state.status.policies,
         "root_restarts_in_window": state.status.root_restarts(),
         "counters": {
             "records_in": load(&s.records_in),
@@ -88,7 +89,13 @@ mod tests {
         ));
         let state = AdminState {
             stats: Arc::new(Stats::default()),
-            status: Arc::new(StatusBoard::new(breaker)),
+            status: Arc::new(StatusBoard::new(
+                breaker,
+                clickpipe_actors::status::Policies {
+                    model_unavailable: "pause",
+                    redis_unavailable: "pause",
+                },
+            )),
             started: Instant::now(),
         };
         let app = test::init_service(App::new().configure(routes(state))).await;

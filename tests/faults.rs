@@ -346,6 +346,7 @@ fn redis_down_for_five_seconds_loses_nothing() {
         "before the outage"
     );
     redis.stop();
+    let down_at = Instant::now();
     produce(&names.input, &events("q", 100, 13));
     let held = wait_for(Duration::from_secs(5), || {
         running.status.partitions().iter().any(|p| {
@@ -354,7 +355,7 @@ fn redis_down_for_five_seconds_loses_nothing() {
                 .is_some_and(|r| r.contains("redis unavailable"))
         })
     });
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(down_at.elapsed()));
     let _redis = OwnRedis::start(port);
     let complete = outputs.until(WAIT, |m| ids(m).len() >= 200);
     let dead = consume_settled(

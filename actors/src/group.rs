@@ -80,7 +80,7 @@ impl GroupShared {
 
     /// Drains the given partitions (all when `tpl` is None), blocking until each has committed or
     /// the drain timeout passed.
-    fn drain(&self, tpl: Option<&TopicPartitionList>) -> Vec<DrainReport> {
+    fn drain(&self, tpl: Option<&TopicPartitionList>, lost: bool) -> Vec<DrainReport> {
         let actors: Vec<Addr<PartitionActor>> = {
             let mut map = self.partitions.lock();
             match tpl {
@@ -98,7 +98,12 @@ impl GroupShared {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut expected = 0;
         for a in &actors {
-            if a.try_send(Drain { reply: tx.clone() }).is_ok() {
+            if a.try_send(Drain {
+                reply: tx.clone(),
+                lost,
+            })
+            .is_ok()
+            {
                 expected += 1;
             }
         }
@@ -203,10 +208,15 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let reports = self.shared.drain(Some(tpl));
+                let lost = consumer.assignment_lost();
+                let reports = self.shared.drain(Some(tpl), lost);
                 tracing::info!(
                     revoked = tpl.count(),
                     drained = reports.len(),
@@ -417,7 +427,7 @@ impl Handler<Shutdown> for ConsumerGroup {
         if let Some(poll) = self.poll.take() {
             ctx.cancel_future(poll);
         }
-        let reports = self.shared.drain(None);
+        let reports = self.shared.drain(None, false);
         if let Some(c) = &self.consumer {
             c.unsubscribe();
         }

@@ -23,7 +23,7 @@ use crate::dlq::DlqActor;
 use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
 use crate::partition::DrainReport;
 use crate::stats::Stats;
-use crate::status::StatusBoard;
+use crate::status::{Policies, StatusBoard};
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,7 @@ pub enum StartError {
 /// A running pipeline.
 pub struct Pipeline {
     group: Addr<ConsumerGroup>,
+    dlq: Addr<DlqActor>,
     shared: Arc<GroupShared>,
     producer: FutureProducer,
     stats: Arc<Stats>,
@@ -85,11 +86,17 @@ impl Pipeline {
             config.model.circuit_failure_threshold,
             Duration::from_millis(config.model.circuit_open_ms),
         ));
-        let status = Arc::new(StatusBoard::new(breaker.clone()));
+        let status = Arc::new(StatusBoard::new(
+            breaker.clone(),
+            Policies {
+                model_unavailable: config.model.on_unavailable.as_str(),
+                redis_unavailable: config.redis.on_unavailable.as_str(),
+            },
+        ));
         let deps = Deps {
             config: config.clone(),
             producer: producer.clone(),
-            dlq,
+            dlq: dlq.clone(),
             redis,
             zip_cache,
             stats: stats.clone(),
@@ -107,6 +114,7 @@ impl Pipeline {
         arbiters.push(group_arbiter);
         Ok(Pipeline {
             group,
+            dlq,
             shared,
             producer,
             stats,
@@ -126,18 +134,33 @@ impl Pipeline {
         self.status.clone()
     }
 
-    /// Resolves when the root supervisor gives up (its restart intensity was exceeded), with the
-    /// reason. The process should then exit non-zero so its orchestrator restarts it.
+    /// Resolves when the root supervisor gives up, with the reason: its restart intensity was
+    /// exceeded, or a child with restart policy "never" (the consumer-group or dead-letter actor)
+    /// died. The process should then exit non-zero so its orchestrator restarts it.
     pub fn failed(&self) -> impl std::future::Future<Output = String> + 'static {
         let mut rx = self.fatal.clone();
+        let group = self.group.clone();
+        let dlq = self.dlq.clone();
         async move {
+            let mut tick = actix_rt::time::interval(Duration::from_secs(1));
             loop {
                 if let Some(reason) = rx.borrow_and_update().clone() {
                     return reason;
                 }
-                if rx.changed().await.is_err() {
-                    // The sender is gone with the consumer group: nothing can fail any more.
-                    std::future::pending::<()>().await;
+                if !group.connected() {
+                    return "the consumer-group actor died".to_string();
+                }
+                if !dlq.connected() {
+                    return "the dead-letter actor died".to_string();
+                }
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            // The group stopped (clean shutdown): nothing can fail any more.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    _ = tick.tick() => {}
                 }
             }
         }

@@ -52,21 +52,33 @@ pub struct PartitionStatus {
     pub failure: Option<String>,
 }
 
+/// The failure policies in force, shown with the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policies {
+    /// `model.on_unavailable`.
+    pub model_unavailable: &'static str,
+    /// `redis.on_unavailable`.
+    pub redis_unavailable: &'static str,
+}
+
 /// Shared, process-wide status.
 #[derive(Debug)]
 pub struct StatusBoard {
     partitions: RwLock<BTreeMap<(String, i32), PartitionStatus>>,
     /// The model circuit breaker.
     pub breaker: Arc<CircuitBreaker>,
+    /// The failure policies.
+    pub policies: Policies,
     root_restarts: RwLock<u32>,
 }
 
 impl StatusBoard {
     /// An empty board around the process's circuit breaker.
-    pub fn new(breaker: Arc<CircuitBreaker>) -> Self {
+    pub fn new(breaker: Arc<CircuitBreaker>, policies: Policies) -> Self {
         StatusBoard {
             partitions: RwLock::new(BTreeMap::new()),
             breaker,
+            policies,
             root_restarts: RwLock::new(0),
         }
     }

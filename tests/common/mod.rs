@@ -53,16 +53,21 @@ pub struct Names {
 
 impl Names {
     pub fn new(test: &str, partitions: i32) -> Names {
-        let n = Names {
+        let n = Names::without_topics(test);
+        create_topics(&[(&n.input, partitions), (&n.output, partitions), (&n.dlq, 1)]);
+        n
+    }
+
+    /// Names only; the test creates the topics where it needs them.
+    pub fn without_topics(test: &str) -> Names {
+        Names {
             input: unique(&format!("{test}-in")),
             output: unique(&format!("{test}-out")),
             dlq: unique(&format!("{test}-dlq")),
             group: unique(&format!("{test}-group")),
             zip_prefix: unique(&format!("{test}:zip")) + ":",
             session_prefix: unique(&format!("{test}:session")) + ":",
-        };
-        create_topics(&[(&n.input, partitions), (&n.output, partitions), (&n.dlq, 1)]);
-        n
+        }
     }
 }
 
@@ -148,6 +153,8 @@ pub fn seed_zip(prefix: &str, zip: &str, income: &str, tz: &str) {
 pub struct ModelServer {
     pub url: String,
     pub invocations: Arc<AtomicUsize>,
+    /// Added to every invocation, in milliseconds (a slow model).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
 }
@@ -168,14 +175,18 @@ impl ModelServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let invocations = Arc::new(AtomicUsize::new(0));
         let calls = invocations.clone();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix_rt::System::new();
             sys.block_on(async move {
                 let server = HttpServer::new(move || {
                     let calls = calls.clone();
+                    let delay = delay.clone();
                     App::new()
                         .wrap_fn(move |req, srv| {
+                            let wait = delay.load(Ordering::SeqCst);
                             let n = if req.path() == "/invocations" {
                                 calls.fetch_add(1, Ordering::SeqCst)
                             } else {
@@ -184,6 +195,9 @@ impl ModelServer {
                             let fail = n != usize::MAX && n < fail_first;
                             let fut = if fail { None } else { Some(srv.call(req)) };
                             async move {
+                                if wait > 0 {
+                                    actix_rt::time::sleep(Duration::from_millis(wait)).await;
+                                }
                                 match fut {
                                     Some(f) => f.await.map(|r| r.map_body(|_, b| b.boxed())),
                                     None => Err(actix_web::error::ErrorInternalServerError(
@@ -207,6 +221,7 @@ impl ModelServer {
         ModelServer {
             url,
             invocations,
+            delay_ms,
             handle,
             thread: Some(thread),
         }
@@ -318,8 +333,12 @@ impl Drop for Running {
 // Kafka I/O
 
 pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
+    producer_on(&brokers())
+}
+
+pub fn producer_on(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "2")
         .create()
         .expect("producer")
@@ -327,7 +346,12 @@ pub fn producer() -> ThreadedProducer<DefaultProducerContext> {
 
 /// Produces `(key, value)` records and waits until all are acknowledged.
 pub fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
-    let p = producer();
+    produce_on(&brokers(), topic, records)
+}
+
+/// Produces to the cluster at `bootstrap` (e.g. a MockCluster).
+pub fn produce_on(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let p = producer_on(bootstrap);
     for (k, v) in records {
         let mut rec = BaseRecord::to(topic)
             .key(k.as_bytes())
@@ -441,8 +465,13 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(topic: &str) -> Collector {
+        Collector::on(&brokers(), topic)
+    }
+
+    /// A collector on the cluster at `bootstrap` (e.g. a MockCluster).
+    pub fn on(bootstrap: &str, topic: &str) -> Collector {
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", bootstrap)
             .set("group.id", unique("collector"))
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "50")
@@ -476,8 +505,11 @@ impl Collector {
             if Instant::now() >= deadline {
                 return false;
             }
-            if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
-                self.messages.push(m.expect("consume").detach());
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => self.messages.push(m.detach()),
+                // Broker errors (an outage the test injected) are reported and retried.
+                Some(Err(e)) => eprintln!("collector: {e}"),
+                None => {}
             }
         }
         true

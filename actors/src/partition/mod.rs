@@ -47,6 +47,9 @@ pub type PartitionQueue = StreamPartitionQueue<GroupContext>;
 pub struct Drain {
     /// Where the report goes; a plain channel so a rebalance callback can block on it.
     pub reply: std::sync::mpsc::Sender<DrainReport>,
+    /// The assignment was lost (the session expired): another member owns the partition now, so
+    /// stop at once without committing.
+    pub lost: bool,
 }
 
 /// How a drain ended.
@@ -94,6 +97,7 @@ pub struct PartitionActor {
     stopping: bool,
     drain_replies: Vec<std::sync::mpsc::Sender<DrainReport>>,
     me_completed: Option<Recipient<Completed>>,
+    lost: bool,
     root: Recipient<PartitionRestarted>,
     /// Bumped at every restart; work of an older generation is discarded.
     generation: u64,
@@ -137,6 +141,7 @@ impl PartitionActor {
             stopping: false,
             drain_replies: Vec::new(),
             me_completed: None,
+            lost: false,
             root,
             generation: 0,
             restarts,
@@ -377,7 +382,11 @@ impl PartitionActor {
         if self.drain_replies.is_empty() {
             return;
         }
-        let committed = self.tracker.committable();
+        let committed = if self.lost {
+            None
+        } else {
+            self.tracker.committable()
+        };
         if let Some(next) = committed {
             let mut tpl = TopicPartitionList::new();
             let added = tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next));
@@ -564,6 +573,9 @@ impl Actor for PartitionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.deps.config.pipeline.mailbox_capacity);
         self.me_completed = Some(ctx.address().recipient());
+        // librdkafka keeps a partition's paused flag across rebalances: a partition this process
+        // paused before it was revoked would come back paused. Start from a known state.
+        self.set_paused(false);
         self.start_stages(ctx);
         tracing::info!(topic = %self.topic, partition = self.partition, "partition started");
         self.publish();
@@ -603,6 +615,13 @@ impl Handler<Drain> for PartitionActor {
 
     fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
         self.drain_replies.push(msg.reply);
+        if msg.lost {
+            tracing::warn!(
+                partition = self.partition,
+                "assignment lost; stopping without commit"
+            );
+            self.lost = true;
+        }
         if self.stopping {
             return;
         }
@@ -610,7 +629,7 @@ impl Handler<Drain> for PartitionActor {
         self.state = PartitionState::Draining;
         self.publish();
         self.stop.notify_one();
-        if self.tracker.in_flight() == 0 || self.lookup.is_none() {
+        if self.tracker.in_flight() == 0 || self.lookup.is_none() || self.lost {
             self.complete_drain(ctx);
         } else {
             ctx.run_later(self.deps.config.pipeline.drain_timeout(), |act, ctx| {
