@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
@@ -61,20 +60,8 @@ fn produce_errors_commit_errors_and_a_broker_outage_lose_nothing() {
     mock.broker_up(1).expect("broker up");
     produce_on(&bootstrap, &names.input, &records[2000..]);
 
-    let mut ids: HashSet<String> = HashSet::new();
-    let mut seen = 0;
-    let complete = outputs.until(Duration::from_secs(120), |m| {
-        for msg in &m[seen..] {
-            ids.insert(
-                json(msg)["event_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-        seen = m.len();
-        ids.len() >= total
-    });
+    let ids = outputs.event_ids(total, Duration::from_secs(120));
+    let complete = ids.len() >= total;
     running.stop();
     let missing = (0..total)
         .filter(|i| !ids.contains(&format!("m{i}")))

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -207,20 +206,7 @@ fn a_killed_pipeline_restarted_loses_no_event() {
     eprintln!("crash test: killed with {before} outputs seen, {committed} input offsets committed");
 
     let mut second = spawn(&config);
-    let mut ids: HashSet<String> = HashSet::new();
-    let mut seen = 0;
-    outputs.until(Duration::from_secs(180), |m| {
-        for msg in &m[seen..] {
-            ids.insert(
-                json(msg)["event_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-        seen = m.len();
-        ids.len() >= total
-    });
+    let ids = outputs.event_ids(total, Duration::from_secs(180));
     let _ = second.kill();
     let _ = second.wait();
     let _ = std::fs::remove_file(&config);
@@ -240,25 +226,6 @@ fn a_killed_pipeline_restarted_loses_no_event() {
         out.len(),
         out.len().saturating_sub(total)
     );
-}
-
-/// Polls the collector, counting distinct event ids, until all `total` are in or `timeout` passes.
-fn collect_all(outputs: &mut Collector, total: usize, timeout: Duration) -> HashSet<String> {
-    let mut ids: HashSet<String> = HashSet::new();
-    let mut seen = 0;
-    outputs.until(timeout, |m| {
-        for msg in &m[seen..] {
-            ids.insert(
-                json(msg)["event_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-        seen = m.len();
-        ids.len() >= total
-    });
-    ids
 }
 
 fn terminate(child: &mut Instance) -> Option<i32> {
@@ -318,7 +285,7 @@ fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bo
         kills += 1;
     }
     let mut last = spawn_with(&config, &env);
-    let ids = collect_all(&mut outputs, total, Duration::from_secs(300));
+    let ids = outputs.event_ids(total, Duration::from_secs(300));
     outputs.until(Duration::from_secs(2), |_| false);
     let code = terminate(&mut last);
     let _ = std::fs::remove_file(&config);
@@ -367,7 +334,7 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
     let mut a = spawn(&config);
     let mut b = spawn(&config);
     produce_on(&bootstrap, &names.input, &records[..total / 2]);
-    let half = collect_all(&mut outputs, total / 2, Duration::from_secs(120));
+    let half = outputs.event_ids(total / 2, Duration::from_secs(120));
     assert_eq!(
         half.len(),
         total / 2,
@@ -382,7 +349,7 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
         &names.input,
         &records[total / 2..(3 * total) / 4],
     );
-    let three_q = collect_all(&mut outputs, (3 * total) / 4, Duration::from_secs(120));
+    let three_q = outputs.event_ids((3 * total) / 4, Duration::from_secs(120));
     outputs.until(Duration::from_secs(2), |_| false);
     assert_eq!(three_q.len(), (3 * total) / 4);
     assert_eq!(
@@ -397,7 +364,7 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
     std::thread::sleep(Duration::from_secs(3));
     b.kill().expect("SIGKILL");
     let _ = b.wait();
-    let all = collect_all(&mut outputs, total, Duration::from_secs(120));
+    let all = outputs.event_ids(total, Duration::from_secs(120));
     let _ = terminate(&mut c);
     let _ = std::fs::remove_file(&config);
     let missing = (0..total)

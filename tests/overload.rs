@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -109,20 +108,8 @@ fn a_model_ten_times_too_slow_keeps_memory_flat_and_loses_nothing() {
 
     // The model recovers; everything must come out.
     model.delay_ms.store(0, Ordering::SeqCst);
-    let mut ids: HashSet<String> = HashSet::new();
-    let mut seen = 0;
-    let complete = outputs.until(Duration::from_secs(240), |m| {
-        for msg in &m[seen..] {
-            ids.insert(
-                json(msg)["event_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-        seen = m.len();
-        ids.len() >= total
-    });
+    let ids = outputs.event_ids(total, Duration::from_secs(240));
+    let complete = ids.len() >= total;
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())

@@ -74,11 +74,10 @@ impl Actor for DlqActor {
 
 /// The headers of a dead letter.
 pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
-    let partition = record.partition.to_string();
-    let offset = record.offset.to_string();
     let attempts = failure.attempts.to_string();
     let failed_at = rfc3339(Utc::now());
-    let mut h = OwnedHeaders::new_with_capacity(9)
+    record
+        .source_headers(5)
         .insert(Header {
             key: "clickpipe.error.kind",
             value: Some(failure.kind.as_str()),
@@ -92,32 +91,13 @@ pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
             value: Some(failure.stage.as_str()),
         })
         .insert(Header {
-            key: "clickpipe.source.topic",
-            value: Some(&*record.topic),
-        })
-        .insert(Header {
-            key: "clickpipe.source.partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.source.offset",
-            value: Some(offset.as_str()),
-        })
-        .insert(Header {
             key: "clickpipe.attempts",
             value: Some(attempts.as_str()),
         })
         .insert(Header {
             key: "clickpipe.failed_at",
             value: Some(failed_at.as_str()),
-        });
-    if let Some(ts) = record.timestamp_ms {
-        h = h.insert(Header {
-            key: "clickpipe.source.timestamp",
-            value: Some(ts.to_string().as_str()),
-        });
-    }
-    h
+        })
 }
 
 impl Handler<DeadLetter> for DlqActor {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use rdkafka::message::{Header, OwnedHeaders};
 use serde::Serialize;
 
 use crate::clients::model::Prediction;
@@ -67,6 +68,34 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 impl Record {
+    /// Headers naming where the record came from: `clickpipe.source.topic`, `.partition`,
+    /// `.offset` and, when the broker gave one, `.timestamp` (epoch ms). Output records and dead
+    /// letters both carry them, for lineage and end-to-end latency.
+    pub fn source_headers(&self, capacity: usize) -> OwnedHeaders {
+        let partition = self.partition.to_string();
+        let offset = self.offset.to_string();
+        let h = OwnedHeaders::new_with_capacity(capacity + 4)
+            .insert(Header {
+                key: "clickpipe.source.topic",
+                value: Some(&*self.topic),
+            })
+            .insert(Header {
+                key: "clickpipe.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "clickpipe.source.offset",
+                value: Some(offset.as_str()),
+            });
+        match self.timestamp_ms {
+            Some(ts) => h.insert(Header {
+                key: "clickpipe.source.timestamp",
+                value: Some(ts.to_string().as_str()),
+            }),
+            None => h,
+        }
+    }
+
     /// The output record value, or None when a stage has not filled its part.
     pub fn output_json(&self) -> Option<Vec<u8>> {
         let event = self.event.as_ref()?;

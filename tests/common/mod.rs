@@ -378,32 +378,9 @@ pub fn produce_on(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
 
 /// Reads `topic` from the beginning until `want` records arrived or `timeout` passed.
 pub fn consume(topic: &str, want: usize, timeout: Duration) -> Vec<OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()
-        .expect("consumer");
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("tpl");
-        }
-    }
-    c.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            out.push(m.expect("consume").detach());
-        }
-    }
-    out
+    let mut c = Collector::new(topic);
+    c.until(timeout, |m| m.len() >= want);
+    c.messages
 }
 
 /// Waits `quiet` and returns whatever else arrives — to check nothing more comes.
@@ -492,6 +469,30 @@ impl Collector {
             consumer,
             messages: Vec::new(),
         }
+    }
+
+    /// Polls until the outputs carry `total` distinct event ids or `timeout` passes; returns the
+    /// ids seen.
+    pub fn event_ids(
+        &mut self,
+        total: usize,
+        timeout: Duration,
+    ) -> std::collections::HashSet<String> {
+        let mut ids = std::collections::HashSet::new();
+        let mut seen = 0;
+        self.until(timeout, |m| {
+            for msg in &m[seen..] {
+                ids.insert(
+                    json(msg)["event_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            seen = m.len();
+            ids.len() >= total
+        });
+        ids
     }
 
     /// Polls until `done(messages)` holds or `timeout` passes; returns whether it held.

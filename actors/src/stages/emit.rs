@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 
 use crate::error::{ErrorKind, Failure, Stage};
@@ -36,31 +35,6 @@ impl Emit {
     }
 }
 
-fn source_headers(r: &Record) -> OwnedHeaders {
-    let partition = r.partition.to_string();
-    let offset = r.offset.to_string();
-    let mut h = OwnedHeaders::new_with_capacity(4)
-        .insert(Header {
-            key: "clickpipe.source.topic",
-            value: Some(&*r.topic),
-        })
-        .insert(Header {
-            key: "clickpipe.source.partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.source.offset",
-            value: Some(offset.as_str()),
-        });
-    if let Some(ts) = r.timestamp_ms {
-        h = h.insert(Header {
-            key: "clickpipe.source.timestamp",
-            value: Some(ts.to_string().as_str()),
-        });
-    }
-    h
-}
-
 impl StageLogic for Emit {
     fn name(&self) -> &'static str {
         "emit"
@@ -85,9 +59,15 @@ impl StageLogic for Emit {
                             "record reached emit without features or prediction".to_string()
                         );
                     };
-                    deliver(producer, topic, r.key.as_deref(), &value, source_headers(r))
-                        .await
-                        .map_err(|e| format!("output record rejected: {e}"))
+                    deliver(
+                        producer,
+                        topic,
+                        r.key.as_deref(),
+                        &value,
+                        r.source_headers(0),
+                    )
+                    .await
+                    .map_err(|e| format!("output record rejected: {e}"))
                 }
             });
             let results = futures::future::join_all(sends).await;
