@@ -12,6 +12,7 @@
 //! malformed request, 413 for a body over 8 MiB, 415 for a non-JSON content type, 404 for an unknown
 //! route and 405 for a wrong method.
 
+use clickpipe_actors::event::json_type;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
@@ -368,17 +369,6 @@ fn predict(model: &Model, body: &[u8]) -> Result<Vec<Prediction>, String> {
             )),
         })
         .collect()
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 #[cfg(test)]

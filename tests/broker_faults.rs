@@ -22,21 +22,7 @@ fn produce_errors_commit_errors_and_a_broker_outage_lose_nothing() {
     let mut cfg = config(&names, &model.url);
     cfg.kafka.brokers = bootstrap.clone();
     let total = 3000usize;
-    let records: Vec<(String, Vec<u8>)> = (0..total)
-        .map(|i| {
-            let s = format!("s{}", i % 59);
-            (
-                s.clone(),
-                event(
-                    &format!("m{i}"),
-                    &s,
-                    "2026-06-01T10:00:00Z",
-                    "page_view",
-                    None,
-                ),
-            )
-        })
-        .collect();
+    let records = events("m", total, 59);
     produce_on(&bootstrap, &names.input, &records[..1000]);
     let mut outputs = Collector::on(&bootstrap, &names.output);
     let running = run_pipeline(cfg.clone());

@@ -170,21 +170,7 @@ fn a_killed_pipeline_restarted_loses_no_event() {
     let model = ModelServer::start(0);
     let config = config_file(&names, &model.url, &bootstrap);
     let total = 4000usize;
-    let records: Vec<(String, Vec<u8>)> = (0..total)
-        .map(|i| {
-            let s = format!("s{}", i % 113);
-            (
-                s.clone(),
-                event(
-                    &format!("c{i}"),
-                    &s,
-                    "2026-06-01T10:00:00Z",
-                    "page_view",
-                    None,
-                ),
-            )
-        })
-        .collect();
+    let records = events("c", total, 113);
     produce_on(&bootstrap, &names.input, &records);
 
     let mut outputs = Collector::on(&bootstrap, &names.output);
@@ -246,21 +232,7 @@ fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bo
     let config = config_file(&names, &model.url, &bootstrap);
     let total = 20_000usize;
     let max_in_flight = 200usize;
-    let records: Vec<(String, Vec<u8>)> = (0..total)
-        .map(|i| {
-            let s = format!("s{}", i % 211);
-            (
-                s.clone(),
-                event(
-                    &format!("k{i}"),
-                    &s,
-                    "2026-06-01T10:00:00Z",
-                    "page_view",
-                    None,
-                ),
-            )
-        })
-        .collect();
+    let records = events("k", total, 211);
     produce_on(&bootstrap, &names.input, &records);
     let env = [
         ("CLICKPIPE__PIPELINE__MAX_IN_FLIGHT", "200"),
@@ -315,21 +287,7 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
     let model = ModelServer::start(0);
     let config = config_file(&names, &model.url, &bootstrap);
     let total = 4000usize;
-    let records: Vec<(String, Vec<u8>)> = (0..total)
-        .map(|i| {
-            let s = format!("s{}", i % 97);
-            (
-                s.clone(),
-                event(
-                    &format!("t{i}"),
-                    &s,
-                    "2026-06-01T10:00:00Z",
-                    "page_view",
-                    None,
-                ),
-            )
-        })
-        .collect();
+    let records = events("t", total, 97);
     let mut outputs = Collector::on(&bootstrap, &names.output);
     let mut a = spawn(&config);
     let mut b = spawn(&config);

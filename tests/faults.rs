@@ -17,24 +17,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn events(prefix: &str, n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
-    (0..n)
-        .map(|i| {
-            let s = format!("{prefix}-s{}", i % keys);
-            (
-                s.clone(),
-                event(
-                    &format!("{prefix}{i}"),
-                    &s,
-                    "2026-06-01T10:00:00Z",
-                    "page_view",
-                    None,
-                ),
-            )
-        })
-        .collect()
-}
-
 fn ids(msgs: &[rdkafka::message::OwnedMessage]) -> HashSet<String> {
     msgs.iter()
         .map(|m| json(m)["event_id"].as_str().unwrap_or_default().to_string())

@@ -432,21 +432,7 @@ fn a_second_instance_joining_the_group_takes_partitions_without_loss_or_repeats(
     let model = ModelServer::start(0);
     let cfg = config(&names, &model.url);
     let total = 1000;
-    let records: Vec<(String, Vec<u8>)> = (0..total)
-        .map(|i| {
-            let s = format!("s{}", i % 53);
-            (
-                s.clone(),
-                event(
-                    &format!("j{i}"),
-                    &s,
-                    "2026-06-01T10:00:00Z",
-                    "page_view",
-                    None,
-                ),
-            )
-        })
-        .collect();
+    let records = events("j", total, 53);
     let mut outputs = Collector::new(&names.output);
     let a = run_pipeline(cfg.clone());
     produce(&names.input, &records[..total / 2]);

@@ -130,7 +130,8 @@ fn parse_timestamp(field: &str, value: &Value) -> Result<DateTime<Utc>, String> 
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// The JSON type name of a value, as error messages name it ("string", "array", …).
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

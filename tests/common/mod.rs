@@ -423,6 +423,23 @@ pub fn event(id: &str, session: &str, ts: &str, event_type: &str, zip: Option<&s
     serde_json::to_vec(&v).expect("json")
 }
 
+/// `n` page-view events with ids `{prefix}{i}`, keyed by session `{prefix}-s{i % keys}`.
+pub fn events(prefix: &str, n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let s = format!("{prefix}-s{}", i % keys);
+            let payload = event(
+                &format!("{prefix}{i}"),
+                &s,
+                "2026-06-01T10:00:00Z",
+                "page_view",
+                None,
+            );
+            (s, payload)
+        })
+        .collect()
+}
+
 /// Output records by event_id.
 pub fn by_event_id(msgs: &[OwnedMessage]) -> HashMap<String, serde_json::Value> {
     msgs.iter()
