@@ -70,6 +70,16 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Run an in-memory Kafka-protocol broker (librdkafka's MockCluster) with the configured
+    /// input, output and dead-letter topics, for benchmarks and experiments; prints its bootstrap
+    /// address and runs until SIGINT / SIGTERM. Data is lost when it stops.
+    MockBroker {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -109,6 +119,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 toml::to_string_pretty(&config.masked()).context("printing config")?
             );
             eprintln!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MockBroker { config, partitions } => {
+            let config = load(&config)?;
+            let mock =
+                rdkafka::mocking::MockCluster::new(1).context("cannot start the mock broker")?;
+            for topic in [
+                &config.kafka.input_topic,
+                &config.kafka.output_topic,
+                &config.kafka.dlq_topic,
+            ] {
+                mock.create_topic(topic, partitions, 1)
+                    .with_context(|| format!("cannot create topic {topic}"))?;
+            }
+            println!("{}", mock.bootstrap_servers());
+            eprintln!(
+                "mock broker on {} with topics {}, {}, {} ({partitions} partitions each); Ctrl-C stops it",
+                mock.bootstrap_servers(),
+                config.kafka.input_topic,
+                config.kafka.output_topic,
+                config.kafka.dlq_topic
+            );
+            actix_rt::System::new().block_on(wait_for_signal());
+            drop(mock);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(arg) => {

@@ -55,3 +55,47 @@ fn a_bad_value_stops_start_up_naming_the_key() {
     assert_eq!(code, 2);
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+#[test]
+fn mock_broker_serves_the_configured_topics_until_stopped() {
+    use std::io::BufRead;
+    use std::time::Duration;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clickpipe"))
+        .args(["mock-broker", "--partitions", "3"])
+        .env_remove("CLICKPIPE_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mock-broker");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("bootstrap line");
+    let bootstrap = line.trim().to_string();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("client");
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let code = child.wait().ok().and_then(|s| s.code());
+    for topic in ["clicks", "predictions", "clicks-dlq"] {
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        assert_eq!(
+            t.map(|t| t.partitions().len()),
+            Some(3),
+            "{topic} on {bootstrap}"
+        );
+    }
+    assert_eq!(code, Some(0), "stops cleanly on SIGTERM");
+}
