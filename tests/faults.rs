@@ -80,26 +80,33 @@ fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
     assert_eq!(p.state, PartitionState::Running);
 }
 
+/// A pipeline whose enrich stage panics every time it sees the poisoned event, with that event
+/// already produced on key "k0" (one partition; the other keeps working). Fast backoff.
+fn always_panicking(
+    names: &Names,
+    model: &ModelServer,
+    max_restarts: u32,
+    root_max_restarts: u32,
+) -> Running {
+    let hooks = Arc::new(FaultHooks::default());
+    hooks.enrich_panics.store(1_000, Ordering::SeqCst);
+    let mut cfg = config(names, &model.url);
+    cfg.supervision.max_restarts = max_restarts;
+    cfg.supervision.root_max_restarts = root_max_restarts;
+    cfg.supervision.backoff_initial_ms = 10;
+    cfg.supervision.backoff_max_ms = 20;
+    let running = run_pipeline_with(cfg, hooks);
+    let poisoned = event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None);
+    produce(&names.input, &[("k0".into(), poisoned)]);
+    running
+}
+
 #[test]
 fn a_partition_past_its_restart_intensity_is_paused_and_reported_failed() {
     let names = Names::new("intensity", 2);
     let model = ModelServer::start(0);
-    let hooks = Arc::new(FaultHooks::default());
-    hooks.enrich_panics.store(1_000, Ordering::SeqCst);
-    let mut cfg = config(&names, &model.url);
-    cfg.supervision.max_restarts = 2;
-    cfg.supervision.backoff_initial_ms = 10;
-    cfg.supervision.backoff_max_ms = 20;
-    let running = run_pipeline_with(cfg, hooks);
+    let running = always_panicking(&names, &model, 2, 20);
 
-    // Key "k0" lands on one partition; the other partition keeps working.
-    produce(
-        &names.input,
-        &[(
-            "k0".into(),
-            event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None),
-        )],
-    );
     let failed = wait_for(WAIT, || {
         running
             .status
@@ -142,21 +149,7 @@ fn a_partition_past_its_restart_intensity_is_paused_and_reported_failed() {
 fn the_root_gives_up_when_partitions_keep_failing() {
     let names = Names::new("root", 2);
     let model = ModelServer::start(0);
-    let hooks = Arc::new(FaultHooks::default());
-    hooks.enrich_panics.store(1_000, Ordering::SeqCst);
-    let mut cfg = config(&names, &model.url);
-    cfg.supervision.max_restarts = 10;
-    cfg.supervision.root_max_restarts = 3;
-    cfg.supervision.backoff_initial_ms = 10;
-    cfg.supervision.backoff_max_ms = 20;
-    let running = run_pipeline_with(cfg, hooks);
-    produce(
-        &names.input,
-        &[(
-            "k0".into(),
-            event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None),
-        )],
-    );
+    let running = always_panicking(&names, &model, 10, 3);
     let gave_up = wait_for(WAIT, || {
         running.fatal.lock().map(|f| f.is_some()).unwrap_or(false)
     });

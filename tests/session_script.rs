@@ -33,6 +33,19 @@ fn client(prefix: &str) -> LookupClient {
     )
 }
 
+/// The lookup items of `(session, event_id, ts_ms)` events without ZIPs.
+fn items(events: &[(String, String, i64)]) -> Vec<LookupItem<'_>> {
+    events
+        .iter()
+        .map(|(s, e, ts)| LookupItem {
+            zip: None,
+            session_id: s,
+            event_id: e,
+            ts_ms: *ts,
+        })
+        .collect()
+}
+
 #[test]
 fn the_script_matches_the_pure_rule_and_is_idempotent() {
     let prefix = unique("script") + ":";
@@ -65,30 +78,12 @@ fn the_script_matches_the_pure_rule_and_is_idempotent() {
         let mut got = Vec::new();
         // In batches of varying size, as the lookup stage sends them.
         for chunk in events.chunks(17) {
-            let items: Vec<LookupItem<'_>> = chunk
-                .iter()
-                .map(|(s, e, ts)| LookupItem {
-                    zip: None,
-                    session_id: s,
-                    event_id: e,
-                    ts_ms: *ts,
-                })
-                .collect();
-            let answers = c.lookup(&items).await.expect("lookup");
+            let answers = c.lookup(&items(chunk)).await.expect("lookup");
             got.extend(answers.into_iter().map(|a| a.session));
         }
         // Redelivery of the last 50 events: same answers, nothing counted twice.
         let tail = &events[events.len() - 50..];
-        let items: Vec<LookupItem<'_>> = tail
-            .iter()
-            .map(|(s, e, ts)| LookupItem {
-                zip: None,
-                session_id: s,
-                event_id: e,
-                ts_ms: *ts,
-            })
-            .collect();
-        let again = c.lookup(&items).await.expect("lookup again");
+        let again = c.lookup(&items(tail)).await.expect("lookup again");
         (
             got,
             again.into_iter().map(|a| a.session).collect::<Vec<_>>(),
