@@ -20,7 +20,7 @@
 //! - Ids: `event_id` is `{run_id}-{n}`, `session_id` is `{run_id}-s{n}`; the run id is fresh for
 //!   every generator (never taken from the seed), so runs never collide in session state.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
@@ -37,15 +37,11 @@ use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::time::Instant;
-
-/// Header the pipeline sets on output and dead-letter records: the input record's timestamp, epoch
-/// milliseconds as a decimal string.
-const SOURCE_TIMESTAMP_HEADER: &str = "clickpipe.source.timestamp";
 
 /// Pacing tick: each tick sends every event that has come due.
 const TICK: Duration = Duration::from_millis(5);
@@ -53,8 +49,11 @@ const TICK: Duration = Duration::from_millis(5);
 /// Most deliveries awaited at once; sending waits for acks beyond this.
 const MAX_OUTSTANDING: usize = 20_000;
 
-/// Largest latency the summary histogram tells apart, milliseconds (one hour).
-const MAX_LATENCY_MS: u64 = 3_600_000;
+/// Largest latency the summary histogram tells apart, microseconds (one hour).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// Events produced per pacing step when the rate is unlimited (`rate` 0), so progress still shows.
+const UNPACED_STEP: u64 = 1_000;
 
 /// Timeout of the blocking metadata and watermark look-ups of the summary consumer.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +61,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How a load run is driven (from the CLI).
 #[derive(Debug, Clone)]
 pub struct LoadgenOptions {
-    /// Events per second.
+    /// Events per second; 0 produces as fast as the broker acknowledges (max-throughput mode).
     pub rate: u64,
     /// Total events to produce.
     pub count: u64,
@@ -73,11 +72,57 @@ pub struct LoadgenOptions {
     pub summary_timeout: Duration,
     /// Seed of the event content (ids stay unique per run).
     pub seed: Option<u64>,
+    /// With `summary`: stop waiting this long after the first send, whatever is still missing
+    /// (overload runs, where the system cannot catch up in any useful time).
+    pub summary_deadline: Option<Duration>,
+}
+
+/// End-to-end latency percentiles of a run, milliseconds (microsecond resolution).
+///
+/// Latency of one event = when the summary consumer received its output (or dead letter) − when
+/// the load generator handed the input record to its producer, both read from the same monotonic
+/// clock of the load generator's process.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+impl LatencySummary {
+    /// Summarizes a histogram of microseconds; None when it is empty.
+    fn of(h: &Histogram<u64>) -> Option<LatencySummary> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Some(LatencySummary {
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        })
+    }
 }
 
 /// The outcome of a load run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadgenReport {
+    /// The run id every `event_id` of the run starts with.
+    pub run_id: String,
+    /// Requested rate, events per second (0: unlimited).
+    pub rate: u64,
     /// Events acknowledged by the broker.
     pub produced: u64,
     /// Events whose delivery failed.
@@ -86,16 +131,17 @@ pub struct LoadgenReport {
     pub predictions: u64,
     /// Events of this run seen on the dead-letter topic (each counted once).
     pub dead_letters: u64,
+    /// Records of this run seen more than once on the same topic.
+    pub duplicates: u64,
     /// Produced events seen on neither topic when the summary stopped waiting.
     pub missing: u64,
-    /// Median end-to-end latency (input record timestamp → received back), milliseconds.
-    pub latency_p50_ms: Option<f64>,
-    /// 99th percentile end-to-end latency, milliseconds.
-    pub latency_p99_ms: Option<f64>,
-    /// Largest end-to-end latency, milliseconds.
-    pub latency_max_ms: Option<f64>,
+    /// End-to-end latency (with the summary).
+    pub latency: Option<LatencySummary>,
     /// Seconds from the first send until every delivery was settled.
     pub elapsed_s: f64,
+    /// Events accounted for (output or dead letter) per second, from the first send to the last
+    /// result received: the system's throughput when the input outpaces it.
+    pub output_rate: Option<f64>,
 }
 
 impl LoadgenReport {
@@ -111,7 +157,9 @@ impl LoadgenReport {
 
 impl fmt::Display for LoadgenReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = self.latency.as_ref();
         let ms = |v: Option<f64>| match v {
+            Some(v) if v < 10.0 => format!("{v:.2} ms"),
             Some(v) => format!("{v:.1} ms"),
             None => "-".to_string(),
         };
@@ -120,22 +168,52 @@ impl fmt::Display for LoadgenReport {
         writeln!(f, "{:<18}{:>14}", "predictions out", self.predictions)?;
         writeln!(f, "{:<18}{:>14}", "dead letters", self.dead_letters)?;
         writeln!(f, "{:<18}{:>14}", "missing", self.missing)?;
-        writeln!(f, "{:<18}{:>14}", "latency p50", ms(self.latency_p50_ms))?;
-        writeln!(f, "{:<18}{:>14}", "latency p99", ms(self.latency_p99_ms))?;
-        writeln!(f, "{:<18}{:>14}", "latency max", ms(self.latency_max_ms))?;
+        writeln!(f, "{:<18}{:>14}", "latency p50", ms(l.map(|l| l.p50_ms)))?;
+        writeln!(f, "{:<18}{:>14}", "latency p90", ms(l.map(|l| l.p90_ms)))?;
+        writeln!(f, "{:<18}{:>14}", "latency p99", ms(l.map(|l| l.p99_ms)))?;
+        writeln!(f, "{:<18}{:>14}", "latency p99.9", ms(l.map(|l| l.p999_ms)))?;
+        writeln!(f, "{:<18}{:>14}", "latency max", ms(l.map(|l| l.max_ms)))?;
         writeln!(
             f,
             "{:<18}{:>14}",
             "elapsed",
             format!("{:.2} s", self.elapsed_s)
         )?;
-        write!(
+        writeln!(
             f,
             "{:<18}{:>14}",
             "achieved rate",
             format!("{:.1} ev/s", self.achieved_rate())
+        )?;
+        write!(
+            f,
+            "{:<18}{:>14}",
+            "output rate",
+            match self.output_rate {
+                Some(r) => format!("{r:.1} ev/s"),
+                None => "-".to_string(),
+            }
         )
     }
+}
+
+/// One sample of a run's progress, taken every second (`--timeline`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Wall clock, epoch milliseconds.
+    pub unix_ms: i64,
+    /// Seconds since the first send.
+    pub t_s: f64,
+    /// Events handed to the producer.
+    pub sent: u64,
+    /// Events acknowledged by the broker.
+    pub acked: u64,
+    /// Distinct events seen on the output topic.
+    pub predictions: u64,
+    /// Distinct events seen on the dead-letter topic.
+    pub dead_letters: u64,
+    /// Acknowledged events not yet seen on either topic: the end-to-end backlog.
+    pub lag: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,7 +853,9 @@ fn producer_config(k: &KafkaConfig) -> ClientConfig {
 
 fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
+    // A low fetch wait unless configured: brokers that wait the full time add it to every latency.
+    c.set("bootstrap.servers", &k.brokers)
+        .set("fetch.wait.max.ms", "5");
     let shared = k.client.iter().filter(|(key, _)| !is_producer_only(key));
     for (key, value) in shared.chain(k.consumer.iter()) {
         c.set(key, value);
@@ -784,8 +864,7 @@ fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
     c.set("group.id", format!("clickpipe-loadgen-{run_id}"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "5");
+        .set("enable.partition.eof", "false");
     if !k.client.contains_key("client.id") && !k.consumer.contains_key("client.id") {
         c.set("client.id", "clickpipe-loadgen-summary");
     }
@@ -812,18 +891,46 @@ fn due_at(start: Instant, n: u64, rate: u64) -> Instant {
     start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
-/// State the producing and the collecting halves of a run share (same task, no locking).
-#[derive(Default)]
+/// State the producing, collecting and sampling halves of a run share (same task, no locking).
 struct Shared {
+    /// The run's time origin: just before the first send.
+    origin: Instant,
+    /// When each event was handed to the producer, microseconds after `origin`, by sequence.
+    sent_at: RefCell<Vec<u64>>,
+    sent: Cell<u64>,
     acked: Cell<u64>,
     delivery_errors: Cell<u64>,
     /// Set once every delivery is settled.
     produced_at: Cell<Option<Instant>>,
     predictions: Cell<u64>,
     dead_letters: Cell<u64>,
+    /// Distinct events seen on either topic.
+    accounted: Cell<u64>,
+    /// When the latest new result arrived.
+    last_result: Cell<Option<Instant>>,
+    /// Set when the collector is done.
+    finished: Cell<bool>,
+    timeline: RefCell<Vec<Sample>>,
 }
 
 impl Shared {
+    fn new(count: u64) -> Shared {
+        Shared {
+            origin: Instant::now(),
+            sent_at: RefCell::new(vec![u64::MAX; usize::try_from(count).unwrap_or(0)]),
+            sent: Cell::new(0),
+            acked: Cell::new(0),
+            delivery_errors: Cell::new(0),
+            produced_at: Cell::new(None),
+            predictions: Cell::new(0),
+            dead_letters: Cell::new(0),
+            accounted: Cell::new(0),
+            last_result: Cell::new(None),
+            finished: Cell::new(false),
+            timeline: RefCell::new(Vec::new()),
+        }
+    }
+
     fn settle(
         &self,
         result: <DeliveryFuture as std::future::Future>::Output,
@@ -842,6 +949,38 @@ impl Shared {
         }
     }
 
+    /// Notes that event `seq` was handed to the producer now.
+    fn mark_sent(&self, seq: u64) {
+        let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        let mut sent_at = self.sent_at.borrow_mut();
+        if let Some(slot) = usize::try_from(seq).ok().and_then(|i| sent_at.get_mut(i)) {
+            *slot = us;
+        }
+    }
+
+    /// Latency of event `seq` if received now, microseconds.
+    fn latency_us(&self, seq: u64, received: Instant) -> Option<u64> {
+        let sent = *self.sent_at.borrow().get(usize::try_from(seq).ok()?)?;
+        if sent == u64::MAX {
+            return None;
+        }
+        let at = u64::try_from(received.duration_since(self.origin).as_micros()).ok()?;
+        Some(at.saturating_sub(sent))
+    }
+
+    fn sample(&self) -> Sample {
+        let acked = self.acked.get();
+        Sample {
+            unix_ms: wall_ms(),
+            t_s: self.origin.elapsed().as_secs_f64(),
+            sent: self.sent.get(),
+            acked,
+            predictions: self.predictions.get(),
+            dead_letters: self.dead_letters.get(),
+            lag: acked.saturating_sub(self.accounted.get()),
+        }
+    }
+
     fn outputs(&self) -> String {
         format!(
             " | out {} dlq {}",
@@ -855,9 +994,14 @@ impl Shared {
 /// dead-letter topics back). Progress goes to stderr about once a second. Delivery failures are
 /// counted, and make the run an error at the end (whose message includes the report).
 pub async fn run(cfg: &Config, opts: LoadgenOptions) -> anyhow::Result<LoadgenReport> {
-    if opts.rate == 0 {
-        bail!("the rate must be at least 1 event per second");
-    }
+    run_with_timeline(cfg, opts).await.map(|(report, _)| report)
+}
+
+/// [`run`], also returning a [`Sample`] of the run's progress per second.
+pub async fn run_with_timeline(
+    cfg: &Config,
+    opts: LoadgenOptions,
+) -> anyhow::Result<(LoadgenReport, Vec<Sample>)> {
     let zips = load_zips(Path::new(&cfg.loadgen.zip_csv))?;
     let mut generator = Generator::new(zips, &cfg.loadgen, opts.seed);
     let run_id = generator.run_id().to_string();
@@ -869,12 +1013,17 @@ pub async fn run(cfg: &Config, opts: LoadgenOptions) -> anyhow::Result<LoadgenRe
     } else {
         None
     };
+    let rate = if opts.rate == 0 {
+        "as fast as acknowledged".to_string()
+    } else {
+        format!("at {}/s", opts.rate)
+    };
     eprintln!(
-        "loadgen: run {run_id}: {} events at {}/s to `{}` on {}",
-        opts.count, opts.rate, cfg.kafka.input_topic, cfg.kafka.brokers
+        "loadgen: run {run_id}: {} events {rate} to `{}` on {}",
+        opts.count, cfg.kafka.input_topic, cfg.kafka.brokers
     );
 
-    let shared = Shared::default();
+    let shared = Shared::new(opts.count);
     let summary = collector.is_some();
     let producing = produce(
         &producer,
@@ -885,42 +1034,60 @@ pub async fn run(cfg: &Config, opts: LoadgenOptions) -> anyhow::Result<LoadgenRe
         summary,
     );
     let collecting = async {
-        match collector {
-            Some(c) => Some(c.collect(&shared, opts.summary_timeout).await),
+        let out = match collector {
+            Some(c) => Some(
+                c.collect(&shared, opts.summary_timeout, opts.summary_deadline)
+                    .await,
+            ),
             None => None,
+        };
+        shared.finished.set(true);
+        out
+    };
+    let sampling = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            shared.timeline.borrow_mut().push(shared.sample());
+            if shared.finished.get() && shared.produced_at.get().is_some() {
+                break;
+            }
         }
     };
-    let ((elapsed, first_error), collected) = futures::future::join(producing, collecting).await;
+    let ((elapsed, first_error), collected, ()) =
+        futures::future::join3(producing, collecting, sampling).await;
 
     let produced = shared.acked.get();
     let delivery_errors = shared.delivery_errors.get();
     let mut report = LoadgenReport {
+        run_id,
+        rate: opts.rate,
         produced,
         delivery_errors,
         predictions: 0,
         dead_letters: 0,
+        duplicates: 0,
         missing: 0,
-        latency_p50_ms: None,
-        latency_p99_ms: None,
-        latency_max_ms: None,
+        latency: None,
         elapsed_s: elapsed.as_secs_f64(),
+        output_rate: None,
     };
     if let Some(c) = collected {
         report.predictions = c.predictions;
         report.dead_letters = c.dead_letters;
-        report.missing = produced.saturating_sub(c.accounted);
-        if !c.latency.is_empty() {
-            report.latency_p50_ms = Some(c.latency.value_at_quantile(0.5) as f64);
-            report.latency_p99_ms = Some(c.latency.value_at_quantile(0.99) as f64);
-            report.latency_max_ms = Some(c.latency.max() as f64);
+        report.duplicates = c.duplicates;
+        report.missing = produced.saturating_sub(shared.accounted.get());
+        report.latency = LatencySummary::of(&c.latency);
+        if let Some(last) = shared.last_result.get() {
+            let span = last.duration_since(shared.origin).as_secs_f64();
+            if span > 0.0 {
+                report.output_rate = Some(shared.accounted.get() as f64 / span);
+            }
         }
-        if c.duplicates > 0 || c.fallback_latency > 0 {
-            eprintln!(
-                "loadgen: {} duplicate records; {} latencies measured from the record timestamp (no `{SOURCE_TIMESTAMP_HEADER}` header)",
-                c.duplicates, c.fallback_latency
-            );
+        if c.duplicates > 0 {
+            eprintln!("loadgen: {} duplicate records", c.duplicates);
         }
     }
+    let timeline = shared.timeline.take();
     if delivery_errors > 0 {
         bail!(
             "{delivery_errors} of {} events failed delivery (first error: {})\n{report}",
@@ -928,7 +1095,7 @@ pub async fn run(cfg: &Config, opts: LoadgenOptions) -> anyhow::Result<LoadgenRe
             first_error.unwrap_or_default()
         );
     }
-    Ok(report)
+    Ok((report, timeline))
 }
 
 /// The producing half of [`run`]: returns the time from the first send until every delivery
@@ -941,7 +1108,7 @@ async fn produce(
     shared: &Shared,
     summary: bool,
 ) -> (Duration, Option<String>) {
-    let start = Instant::now();
+    let start = shared.origin;
     let mut outstanding: FuturesUnordered<DeliveryFuture> = FuturesUnordered::new();
     let mut first_error: Option<String> = None;
     let mut sent = 0u64;
@@ -966,7 +1133,11 @@ async fn produce(
     };
 
     while sent < opts.count {
-        let target = due(start.elapsed(), opts.rate, opts.count);
+        let target = if opts.rate == 0 {
+            (sent + UNPACED_STEP).min(opts.count)
+        } else {
+            due(start.elapsed(), opts.rate, opts.count)
+        };
         while sent < target {
             while outstanding.len() >= MAX_OUTSTANDING {
                 if let Some(r) = outstanding.next().await {
@@ -978,6 +1149,7 @@ async fn produce(
                 let record = FutureRecord::to(topic).key(&key).payload(&payload);
                 match producer.send_result(record) {
                     Ok(delivery) => {
+                        shared.mark_sent(sent);
                         outstanding.push(delivery);
                         break;
                     }
@@ -995,6 +1167,7 @@ async fn produce(
                 }
             }
             sent += 1;
+            shared.sent.set(sent);
         }
         let now = Instant::now();
         if now >= next_progress {
@@ -1007,17 +1180,22 @@ async fn produce(
         if sent >= opts.count {
             break;
         }
-        let deadline = due_at(start, sent, opts.rate)
-            .max(now + TICK)
-            .min(next_progress);
+        let deadline = if opts.rate == 0 {
+            now
+        } else {
+            due_at(start, sent, opts.rate)
+                .max(now + TICK)
+                .min(next_progress)
+        };
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = &mut sleep => break,
+                biased;
                 Some(r) = outstanding.next(), if !outstanding.is_empty() => {
                     shared.settle(r, &mut first_error);
                 }
+                _ = &mut sleep => break,
             }
         }
     }
@@ -1045,10 +1223,8 @@ async fn produce(
 struct Collected {
     predictions: u64,
     dead_letters: u64,
-    /// Distinct events seen on either topic.
-    accounted: u64,
     duplicates: u64,
-    fallback_latency: u64,
+    /// End-to-end latency, microseconds.
     latency: Histogram<u64>,
 }
 
@@ -1059,7 +1235,6 @@ struct Collector {
     output_topic: String,
     dlq_topic: String,
     count: u64,
-    /// End-to-end latency, milliseconds.
     latency: Histogram<u64>,
 }
 
@@ -1106,45 +1281,55 @@ impl Collector {
             output_topic: k.output_topic.clone(),
             dlq_topic: k.dlq_topic.clone(),
             count,
-            // 1 ms – 1 h at 3 significant digits; longer latencies clamp to 1 h.
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MS, 3)
+            // 1 µs – 1 h at 3 significant digits; longer latencies clamp to 1 h.
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .context("cannot create the latency histogram")?,
         })
     }
 
     /// Reads until every acknowledged event is accounted for, or `timeout` passes without a new
     /// record after production finished.
-    async fn collect(self, shared: &Shared, timeout: Duration) -> Collected {
+    async fn collect(
+        self,
+        shared: &Shared,
+        timeout: Duration,
+        deadline: Option<Duration>,
+    ) -> Collected {
         // Per event: bit 1 = seen on the output topic, bit 2 = seen on the dead-letter topic.
         let mut seen = vec![0u8; usize::try_from(self.count).unwrap_or(usize::MAX)];
         let mut out = Collected {
             predictions: 0,
             dead_letters: 0,
-            accounted: 0,
             duplicates: 0,
-            fallback_latency: 0,
             latency: self.latency,
         };
         let mut last_record = Instant::now();
         let mut next_progress = Instant::now();
         let mut last_error: Option<Instant> = None;
         loop {
+            if deadline.is_some_and(|d| shared.origin.elapsed() >= d) {
+                eprintln!(
+                    "loadgen: summary deadline reached; {} events unaccounted for",
+                    shared.acked.get().saturating_sub(shared.accounted.get())
+                );
+                break;
+            }
             if let Some(done) = shared.produced_at.get() {
-                if out.accounted >= shared.acked.get() {
+                if shared.accounted.get() >= shared.acked.get() {
                     break;
                 }
                 if last_record.max(done).elapsed() >= timeout {
                     eprintln!(
                         "loadgen: no new records for {:.1}s; {} events unaccounted for",
                         timeout.as_secs_f64(),
-                        shared.acked.get().saturating_sub(out.accounted)
+                        shared.acked.get().saturating_sub(shared.accounted.get())
                     );
                     break;
                 }
                 if Instant::now() >= next_progress {
                     eprintln!(
                         "loadgen: waiting for results: {} of {} accounted for{}",
-                        out.accounted,
+                        shared.accounted.get(),
                         shared.acked.get(),
                         shared.outputs()
                     );
@@ -1164,7 +1349,7 @@ impl Collector {
                 }
                 Ok(Ok(msg)) => msg,
             };
-            let received_ms = wall_ms();
+            let received = Instant::now();
             let bit = if msg.topic() == self.output_topic {
                 1u8
             } else if msg.topic() == self.dlq_topic {
@@ -1182,7 +1367,7 @@ impl Collector {
             let Some(slot) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) else {
                 continue;
             };
-            last_record = Instant::now();
+            last_record = received;
             if *slot & bit != 0 {
                 out.duplicates += 1;
                 continue;
@@ -1197,24 +1382,10 @@ impl Collector {
                 shared.dead_letters.set(out.dead_letters);
             }
             if first {
-                out.accounted += 1;
-                let source_ms = msg.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == SOURCE_TIMESTAMP_HEADER)
-                        .and_then(|h| h.value)
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .and_then(|v| v.trim().parse::<i64>().ok())
-                });
-                let source_ms = match source_ms {
-                    Some(ms) => Some(ms),
-                    None => {
-                        out.fallback_latency += 1;
-                        msg.timestamp().to_millis()
-                    }
-                };
-                if let Some(ms) = source_ms {
-                    out.latency
-                        .saturating_record(u64::try_from(received_ms - ms).unwrap_or(0));
+                shared.accounted.set(shared.accounted.get() + 1);
+                shared.last_result.set(Some(received));
+                if let Some(us) = shared.latency_us(seq, received) {
+                    out.latency.saturating_record(us.max(1));
                 }
             }
         }
@@ -1514,7 +1685,7 @@ mod tests {
         assert_eq!(p.get("security.protocol"), Some("ssl"));
         assert_eq!(p.get("linger.ms"), Some("7"));
         let c = consumer_config(&k, "r1");
-        assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
         assert_eq!(c.get("security.protocol"), Some("ssl"));
         assert_eq!(c.get("linger.ms"), None);
         k.client.remove("linger.ms");
@@ -1529,20 +1700,49 @@ mod tests {
             consumer_config(&k, "r1").get("session.timeout.ms"),
             Some("6000")
         );
+        // Without a configured fetch wait the summary consumer keeps a low one.
+        k.client.remove("fetch.wait.max.ms");
+        assert_eq!(
+            consumer_config(&k, "r1").get("fetch.wait.max.ms"),
+            Some("5")
+        );
+    }
+
+    #[test]
+    fn latency_summary_reads_microseconds_as_milliseconds() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap();
+        assert_eq!(LatencySummary::of(&h), None);
+        for us in 1..=1000u64 {
+            h.record(us * 10).unwrap(); // 10 µs … 10 ms
+        }
+        let l = LatencySummary::of(&h).unwrap();
+        assert!((l.p50_ms - 5.0).abs() < 0.01, "{l:?}");
+        assert!((l.p99_ms - 9.9).abs() < 0.01, "{l:?}");
+        assert!((l.max_ms - 10.0).abs() < 0.01, "{l:?}");
+        assert!(l.p90_ms < l.p99_ms && l.p99_ms <= l.p999_ms && l.p999_ms <= l.max_ms);
     }
 
     #[test]
     fn report_prints_a_summary_table() {
-        let r = LoadgenReport {
+        let mut r = LoadgenReport {
+            run_id: "r1".into(),
+            rate: 500,
             produced: 1000,
             delivery_errors: 0,
             predictions: 990,
             dead_letters: 8,
+            duplicates: 0,
             missing: 2,
-            latency_p50_ms: Some(4.0),
-            latency_p99_ms: Some(21.0),
-            latency_max_ms: None,
+            latency: Some(LatencySummary {
+                p50_ms: 4.0,
+                p90_ms: 9.5,
+                p99_ms: 21.0,
+                p999_ms: 30.0,
+                max_ms: 31.25,
+                mean_ms: 5.0,
+            }),
             elapsed_s: 2.0,
+            output_rate: None,
         };
         let s = r.to_string();
         for needle in [
@@ -1550,16 +1750,25 @@ mod tests {
             "990",
             "dead letters",
             "missing",
-            "4.0 ms",
+            "4.00 ms",
+            "9.50 ms",
             "21.0 ms",
+            "31.2 ms",
             "500.0 ev/s",
         ] {
             assert!(s.contains(needle), "{needle} in\n{s}");
         }
         assert!(
             s.lines()
-                .any(|l| l.starts_with("latency max") && l.ends_with('-')),
+                .any(|l| l.starts_with("output rate") && l.ends_with('-')),
             "{s}"
+        );
+        r.latency = None;
+        assert!(
+            r.to_string()
+                .lines()
+                .any(|l| l.starts_with("latency p99.9") && l.ends_with('-')),
+            "{r}"
         );
     }
 }

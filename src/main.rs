@@ -41,6 +41,10 @@ enum Command {
         /// Listen address (default: model_server.listen).
         #[arg(long)]
         listen: Option<String>,
+        /// Milliseconds added to every /invocations call: a simulated slow model, for overload
+        /// benchmarks.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Load ZIP reference data from a CSV into Redis.
     SeedRedis {
@@ -54,7 +58,7 @@ enum Command {
     Loadgen {
         #[command(flatten)]
         config: ConfigArg,
-        /// Events per second.
+        /// Events per second; 0 sends as fast as the broker acknowledges (max throughput).
         #[arg(long)]
         rate: u64,
         /// Events in all.
@@ -69,6 +73,15 @@ enum Command {
         /// Seed of the random generator, for a repeatable stream.
         #[arg(long)]
         seed: Option<u64>,
+        /// Stop reading results this many seconds after the first send, whatever is missing.
+        #[arg(long)]
+        summary_deadline_s: Option<u64>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write one JSON line per second of progress (sent, acked, outputs, lag) to this file.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
     },
     /// Run an in-memory Kafka-protocol broker (librdkafka's MockCluster) with the configured
     /// input, output and dead-letter topics, for benchmarks and experiments; prints its bootstrap
@@ -150,7 +163,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init(&config.log)?;
             actix_rt::System::new().block_on(run(config))
         }
-        Command::ModelServer { config, listen } => {
+        Command::ModelServer {
+            config,
+            listen,
+            delay_ms,
+        } => {
             let config = load(&config)?;
             telemetry::init(&config.log)?;
             let addr = listen.unwrap_or_else(|| config.model_server.listen.clone());
@@ -158,9 +175,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 model_server::Model::load(std::path::Path::new(&config.model_server.model_path))?;
             let listener =
                 TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
-            tracing::info!(%addr, version = model.version(), "model server listening");
-            actix_rt::System::new()
-                .block_on(async move { model_server::start(model, listener)?.await })?;
+            tracing::info!(%addr, version = model.version(), delay_ms, "model server listening");
+            let delay = Duration::from_millis(delay_ms);
+            actix_rt::System::new().block_on(async move {
+                model_server::start_with_delay(model, listener, delay)?.await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::SeedRedis { config, csv } => {
@@ -177,6 +196,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             no_summary,
             summary_timeout_s,
             seed,
+            summary_deadline_s,
+            json,
+            timeline,
         } => {
             let config = load(&config)?;
             telemetry::init(&config.log)?;
@@ -186,9 +208,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary: !no_summary,
                 summary_timeout: Duration::from_secs(summary_timeout_s),
                 seed,
+                summary_deadline: summary_deadline_s.map(Duration::from_secs),
             };
-            let report = actix_rt::System::new().block_on(loadgen::run(&config, opts))?;
+            let (report, samples) =
+                actix_rt::System::new().block_on(loadgen::run_with_timeline(&config, opts))?;
             println!("{report}");
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = timeline {
+                let mut text = String::new();
+                for s in &samples {
+                    text.push_str(&serde_json::to_string(s)?);
+                    text.push('\n');
+                }
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             Ok(if report.delivery_errors > 0 || report.missing > 0 {
                 ExitCode::FAILURE
             } else {

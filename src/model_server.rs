@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header::CONTENT_TYPE;
@@ -223,12 +224,30 @@ pub fn configure(model: Arc<Model>) -> impl FnOnce(&mut web::ServiceConfig) + Cl
 /// Starts the model server on `listener` (two workers). The caller awaits the returned
 /// [`Server`] or spawns it, and may stop it through its handle.
 pub fn start(model: Model, listener: TcpListener) -> std::io::Result<Server> {
+    start_with_delay(model, listener, Duration::ZERO)
+}
+
+/// Time added to every `/invocations` call before it is answered: a slow model, for overload
+/// benchmarks (`clickpipe model-server --delay-ms`).
+#[derive(Debug, Clone, Copy)]
+struct AddedDelay(Duration);
+
+/// [`start`], with `delay` added to every `/invocations` call (a simulated slow model).
+pub fn start_with_delay(
+    model: Model,
+    listener: TcpListener,
+    delay: Duration,
+) -> std::io::Result<Server> {
     let model = Arc::new(model);
-    let server = HttpServer::new(move || App::new().configure(configure(Arc::clone(&model))))
-        .workers(2)
-        .shutdown_timeout(5)
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(AddedDelay(delay)))
+            .configure(configure(Arc::clone(&model)))
+    })
+    .workers(2)
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
     Ok(server)
 }
 
@@ -284,6 +303,14 @@ async fn invocations(
     payload: web::Payload,
     model: web::Data<Model>,
 ) -> HttpResponse {
+    if let Some(AddedDelay(d)) = req
+        .app_data::<web::Data<AddedDelay>>()
+        .map(|d| *d.get_ref())
+    {
+        if !d.is_zero() {
+            actix_rt::time::sleep(d).await;
+        }
+    }
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let essence = ct
             .to_str()

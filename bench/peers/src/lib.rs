@@ -1,0 +1,77 @@
+//! Shared parts of the benchmark peers (`passthrough`, `naive`): configuration, Kafka client
+//! settings matching clickpipe's, and the stop signal. The peers read the same configuration as
+//! `clickpipe run` (defaults, `--config` file, `CLICKPIPE__SECTION__KEY` variables) so a benchmark
+//! points every system at the same broker, topics, Redis and model with one set of variables.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use clickpipe_actors::config::{Config, KafkaConfig};
+use rdkafka::config::ClientConfig;
+
+/// Command-line options every peer takes.
+#[derive(Debug, Parser)]
+pub struct PeerArgs {
+    /// TOML config file, layered over clickpipe's defaults (env: CLICKPIPE_CONFIG).
+    #[arg(long, env = "CLICKPIPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Consumer group id (each peer uses its own group).
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+impl PeerArgs {
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        clickpipe::settings::load(self.config.as_deref())
+    }
+}
+
+/// Consumer settings as clickpipe's (low fetch wait, cooperative-sticky, read from the earliest
+/// offset of a new group, `[kafka.client]` and `[kafka.consumer]` applied), with automatic offset
+/// commits of every record handed out unless `manual_commit`.
+pub fn consumer_config(k: &KafkaConfig, group: &str, manual_commit: bool) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", group)
+        .set(
+            "enable.auto.commit",
+            if manual_commit { "false" } else { "true" },
+        )
+        .set("auto.commit.interval.ms", k.commit_interval_ms.to_string())
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (key, value) in k.client.iter().chain(k.consumer.iter()) {
+        c.set(key, value);
+    }
+    c
+}
+
+/// Producer settings as clickpipe's: idempotent, `linger.ms` 1, `[kafka.client]` and
+/// `[kafka.producer]` applied.
+pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1");
+    for (key, value) in k.client.iter().chain(k.producer.iter()) {
+        c.set(key, value);
+    }
+    c
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = actix_rt::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = actix_rt::signal::ctrl_c().await;
+        }
+    }
+}

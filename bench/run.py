@@ -1,0 +1,801 @@
+#!/usr/bin/env python3
+"""clickpipe benchmark harness.
+
+Runs clickpipe and its peers (a bare consume→produce passthrough, a naive sequential Rust
+consumer, a Quix Streams application) on the same broker, the same Redis, the same model server
+and the same generated data, one after the other, and reports end-to-end latency (HdrHistogram
+p50/p90/p99/p99.9/max), throughput, CPU and peak RSS per system and rate.
+
+Every measurement gets a fresh broker (a new MockCluster process, or a new tansu database) so no
+run sees another's records and tansu never slows down from a grown store. Per measurement:
+
+  start broker → start system → warm-up (200 events through, not counted) →
+  `clickpipe loadgen` at the rate (it is also the latency consumer) while /proc is sampled →
+  stop system → stop broker.
+
+Latency of one event = when the load generator's consumer received the output record − when the
+load generator handed the input record to its producer (one process, one monotonic clock).
+
+Usage (from the repository root; see bench/README.md):
+
+  bench/run.py                         # full run: both brokers, 500/2000/5000 ev/s × 30 s, max, overload
+  bench/run.py --broker mock --rates 2000 --duration 10 --systems clickpipe,passthrough
+  bench/run.py --smoke                 # CI: a few seconds on the MockCluster, debug build, no Quix
+  bench/run.py ... --record            # also append the tables to bench/RESULTS.md
+
+Standard library only; Quix Streams runs in its own virtualenv (bench/.venv-quix), created on
+first use from bench/quix/requirements.txt.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+QUIX_VENV = os.path.join(BENCH, ".venv-quix")
+
+REDIS_PORT = 6479
+MODEL_PORT = 8480
+ADMIN_PORT = 9490
+TANSU_PORT = 9492
+PARTITIONS = 4
+TOPICS = ("clicks", "predictions", "clicks-dlq")
+
+ALL_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix")
+LABELS = {
+    "clickpipe": "clickpipe",
+    "passthrough": "passthrough (floor)",
+    "naive": "naive sequential Rust",
+    "quix": "Quix Streams",
+}
+# Events for the max-throughput mode, by system (the sequential peers are two orders slower).
+MAX_COUNT = {"clickpipe": 200_000, "passthrough": 200_000, "naive": 15_000, "quix": 15_000}
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Processes
+# ------------------------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child process with its output in a log file."""
+
+    def __init__(self, name, argv, env, logdir, cwd=ROOT):
+        self.name = name
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.log = open(self.log_path, "ab")
+        self.p = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def wait_for_line(self, needle, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            for line in text.splitlines():
+                if needle in line:
+                    return line
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited: see {self.log_path}\n{tail(self.log_path)}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: no `{needle}` within {timeout}s: see {self.log_path}")
+
+    def stop(self, timeout=20):
+        if self.alive():
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop in {timeout}s; killing it")
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.log.close()
+
+
+def tail(path, n=20):
+    try:
+        with open(path, "rb") as f:
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class Sampler(threading.Thread):
+    """Samples a process's CPU time and RSS from /proc every `period` seconds."""
+
+    def __init__(self, pid, period=0.5):
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.samples = []  # (monotonic, unix_ms, cpu_seconds, rss_bytes)
+        self.stopped = threading.Event()
+
+    def read(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            rss = 0
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) * 1024
+            return (time.monotonic(), int(time.time() * 1000), cpu, rss)
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def run(self):
+        while not self.stopped.is_set():
+            s = self.read()
+            if s:
+                self.samples.append(s)
+            self.stopped.wait(self.period)
+
+    def window(self, t0, t1):
+        """CPU % (of one core) and peak RSS between monotonic times t0 and t1."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return None, (max((s[3] for s in inside), default=None))
+        cpu = (inside[-1][2] - inside[0][2]) / (inside[-1][0] - inside[0][0]) * 100
+        return cpu, max(s[3] for s in inside)
+
+
+# ------------------------------------------------------------------------------------------------
+# Services
+# ------------------------------------------------------------------------------------------------
+
+
+class Env:
+    def __init__(self, args, workdir):
+        self.args = args
+        self.workdir = workdir
+        self.bin = os.path.join(ROOT, "target", "debug" if args.debug else "release")
+        self.redis = None
+        self.model = None
+
+    def exe(self, name):
+        return os.path.join(self.bin, name)
+
+    def base_env(self, brokers):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("CLICKPIPE__") or k == "CLICKPIPE_CONFIG":
+                del env[k]
+        env.update({
+            "CLICKPIPE_CONFIG": self.args.config,
+            "CLICKPIPE__KAFKA__BROKERS": brokers,
+            "CLICKPIPE__REDIS__URL": f"redis://127.0.0.1:{REDIS_PORT}/",
+            "CLICKPIPE__MODEL__URL": f"http://127.0.0.1:{MODEL_PORT}",
+            "CLICKPIPE__ADMIN__LISTEN": f"127.0.0.1:{ADMIN_PORT}",
+            "CLICKPIPE__MODEL_SERVER__LISTEN": f"127.0.0.1:{MODEL_PORT}",
+            "CLICKPIPE__LOG__LEVEL": "warn",
+        })
+        return env
+
+    def start_redis(self):
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed: run scripts/services.sh install redis")
+        subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
+                       capture_output=True)
+        self.redis = Proc("redis", ["redis-server", "--bind", "127.0.0.1", "--port",
+                                    str(REDIS_PORT), "--save", "", "--appendonly", "no"],
+                          dict(os.environ), self.workdir)
+        self.redis.wait_for_line("Ready to accept connections", 10)
+        subprocess.run([self.exe("clickpipe"), "seed-redis", "--csv", "config/zips.csv"],
+                       cwd=ROOT, env=self.base_env("127.0.0.1:1"), check=True,
+                       capture_output=True)
+
+    def start_model(self, delay_ms=0):
+        if self.model:
+            self.model.stop()
+        self.model = Proc(f"model-server-{delay_ms}ms",
+                          [self.exe("clickpipe"), "model-server", "--delay-ms", str(delay_ms)],
+                          self.base_env("127.0.0.1:1"), self.workdir)
+        wait_http(f"http://127.0.0.1:{MODEL_PORT}/ping", 20, self.model)
+
+    def stop(self):
+        for p in (self.model, self.redis):
+            if p:
+                p.stop()
+
+
+def wait_http(url, timeout, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited: {tail(proc.log_path)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready within {timeout}s")
+
+
+def tansu_binary():
+    cache = os.environ.get("CLICKPIPE_TOOLS", os.path.expanduser("~/.cache/clickpipe"))
+    for cand in (os.path.join(cache, "bin", "tansu"), shutil.which("tansu")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise RuntimeError("tansu is not installed: run scripts/services.sh install tansu")
+
+
+class Broker:
+    """A fresh broker for one measurement."""
+
+    def __init__(self, kind, env, name):
+        self.kind = kind
+        d = os.path.join(env.workdir, name)
+        os.makedirs(d, exist_ok=True)
+        if kind == "mock":
+            self.proc = Proc(f"{name}-broker", [env.exe("clickpipe"), "mock-broker",
+                                                "--partitions", str(PARTITIONS)],
+                             env.base_env("127.0.0.1:1"), env.workdir)
+            line = self.proc.wait_for_line("mock broker on", 20)
+            self.address = line.split("mock broker on ", 1)[1].split()[0]
+        else:
+            tansu = tansu_binary()
+            url = f"tcp://127.0.0.1:{TANSU_PORT}"
+            self.address = f"127.0.0.1:{TANSU_PORT}"
+            self.proc = Proc(f"{name}-broker", [tansu, "broker", "--listener-url", url,
+                                                "--advertised-listener-url", url,
+                                                "--storage-engine", "sqlite://tansu.db"],
+                             dict(os.environ), env.workdir, cwd=d)
+            deadline = time.time() + 20
+            while True:
+                r = subprocess.run([tansu, "topic", "create", TOPICS[0], "--broker", url,
+                                    "--partitions", str(PARTITIONS), "--config",
+                                    "retention.ms=604800000"], capture_output=True, cwd=d)
+                if r.returncode == 0:
+                    break
+                if time.time() > deadline or not self.proc.alive():
+                    raise RuntimeError(f"tansu: cannot create topics: {r.stderr.decode()}")
+                time.sleep(0.2)
+            for t in TOPICS[1:]:
+                subprocess.run([tansu, "topic", "create", t, "--broker", url, "--partitions",
+                                str(PARTITIONS), "--config", "retention.ms=604800000"],
+                               check=True, capture_output=True, cwd=d)
+
+    def stop(self):
+        self.proc.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# Systems under test
+# ------------------------------------------------------------------------------------------------
+
+
+def ensure_quix_venv():
+    py = os.path.join(QUIX_VENV, "bin", "python")
+    stamp = os.path.join(QUIX_VENV, ".installed")
+    req = os.path.join(BENCH, "quix", "requirements.txt")
+    if os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(req):
+        return py
+    log("creating the Quix Streams virtualenv (bench/.venv-quix)")
+    subprocess.run([sys.executable, "-m", "venv", QUIX_VENV], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "-r", req], check=True)
+    open(stamp, "w").close()
+    return py
+
+
+def start_system(system, env, broker, tag):
+    e = env.base_env(broker.address)
+    if system == "clickpipe":
+        p = Proc(f"{tag}-clickpipe", [env.exe("clickpipe"), "run"], e, env.workdir)
+        wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
+    elif system in ("passthrough", "naive"):
+        p = Proc(f"{tag}-{system}", [env.exe(system)], e, env.workdir)
+        p.wait_for_line(f"{system}: ready", 30)
+    elif system == "quix":
+        py = ensure_quix_venv()
+        state = os.path.join(env.workdir, f"{tag}-quix-state")
+        e.update({
+            "BROKERS": broker.address,
+            "INPUT_TOPIC": TOPICS[0],
+            "OUTPUT_TOPIC": TOPICS[1],
+            "GROUP_ID": "bench-quix",
+            "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+            "MODEL_URL": f"http://127.0.0.1:{MODEL_PORT}",
+            "STATE_DIR": state,
+            "FETCH_WAIT_MAX_MS": env.args.fetch_wait_ms,
+        })
+        p = Proc(f"{tag}-quix", [py, os.path.join(BENCH, "quix", "app.py")], e, env.workdir)
+        p.wait_for_line("quix: ready", 90)
+    else:
+        raise ValueError(system)
+    return p
+
+
+def loadgen(env, broker, rate, count, out_json=None, timeline=None, deadline=None,
+            timeout=60, quiet=False):
+    argv = [env.exe("clickpipe"), "loadgen", "--rate", str(rate), "--count", str(count),
+            "--summary-timeout-s", str(timeout), "--seed", "7"]
+    if out_json:
+        argv += ["--json", out_json]
+    if timeline:
+        argv += ["--timeline", timeline]
+    if deadline:
+        argv += ["--summary-deadline-s", str(deadline)]
+    p = subprocess.Popen(argv, cwd=ROOT, env=env.base_env(broker.address),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Pass the progress lines through (one per second), prefixed.
+    for line in p.stderr:
+        if not quiet:
+            print(f"    {line.rstrip()}", file=sys.stderr, flush=True)
+    out = p.stdout.read()
+    p.wait()
+    return p.returncode, out
+
+
+def measure(env, broker_kind, system, rate, duration, results, tag):
+    """One measurement; appends a result dict."""
+    label = "max" if rate == 0 else f"{rate}/s"
+    log(f"[{tag}] {system} on {broker_kind} at {label}")
+    broker = Broker(broker_kind, env, tag)
+    proc = None
+    sampler = None
+    try:
+        proc = start_system(system, env, broker, tag)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        code, _ = loadgen(env, broker, 200, 200, timeout=60, quiet=True)
+        if code != 0:
+            raise RuntimeError(f"warm-up failed (exit {code}); see {proc.log_path}")
+        count = MAX_COUNT[system] if rate == 0 else rate * duration
+        if env.args.smoke and rate == 0:
+            count = min(count, 3000)
+        out_json = os.path.join(env.workdir, f"{tag}.json")
+        timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
+        t0 = time.monotonic()
+        code, _ = loadgen(env, broker, rate, count, out_json, timeline, timeout=30)
+        t1 = time.monotonic()
+        with open(out_json) as f:
+            report = json.load(f)
+        cpu, rss = sampler.window(t0, t1)
+        r = {
+            "system": system, "broker": broker_kind, "rate": rate, "count": count,
+            "report": report, "cpu_pct": cpu, "peak_rss_mb": rss / 2**20 if rss else None,
+            "ok": code == 0 and report["missing"] == 0 and report["dead_letters"] == 0,
+        }
+        results.append(r)
+        l = report.get("latency") or {}
+        log(f"[{tag}] {system}: out {report['predictions']} dlq {report['dead_letters']} "
+            f"missing {report['missing']} p50 {fmt_ms(l.get('p50_ms'))} "
+            f"p99 {fmt_ms(l.get('p99_ms'))} rate {fmt_rate(report.get('output_rate'))} "
+            f"cpu {fmt_pct(cpu)} rss {fmt_mb(r['peak_rss_mb'])}")
+    except Exception as e:  # one failed measurement does not end the run
+        log(f"[{tag}] {system} failed: {e}")
+        results.append({"system": system, "broker": broker_kind, "rate": rate,
+                         "error": str(e).splitlines()[0], "ok": False})
+    finally:
+        if sampler:
+            sampler.stopped.set()
+        if proc:
+            proc.stop()
+        broker.stop()
+
+
+def overload(env, broker_kind, system, rate, duration, tag):
+    """Input at `rate` against a model slowed by 200 ms per call; returns RSS and lag over time."""
+    log(f"[{tag}] overload: {system} on {broker_kind}, {rate}/s for {duration}s, model +200 ms")
+    broker = Broker(broker_kind, env, tag)
+    proc = None
+    sampler = None
+    try:
+        proc = start_system(system, env, broker, tag)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        code, _ = loadgen(env, broker, 50, 50, timeout=60, quiet=True)
+        if code != 0:
+            raise RuntimeError(f"warm-up failed (exit {code})")
+        out_json = os.path.join(env.workdir, f"{tag}.json")
+        timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
+        unix0 = int(time.time() * 1000)
+        loadgen(env, broker, rate, rate * duration, out_json, timeline,
+                deadline=duration + 15, timeout=30)
+        with open(timeline) as f:
+            lag = [(s["unix_ms"], s["lag"]) for s in map(json.loads, f)]
+        rss = [(s[1], s[3]) for s in sampler.samples if s[1] >= unix0]
+        survived = proc.alive()
+        return {"system": system, "broker": broker_kind, "rate": rate, "duration": duration,
+                "unix0": unix0, "lag": lag, "rss": rss, "survived": survived,
+                "peak_rss_mb": max((b for _, b in rss), default=0) / 2**20,
+                "final_lag": lag[-1][1] if lag else None}
+    except Exception as e:
+        log(f"[{tag}] overload of {system} failed: {e}")
+        return {"system": system, "broker": broker_kind, "error": str(e).splitlines()[0]}
+    finally:
+        if sampler:
+            sampler.stopped.set()
+        if proc:
+            proc.stop()
+        broker.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reporting
+# ------------------------------------------------------------------------------------------------
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    return f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms" if v < 1000 else f"{v:,.0f} ms"
+
+
+def fmt_rate(v):
+    return "-" if v is None else f"{v:,.0f}/s"
+
+
+def fmt_pct(v):
+    return "-" if v is None else f"{v:.0f} %"
+
+
+def fmt_mb(v):
+    return "-" if v is None else f"{v:.0f} MB"
+
+
+def summary_table(results):
+    rows = ["| broker | system | rate | events | out | dlq | missing | p50 | p90 | p99 | p99.9 "
+            "| max | throughput | CPU | peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rate = "max" if r["rate"] == 0 else f"{r['rate']:,}/s"
+        if "error" in r:
+            rows.append(f"| {r['broker']} | {LABELS[r['system']]} | {rate} | failed: "
+                        f"{r['error'][:80]} |||||||||||||")
+            continue
+        rep = r["report"]
+        l = rep.get("latency") or {}
+        rows.append(
+            f"| {r['broker']} | {LABELS[r['system']]} | {rate} | {rep['produced']:,} "
+            f"| {rep['predictions']:,} | {rep['dead_letters']:,} | {rep['missing']:,} "
+            f"| {fmt_ms(l.get('p50_ms'))} | {fmt_ms(l.get('p90_ms'))} | {fmt_ms(l.get('p99_ms'))} "
+            f"| {fmt_ms(l.get('p999_ms'))} | {fmt_ms(l.get('max_ms'))} "
+            f"| {fmt_rate(rep.get('output_rate'))} | {fmt_pct(r['cpu_pct'])} "
+            f"| {fmt_mb(r['peak_rss_mb'])} |")
+    return "\n".join(rows)
+
+
+def ratios(results):
+    """clickpipe against each peer: throughput (max mode) and p99 per rate."""
+    by = {(r["broker"], r["system"], r["rate"]): r for r in results if "report" in r}
+    lines = []
+    brokers = sorted({r["broker"] for r in results})
+    for b in brokers:
+        cp_max = by.get((b, "clickpipe", 0))
+        for peer in ("quix", "naive", "passthrough"):
+            parts = []
+            pm = by.get((b, peer, 0))
+            if cp_max and pm and cp_max["report"].get("output_rate") and pm["report"].get("output_rate"):
+                parts.append(f"throughput ×{cp_max['report']['output_rate'] / pm['report']['output_rate']:.1f}")
+            for rate in sorted({r["rate"] for r in results if r["rate"]}):
+                c, p = by.get((b, "clickpipe", rate)), by.get((b, peer, rate))
+                if c and p and (c["report"].get("latency") and p["report"].get("latency")):
+                    cp99 = c["report"]["latency"]["p99_ms"]
+                    pp99 = p["report"]["latency"]["p99_ms"]
+                    if peer == "passthrough":
+                        parts.append(f"{rate}/s p99 {cp99 - pp99:+.1f} ms over the floor")
+                    else:
+                        parts.append(f"{rate}/s p99 {cp99:.1f} vs {pp99:.1f} ms")
+            if parts:
+                lines.append(f"- {b}, clickpipe vs {LABELS[peer]}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+COLORS = {"clickpipe": "#d62728", "passthrough": "#7f7f7f", "naive": "#1f77b4", "quix": "#2ca02c"}
+
+
+def svg_latency(results, path, title):
+    """p50 (dashed) and p99 (solid) latency vs rate, log scale, one panel per broker."""
+    import math
+    brokers = sorted({r["broker"] for r in results if "report" in r and r["rate"]})
+    W, H, M = 520, 360, 60
+    parts = []
+    for bi, b in enumerate(brokers):
+        rs = [r for r in results if r["broker"] == b and "report" in r and r["rate"]
+              and r["report"].get("latency")]
+        rates = sorted({r["rate"] for r in rs})
+        vals = [v for r in rs for v in (r["report"]["latency"]["p50_ms"], r["report"]["latency"]["p99_ms"])]
+        if not rates or not vals:
+            continue
+        lo = 10 ** math.floor(math.log10(max(min(vals), 0.1)))
+        hi = 10 ** math.ceil(math.log10(max(vals)))
+        ox = bi * W
+
+        def x(rate):
+            i = rates.index(rate)
+            return ox + M + (i + 0.5) * (W - 2 * M) / len(rates)
+
+        def y(v):
+            v = max(v, lo)
+            return H - M + (M * 1.2 - H) * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+        parts.append(f'<text x="{ox + W / 2}" y="22" text-anchor="middle" font-weight="bold">{b}</text>')
+        parts.append(f'<line x1="{ox + M}" y1="{H - M}" x2="{ox + W - M}" y2="{H - M}" stroke="#000"/>')
+        parts.append(f'<line x1="{ox + M}" y1="{H - M}" x2="{ox + M}" y2="{M * 0.6}" stroke="#000"/>')
+        d = lo
+        while d <= hi * 1.0001:
+            parts.append(f'<line x1="{ox + M}" y1="{y(d):.1f}" x2="{ox + W - M}" y2="{y(d):.1f}" stroke="#ddd"/>')
+            parts.append(f'<text x="{ox + M - 6}" y="{y(d) + 4:.1f}" text-anchor="end" font-size="11">{d:g} ms</text>')
+            d *= 10
+        for rate in rates:
+            parts.append(f'<text x="{x(rate):.1f}" y="{H - M + 18}" text-anchor="middle" font-size="11">{rate:,}/s</text>')
+        for s in ALL_SYSTEMS:
+            pts = sorted((r["rate"], r["report"]["latency"]) for r in rs if r["system"] == s)
+            if not pts:
+                continue
+            for key, dash in (("p99_ms", ""), ("p50_ms", ' stroke-dasharray="4 3"')):
+                xy = " ".join(f"{x(rate):.1f},{y(l[key]):.1f}" for rate, l in pts)
+                parts.append(f'<polyline points="{xy}" fill="none" stroke="{COLORS[s]}" stroke-width="2"{dash}/>')
+                for rate, l in pts:
+                    parts.append(f'<circle cx="{x(rate):.1f}" cy="{y(l[key]):.1f}" r="3" fill="{COLORS[s]}"/>')
+        parts.append(f'<text x="{ox + W / 2}" y="{H - 14}" text-anchor="middle" font-size="12">input rate (events/s)</text>')
+    legend = []
+    for i, s in enumerate(ALL_SYSTEMS):
+        legend.append(f'<rect x="{20 + i * 170}" y="{H + 4}" width="12" height="12" fill="{COLORS[s]}"/>'
+                      f'<text x="{36 + i * 170}" y="{H + 14}" font-size="12">{LABELS[s]}</text>')
+    legend.append(f'<text x="20" y="{H + 34}" font-size="12">solid: p99, dashed: p50 (end-to-end, log scale). {title}</text>')
+    width = max(1, len(brokers)) * W
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H + 44}" '
+           f'font-family="sans-serif"><rect width="100%" height="100%" fill="#fff"/>'
+           + "".join(parts) + "".join(legend) + "</svg>\n")
+    with open(path, "w") as f:
+        f.write(svg)
+
+
+def svg_overload(runs, path, title):
+    """RSS (MB) and lag (events) over time, one line per system."""
+    runs = [r for r in runs if "lag" in r]
+    if not runs:
+        return False
+    W, H, M = 520, 300, 64
+    panels = [("peak RSS (MB)", "rss", lambda v: v / 2**20), ("lag (events)", "lag", lambda v: v)]
+    parts = []
+    for pi, (name, key, conv) in enumerate(panels):
+        ox = pi * W
+        series = []
+        for r in runs:
+            pts = [((t - r["unix0"]) / 1000, conv(v)) for t, v in r[key]]
+            series.append((r["system"], pts))
+        tmax = max((p[0] for _, pts in series for p in pts), default=1) or 1
+        vmax = max((p[1] for _, pts in series for p in pts), default=1) or 1
+        vmax *= 1.1
+
+        def x(t):
+            return ox + M + t / tmax * (W - 2 * M)
+
+        def y(v):
+            return H - M - v / vmax * (H - 1.6 * M)
+
+        parts.append(f'<text x="{ox + W / 2}" y="22" text-anchor="middle" font-weight="bold">{name}</text>')
+        parts.append(f'<line x1="{ox + M}" y1="{H - M}" x2="{ox + W - M}" y2="{H - M}" stroke="#000"/>')
+        parts.append(f'<line x1="{ox + M}" y1="{H - M}" x2="{ox + M}" y2="{M * 0.6}" stroke="#000"/>')
+        for i in range(5):
+            v = vmax / 1.1 * i / 4
+            parts.append(f'<text x="{ox + M - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11">{v:,.0f}</text>')
+            parts.append(f'<line x1="{ox + M}" y1="{y(v):.1f}" x2="{ox + W - M}" y2="{y(v):.1f}" stroke="#eee"/>')
+        for i in range(5):
+            t = tmax * i / 4
+            parts.append(f'<text x="{x(t):.1f}" y="{H - M + 16}" text-anchor="middle" font-size="11">{t:.0f} s</text>')
+        for system, pts in series:
+            if pts:
+                xy = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
+                parts.append(f'<polyline points="{xy}" fill="none" stroke="{COLORS[system]}" stroke-width="2"/>')
+    legend = []
+    for i, r in enumerate(runs):
+        legend.append(f'<rect x="{20 + i * 170}" y="{H + 4}" width="12" height="12" fill="{COLORS[r["system"]]}"/>'
+                      f'<text x="{36 + i * 170}" y="{H + 14}" font-size="12">{LABELS[r["system"]]}</text>')
+    legend.append(f'<text x="20" y="{H + 34}" font-size="12">{title}</text>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 44}" '
+           f'font-family="sans-serif"><rect width="100%" height="100%" fill="#fff"/>'
+           + "".join(parts) + "".join(legend) + "</svg>\n")
+    with open(path, "w") as f:
+        f.write(svg)
+    return True
+
+
+def machine():
+    cores = os.cpu_count()
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) / 2**20
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    distro = ""
+    if os.path.exists("/etc/os-release"):
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    distro = line.split("=", 1)[1].strip().strip('"')
+    return f"{cores} cores ({model}), {mem:.0f} GiB, {distro}, {platform.release()}"
+
+
+def commit():
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return (r.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def report_md(args, results, overloads, svgs, started, ended):
+    brokers = sorted({r["broker"] for r in results} | {o["broker"] for o in overloads})
+    binfo = {"mock": "librdkafka 2.12.1 MockCluster (`clickpipe mock-broker`, one broker, in memory)",
+             "tansu": "tansu 0.6.0, sqlite storage, fresh database per measurement"}
+    out = [f"## {started:%Y-%m-%d %H:%M} UTC — benchmark harness (`bench/run.py{' --smoke' if args.smoke else ''}`)", ""]
+    out.append(f"- Commit {commit()}; {'debug' if args.debug else 'release'} build; run took "
+               f"{(ended - started).total_seconds() / 60:.1f} min.")
+    out.append(f"- Machine: {machine()}. Everything on loopback on this one machine (broker, Redis, "
+               "model server, load generator and the system under test share the cores).")
+    for b in brokers:
+        out.append(f"- Broker `{b}`: {binfo[b]}; {PARTITIONS} partitions per topic.")
+    out.append(f"- Every consumer: `fetch.wait.max.ms` {args.fetch_wait_ms}; every producer `linger.ms` 1 "
+               "(clickpipe, passthrough, naive: idempotent). Same generated stream (seed 7, "
+               "200 concurrent sessions, 5 % unknown and 5 % missing ZIPs) for every system; "
+               "Redis 7 and `clickpipe model-server` on loopback.")
+    out.append(f"- Fixed rates run {args.duration} s each after a 200-event warm-up; `max` sends "
+               f"{MAX_COUNT['clickpipe']:,} events (sequential peers {MAX_COUNT['naive']:,}) as fast as "
+               "the broker takes them and reports the output rate. CPU is % of one core, averaged "
+               "over the measured run; RSS is the peak of 0.5 s samples.")
+    out.append("")
+    out.append(summary_table(results))
+    rt = ratios(results)
+    if rt:
+        out += ["", "Ratios:", "", rt]
+    for o in overloads:
+        if "error" in o:
+            out.append(f"\nOverload, {LABELS[o['system']]} on {o['broker']}: failed: {o['error']}")
+    ol = [o for o in overloads if "lag" in o]
+    if ol:
+        out += ["", f"Overload (model +200 ms per call, `model.max_batch_size` 16, input "
+                f"{ol[0]['rate']:,}/s for {ol[0]['duration']} s):", "",
+                "| broker | system | peak RSS | lag at end | survived |", "|---|---|---|---|---|"]
+        for o in ol:
+            out.append(f"| {o['broker']} | {LABELS[o['system']]} | {o['peak_rss_mb']:.0f} MB "
+                       f"| {o['final_lag']:,} | {'yes' if o['survived'] else 'no'} |")
+    for name, rel in svgs:
+        out += ["", f"![{name}]({rel})"]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--broker", default="both", choices=["mock", "tansu", "both"])
+    ap.add_argument("--rates", default="500,2000,5000", help="comma-separated events/s")
+    ap.add_argument("--duration", type=int, default=30, help="seconds per fixed rate")
+    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    ap.add_argument("--no-max", action="store_true", help="skip the max-throughput mode")
+    ap.add_argument("--no-overload", action="store_true", help="skip the overload run")
+    ap.add_argument("--overload-rate", type=int, default=3200)
+    ap.add_argument("--overload-duration", type=int, default=30)
+    ap.add_argument("--fetch-wait-ms", default="1")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI smoke: debug build, MockCluster, 500/s for 3 s, no Quix, no overload")
+    ap.add_argument("--debug", action="store_true", help="use the debug build")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
+    ap.add_argument("--out", help="directory for logs and results (default: a temp dir)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.broker, args.rates, args.duration, args.debug, args.no_overload = "mock", "500", 3, True, True
+        if args.systems == ",".join(ALL_SYSTEMS):
+            args.systems = "clickpipe,passthrough,naive"
+    systems = [s for s in args.systems.split(",") if s]
+    for s in systems:
+        if s not in ALL_SYSTEMS:
+            ap.error(f"unknown system {s!r}; pick from {', '.join(ALL_SYSTEMS)}")
+    rates = [int(r) for r in args.rates.split(",") if r]
+    brokers = ["mock", "tansu"] if args.broker == "both" else [args.broker]
+
+    workdir = args.out or tempfile.mkdtemp(prefix="clickpipe-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    cfg = os.path.join(workdir, "bench.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[kafka.consumer]\n"fetch.wait.max.ms" = "{args.fetch_wait_ms}"\n')
+    args.config = cfg
+    log(f"logs and results in {workdir}")
+
+    if not args.no_build:
+        cmd = ["cargo", "build", "--locked", "-p", "clickpipe", "-p", "clickpipe-bench"]
+        if not args.debug:
+            cmd.append("--release")
+        log(" ".join(cmd))
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    if "quix" in systems:
+        ensure_quix_venv()
+
+    env = Env(args, workdir)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results, overloads = [], []
+    n = 0
+    try:
+        env.start_redis()
+        env.start_model()
+        for b in brokers:
+            for s in systems:
+                for rate in rates + ([] if args.no_max else [0]):
+                    n += 1
+                    measure(env, b, s, rate, args.duration, results, f"m{n:02d}-{b}-{s}-{rate or 'max'}")
+        if not args.no_overload:
+            env.start_model(delay_ms=200)
+            ocfg = os.path.join(workdir, "overload.toml")
+            with open(ocfg, "w") as f:
+                f.write(f'[kafka.consumer]\n"fetch.wait.max.ms" = "{args.fetch_wait_ms}"\n'
+                        "[model]\nmax_batch_size = 16\n")
+            args.config = ocfg
+            for s in systems:
+                n += 1
+                overloads.append(overload(env, "mock", s, args.overload_rate,
+                                          args.overload_duration, f"o{n:02d}-mock-{s}"))
+    finally:
+        env.stop()
+    ended = datetime.datetime.now(datetime.timezone.utc)
+
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"results": results, "overload": overloads}, f, indent=1)
+    stamp = started.strftime("%Y%m%d-%H%M")
+    svgs = []
+    plot_dir = os.path.join(BENCH, "plots") if args.record else workdir
+    os.makedirs(plot_dir, exist_ok=True)
+    lat_svg = os.path.join(plot_dir, f"latency-{stamp}.svg")
+    if any(r["rate"] and "report" in r for r in results):
+        svg_latency(results, lat_svg, f"{started:%Y-%m-%d}, commit {commit()}")
+        svgs.append(("latency percentiles vs rate", os.path.relpath(lat_svg, BENCH)))
+    ov_svg = os.path.join(plot_dir, f"overload-{stamp}.svg")
+    if svg_overload(overloads, ov_svg, f"model +200 ms per call; input {args.overload_rate:,}/s "
+                    f"for {args.overload_duration} s; MockCluster"):
+        svgs.append(("RSS and lag under overload", os.path.relpath(ov_svg, BENCH)))
+    md = report_md(args, results, overloads, svgs, started, ended)
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if args.record:
+        with open(os.path.join(BENCH, "RESULTS.md"), "a") as f:
+            f.write("\n" + md)
+        log("appended to bench/RESULTS.md")
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        log(f"{len(failed)} measurement(s) lost events or failed: "
+            + ", ".join(f"{r['system']}@{r['rate'] or 'max'}/{r['broker']}" for r in failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
