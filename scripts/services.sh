@@ -51,7 +51,7 @@ DEFAULT_TOPICS=(clicks:4 predictions:4 clicks-dlq:4)
 # and zlib, libssl-dev for `ssl`, zlib1g-dev for `libz` (zstd-sys builds its bundled zstd with cc).
 # python3 is optional there: librdkafka's configure only uses it for the shared library's linker
 # script and turns that off when python3 is missing; cmake is not needed (configure build).
-BUILD_DEPS=(build-essential pkg-config libssl-dev zlib1g-dev curl ca-certificates)
+BUILD_DEPS=(build-essential pkg-config libssl-dev zlib1g-dev curl ca-certificates python3 python3-venv)
 
 log() { printf '[services] %s\n' "$*"; }
 die() {

@@ -3,6 +3,9 @@
 #
 #   scripts/test.sh [TEST-BINARY ARGS...]   e.g. scripts/test.sh session   (filters by test name)
 #
+# With no arguments it ends with a smoke run of the benchmark harness (bench/run.py --smoke: a few
+# seconds per system on a MockCluster broker; figures are printed, never asserted).
+#
 # CLICKPIPE_TEST_BROKERS (default 127.0.0.1:$CLICKPIPE_KAFKA_PORT, i.e. 127.0.0.1:9092) and
 # CLICKPIPE_TEST_REDIS (default redis://127.0.0.1:$CLICKPIPE_REDIS_PORT/) are passed to the tests;
 # values already set are kept. CLICKPIPE_SKIP_SERVICES=1 skips starting the local services (for
@@ -20,4 +23,9 @@ export CLICKPIPE_TEST_BROKERS="${CLICKPIPE_TEST_BROKERS:-127.0.0.1:${CLICKPIPE_K
 export CLICKPIPE_TEST_REDIS="${CLICKPIPE_TEST_REDIS:-redis://127.0.0.1:${CLICKPIPE_REDIS_PORT:-6379}/}"
 echo "==> cargo test (CLICKPIPE_TEST_BROKERS=$CLICKPIPE_TEST_BROKERS CLICKPIPE_TEST_REDIS=$CLICKPIPE_TEST_REDIS)"
 
-exec cargo test --workspace -- --test-threads=2 "$@"
+cargo test --workspace -- --test-threads=2 "$@"
+
+if [[ $# -eq 0 ]]; then
+    echo "==> benchmark harness smoke (bench/run.py --smoke)"
+    python3 bench/run.py --smoke
+fi

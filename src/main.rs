@@ -58,7 +58,8 @@ enum Command {
     Loadgen {
         #[command(flatten)]
         config: ConfigArg,
-        /// Events per second; 0 sends as fast as the broker acknowledges (max throughput).
+        /// Events per second; 0 sends as fast as the system answers, keeping at most 20,000
+        /// events outstanding (max-throughput mode; without the summary: as fast as acknowledged).
         #[arg(long)]
         rate: u64,
         /// Events in all.

@@ -93,3 +93,51 @@ fn the_script_matches_the_pure_rule_and_is_idempotent() {
     assert_eq!(got, expected);
     assert_eq!(again, expected[expected.len() - 50..].to_vec());
 }
+
+#[test]
+fn a_session_remembers_the_results_of_its_latest_ring_of_events_only() {
+    use clickpipe_actors::session::RESULT_RING;
+    let prefix = unique("ring") + ":";
+    let n = RESULT_RING as usize + 20;
+    let events: Vec<(String, String, i64)> = (0..n)
+        .map(|i| {
+            (
+                "s".to_string(),
+                format!("ev{i}"),
+                1_000_000 + i as i64 * 1000,
+            )
+        })
+        .collect();
+    let c = client(&prefix);
+    let (first_again, last_again) = actix_rt::System::new().block_on(async {
+        for chunk in events.chunks(64) {
+            c.lookup(&items(chunk)).await.expect("lookup");
+        }
+        let last = c
+            .lookup(&items(&events[n - 1..]))
+            .await
+            .expect("redelivery of the latest event");
+        let first = c
+            .lookup(&items(&events[..1]))
+            .await
+            .expect("redelivery of the oldest event");
+        (first[0].session, last[0].session)
+    });
+    // The latest event is recognised: same answer, not counted again.
+    assert_eq!(last_again.count, n as u64);
+    // The oldest fell out of the ring: it counts as a new (late) event of the session.
+    assert_eq!(first_again.count, n as u64 + 1);
+
+    let mut conn = redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let keys: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{prefix}s"))
+        .query(&mut conn)
+        .expect("HKEYS");
+    let results = keys.iter().filter(|k| k.starts_with("e:")).count();
+    assert_eq!(results, RESULT_RING as usize, "one result per ring slot");
+    assert!(keys.contains(&format!("e:ev{}", n - 1)));
+    assert!(!keys.contains(&"e:ev1".to_string()));
+}

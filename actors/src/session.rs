@@ -110,14 +110,15 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local eid = ARGV[2 + 2 * i]
   local ts = tonumber(ARGV[3 + 2 * i])
-  local seen = redis.call('HGET', key, 'e:' .. eid)
-  if seen then
-    out[i] = seen
+  -- One read for the dedupe check and the state: HMGET e:{id} count first last seq.
+  local h = redis.call('HMGET', key, 'e:' .. eid, 'count', 'first', 'last', 'seq')
+  if h[1] then
+    out[i] = h[1]
   else
-    local h = redis.call('HMGET', key, 'count', 'first', 'last')
-    local count = tonumber(h[1])
-    local first = tonumber(h[2])
-    local last = tonumber(h[3])
+    local count = tonumber(h[2])
+    local first = tonumber(h[3])
+    local last = tonumber(h[4])
+    local seq = (tonumber(h[5]) or 0) + 1
     local result
     if count == nil or ts - last > gap then
       count = 1
@@ -131,12 +132,14 @@ for i, key in ipairs(KEYS) do
       if ts > last then last = ts end
       result = count .. '|' .. prev .. '|' .. first .. '|' .. last
     end
-    -- Results are kept across session restarts, in a ring of the latest `ring` events.
-    local seq = redis.call('HINCRBY', key, 'seq', 1)
+    -- Results are kept across session restarts, in a ring of the latest `ring` events: the slot
+    -- this event takes held event `seq - ring`, whose result is dropped (only once the ring is full).
     local slot = 's:' .. (seq % ring)
-    local old = redis.call('HGET', key, slot)
-    if old then redis.call('HDEL', key, 'e:' .. old) end
-    redis.call('HSET', key, 'count', count, 'first', first, 'last', last, 'e:' .. eid, result, slot, eid)
+    if seq > ring then
+      local old = redis.call('HGET', key, slot)
+      if old then redis.call('HDEL', key, 'e:' .. old) end
+    end
+    redis.call('HSET', key, 'count', count, 'first', first, 'last', last, 'seq', seq, 'e:' .. eid, result, slot, eid)
     redis.call('PEXPIRE', key, ttl)
     out[i] = result
   end
