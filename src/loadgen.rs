@@ -1360,19 +1360,18 @@ impl Collector {
                     next_progress = Instant::now() + Duration::from_secs(1);
                 }
             }
-            let msg = match tokio::time::timeout(Duration::from_millis(100), self.consumer.recv())
-                .await
-            {
-                Err(_) => continue,
-                Ok(Err(e)) => {
-                    if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        eprintln!("loadgen: summary consumer error: {e}");
-                        last_error = Some(Instant::now());
+            let msg =
+                match tokio::time::timeout(Duration::from_millis(5), self.consumer.recv()).await {
+                    Err(_) => continue,
+                    Ok(Err(e)) => {
+                        if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            eprintln!("loadgen: summary consumer error: {e}");
+                            last_error = Some(Instant::now());
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Ok(Ok(msg)) => msg,
-            };
+                    Ok(Ok(msg)) => msg,
+                };
             let received = Instant::now();
             let bit = if msg.topic() == self.output_topic {
                 1u8

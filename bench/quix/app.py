@@ -5,8 +5,9 @@ store, ZIP data from Redis) -> one POST {MODEL_URL}/invocations per event -> `OU
 key as the input, same value shape and lineage headers as clickpipe's output.
 
 Run: VENV/bin/python bench/quix/app.py, configured by environment variables (see `env` below).
-Prints "quix: ready" to stdout once the consumer group has assigned it partitions; stops cleanly
-on SIGTERM / SIGINT (Quix commits its checkpoint and leaves the group).
+Prints "quix: ready (...)" to stdout once the consumer group has assigned it partitions and their
+start offsets are resolved; stops cleanly on SIGTERM / SIGINT (Quix commits its checkpoint, leaves
+the group, and the script prints "quix: stopped").
 """
 
 from __future__ import annotations
@@ -15,20 +16,26 @@ import logging
 import os
 import re
 import sys
+import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 import requests
-from quixstreams import Application, State, message_context
-from quixstreams.models.serializers.exceptions import SerializationError
-from quixstreams.models.topics import TopicConfig, TopicManager
-from quixstreams.models.topics.admin import TopicAdmin
-from quixstreams.models.topics.exceptions import TopicNotFoundError
-from quixstreams.models.topics.topic import Topic
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+# Importing quixstreams pulls in authlib's httpx integration, which prints an
+# AuthlibDeprecationWarning on every start (authlib forces its own "always" filter, so
+# filterwarnings() cannot hide it); record and drop the warnings of these imports only.
+with warnings.catch_warnings(record=True):
+    from quixstreams import Application, State, message_context
+    from quixstreams.models.serializers.exceptions import SerializationError
+    from quixstreams.models.topics import TopicConfig, TopicManager
+    from quixstreams.models.topics.admin import TopicAdmin
+    from quixstreams.models.topics.exceptions import TopicNotFoundError
+    from quixstreams.models.topics.topic import Topic
 
 log = logging.getLogger("quix-bench")
 
@@ -199,7 +206,10 @@ def decode(value: Any) -> Optional[dict]:
     """Validates one input value like clickpipe's decoder; None (logged) when it is invalid."""
     try:
         if not isinstance(value, dict):
-            raise InvalidEvent(f"payload is a JSON {type(value).__name__}, expected an object")
+            kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+            raise InvalidEvent(
+                f"payload is a JSON {kind.get(type(value), 'null')}, expected an object"
+            )
         raw_ts = value.get("timestamp")
         field = "timestamp"
         if raw_ts is None:
