@@ -376,8 +376,12 @@ def measure(env, broker_kind, system, rate, duration, results, tag):
             count = min(count, 3000)
         out_json = os.path.join(env.workdir, f"{tag}.json")
         timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
+        # A system that cannot keep up is given `duration` + 30 s (max mode: 120 s) to answer;
+        # what is still unanswered then is reported as `missing` and the rate as not sustained.
+        deadline = 120 if rate == 0 else duration + 30
         t0 = time.monotonic()
-        code, _ = loadgen(env, broker, rate, count, out_json, timeline, timeout=30)
+        code, _ = loadgen(env, broker, rate, count, out_json, timeline, deadline=deadline,
+                          timeout=30)
         t1 = time.monotonic()
         with open(out_json) as f:
             report = json.load(f)
@@ -386,6 +390,8 @@ def measure(env, broker_kind, system, rate, duration, results, tag):
             "system": system, "broker": broker_kind, "rate": rate, "count": count,
             "report": report, "cpu_pct": cpu, "peak_rss_mb": rss / 2**20 if rss else None,
             "ok": code == 0 and report["missing"] == 0 and report["dead_letters"] == 0,
+            "sustained": report["missing"] == 0
+            and (rate == 0 or (report.get("output_rate") or 0) >= 0.95 * rate),
         }
         results.append(r)
         l = report.get("latency") or {}
@@ -477,6 +483,8 @@ def summary_table(results):
             continue
         rep = r["report"]
         l = rep.get("latency") or {}
+        if not r.get("sustained", True):
+            rate += " (not sustained)"
         rows.append(
             f"| {r['broker']} | {LABELS[r['system']]} | {rate} | {rep['produced']:,} "
             f"| {rep['predictions']:,} | {rep['dead_letters']:,} | {rep['missing']:,} "
@@ -524,7 +532,7 @@ def svg_latency(results, path, title):
     parts = []
     for bi, b in enumerate(brokers):
         rs = [r for r in results if r["broker"] == b and "report" in r and r["rate"]
-              and r["report"].get("latency")]
+              and r["report"].get("latency") and r.get("sustained", True)]
         rates = sorted({r["rate"] for r in rs})
         vals = [v for r in rs for v in (r["report"]["latency"]["p50_ms"], r["report"]["latency"]["p99_ms"])]
         if not rates or not vals:
@@ -565,7 +573,7 @@ def svg_latency(results, path, title):
     for i, s in enumerate(ALL_SYSTEMS):
         legend.append(f'<rect x="{20 + i * 170}" y="{H + 4}" width="12" height="12" fill="{COLORS[s]}"/>'
                       f'<text x="{36 + i * 170}" y="{H + 14}" font-size="12">{LABELS[s]}</text>')
-    legend.append(f'<text x="20" y="{H + 34}" font-size="12">solid: p99, dashed: p50 (end-to-end, log scale). {title}</text>')
+    legend.append(f'<text x="20" y="{H + 34}" font-size="12">solid: p99, dashed: p50 (end-to-end, log scale; rates a system did not sustain are left out). {title}</text>')
     width = max(1, len(brokers)) * W
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H + 44}" '
            f'font-family="sans-serif"><rect width="100%" height="100%" fill="#fff"/>'
@@ -654,6 +662,56 @@ def commit():
     return (r.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
+def targets(results, overloads):
+    """The benchmark issue's targets, met or not, with the distance."""
+    by = {(r["broker"], r["system"], r["rate"]): r for r in results if "report" in r}
+    lines = []
+
+    def p99(b, s, rate):
+        r = by.get((b, s, rate))
+        return r and r["report"].get("latency") and r["report"]["latency"]["p99_ms"]
+
+    def mark(ok):
+        return "met" if ok else "**not met**"
+
+    rates = sorted({r["rate"] for r in results if r["rate"]})
+    for rate in rates:
+        c, f = p99("mock", "clickpipe", rate), p99("mock", "passthrough", rate)
+        if c and f:
+            lines.append(f"- pipeline-added p99 ≤ 2 ms over the passthrough (mock, {rate:,}/s): "
+                         f"{c - f:+.2f} ms — {mark(c - f <= 2)}")
+    c = p99("mock", "clickpipe", 2000)
+    if c:
+        lines.append(f"- end-to-end p99 ≤ 10 ms at 2,000/s (mock): {c:.2f} ms — {mark(c <= 10)}")
+    for rate in rates:
+        r = by.get(("tansu", "clickpipe", rate))
+        c = p99("tansu", "clickpipe", rate)
+        if r and c:
+            sustained = r["report"]["missing"] == 0 and (r["report"].get("output_rate") or 0) >= 0.95 * rate
+            note = "" if sustained else " (rate not sustained by the broker/pipeline)"
+            lines.append(f"- end-to-end p99 ≤ 100 ms on tansu at {rate:,}/s: {c:.1f} ms{note} — "
+                         f"{mark(c <= 100) if sustained else 'n/a'}")
+    m = by.get(("mock", "clickpipe", 0))
+    if m and m["report"].get("output_rate"):
+        t = m["report"]["output_rate"]
+        lines.append(f"- ≥ 20,000 events/s per instance (mock, max mode): {t:,.0f}/s — {mark(t >= 20000)}")
+        q = by.get(("mock", "quix", 0))
+        if q and q["report"].get("output_rate"):
+            ratio = t / q["report"]["output_rate"]
+            worse = [rate for rate in rates
+                     if p99("mock", "clickpipe", rate) and p99("mock", "quix", rate)
+                     and p99("mock", "clickpipe", rate) > p99("mock", "quix", rate)]
+            lines.append(f"- ≥ 10× Quix Streams throughput at equal or better p99 (mock): ×{ratio:.1f}"
+                         + (f", p99 worse at {', '.join(f'{w:,}/s' for w in worse)}" if worse else
+                            ", p99 equal or better at every rate")
+                         + f" — {mark(ratio >= 10 and not worse)}")
+    for o in overloads:
+        if o["system"] == "clickpipe" and "peak_rss_mb" in o:
+            lines.append(f"- RSS < 150 MB under overload: peak {o['peak_rss_mb']:.0f} MB — "
+                         f"{mark(o['peak_rss_mb'] < 150)}")
+    return "\n".join(lines)
+
+
 def report_md(args, results, overloads, svgs, started, ended):
     brokers = sorted({r["broker"] for r in results} | {o["broker"] for o in overloads})
     binfo = {"mock": "librdkafka 2.12.1 MockCluster (`clickpipe mock-broker`, one broker, in memory)",
@@ -669,15 +727,20 @@ def report_md(args, results, overloads, svgs, started, ended):
                "(clickpipe, passthrough, naive: idempotent). Same generated stream (seed 7, "
                "200 concurrent sessions, 5 % unknown and 5 % missing ZIPs) for every system; "
                "Redis 7 and `clickpipe model-server` on loopback.")
+    mc = {k: min(v, 3000) if args.smoke else v for k, v in MAX_COUNT.items()}
     out.append(f"- Fixed rates run {args.duration} s each after a 200-event warm-up; `max` sends "
-               f"{MAX_COUNT['clickpipe']:,} events (sequential peers {MAX_COUNT['naive']:,}) as fast as "
-               "the broker takes them and reports the output rate. CPU is % of one core, averaged "
-               "over the measured run; RSS is the peak of 0.5 s samples.")
+               f"{mc['clickpipe']:,} events (sequential peers {mc['naive']:,}) as fast as the "
+               "system answers (at most 20,000 outstanding); throughput = events answered per "
+               "second. CPU is % of one core, averaged over the measured run; RSS is the peak of "
+               "0.5 s samples.")
     out.append("")
     out.append(summary_table(results))
     rt = ratios(results)
     if rt:
         out += ["", "Ratios:", "", rt]
+    tg = targets(results, overloads)
+    if tg:
+        out += ["", "Targets of the benchmark issue:", "", tg]
     for o in overloads:
         if "error" in o:
             out.append(f"\nOverload, {LABELS[o['system']]} on {o['broker']}: failed: {o['error']}")
@@ -689,8 +752,8 @@ def report_md(args, results, overloads, svgs, started, ended):
         for o in ol:
             out.append(f"| {o['broker']} | {LABELS[o['system']]} | {o['peak_rss_mb']:.0f} MB "
                        f"| {o['final_lag']:,} | {'yes' if o['survived'] else 'no'} |")
-    for name, rel in svgs:
-        out += ["", f"![{name}]({rel})"]
+    for name, path in svgs:
+        out += ["", f"![{name}]({path})"]
     return "\n".join(out) + "\n"
 
 
@@ -702,18 +765,20 @@ def main():
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     ap.add_argument("--no-max", action="store_true", help="skip the max-throughput mode")
     ap.add_argument("--no-overload", action="store_true", help="skip the overload run")
+    # 10× what clickpipe serves with the slowed model (4 partitions × 16 events per 200 ms); 15 s
+    # keeps the backlog under the MockCluster's 5 MB per-partition log, which it trims beyond.
     ap.add_argument("--overload-rate", type=int, default=3200)
-    ap.add_argument("--overload-duration", type=int, default=30)
+    ap.add_argument("--overload-duration", type=int, default=15)
     ap.add_argument("--fetch-wait-ms", default="1")
     ap.add_argument("--smoke", action="store_true",
-                    help="CI smoke: debug build, MockCluster, 500/s for 3 s, no Quix, no overload")
+                    help="CI smoke: debug build, MockCluster, 200/s for 3 s, no Quix, no overload")
     ap.add_argument("--debug", action="store_true", help="use the debug build")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     ap.add_argument("--out", help="directory for logs and results (default: a temp dir)")
     args = ap.parse_args()
     if args.smoke:
-        args.broker, args.rates, args.duration, args.debug, args.no_overload = "mock", "500", 3, True, True
+        args.broker, args.rates, args.duration, args.debug, args.no_overload = "mock", "200", 3, True, True
         if args.systems == ",".join(ALL_SYSTEMS):
             args.systems = "clickpipe,passthrough,naive"
     systems = [s for s in args.systems.split(",") if s]
@@ -776,11 +841,13 @@ def main():
     lat_svg = os.path.join(plot_dir, f"latency-{stamp}.svg")
     if any(r["rate"] and "report" in r for r in results):
         svg_latency(results, lat_svg, f"{started:%Y-%m-%d}, commit {commit()}")
-        svgs.append(("latency percentiles vs rate", os.path.relpath(lat_svg, BENCH)))
+        svgs.append(("latency percentiles vs rate",
+                     os.path.relpath(lat_svg, BENCH) if args.record else lat_svg))
     ov_svg = os.path.join(plot_dir, f"overload-{stamp}.svg")
     if svg_overload(overloads, ov_svg, f"model +200 ms per call; input {args.overload_rate:,}/s "
                     f"for {args.overload_duration} s; MockCluster"):
-        svgs.append(("RSS and lag under overload", os.path.relpath(ov_svg, BENCH)))
+        svgs.append(("RSS and lag under overload",
+                     os.path.relpath(ov_svg, BENCH) if args.record else ov_svg))
     md = report_md(args, results, overloads, svgs, started, ended)
     with open(os.path.join(workdir, "summary.md"), "w") as f:
         f.write(md)
@@ -789,7 +856,10 @@ def main():
         with open(os.path.join(BENCH, "RESULTS.md"), "a") as f:
             f.write("\n" + md)
         log("appended to bench/RESULTS.md")
-    failed = [r for r in results if not r["ok"]]
+    # The sequential peers may fall behind at high rates (reported, not a failure); clickpipe and
+    # the passthrough must answer every event, and in a smoke run every system must.
+    failed = [r for r in results if not r["ok"]
+              and (args.smoke or r["system"] in ("clickpipe", "passthrough") or "error" in r)]
     if failed:
         log(f"{len(failed)} measurement(s) lost events or failed: "
             + ", ".join(f"{r['system']}@{r['rate'] or 'max'}/{r['broker']}" for r in failed))

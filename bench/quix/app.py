@@ -63,6 +63,8 @@ MODEL_TIMEOUT_S = float(env("MODEL_TIMEOUT_S", "2.0"))
 # Seconds Quix waits for each metadata / admin request (its default is 30).
 REQUEST_TIMEOUT_S = float(env("QUIX_REQUEST_TIMEOUT_S", "10"))
 LOGLEVEL = env("LOGLEVEL", "INFO")
+# Same fetch wait as every system in a benchmark run (the harness passes its --fetch-wait-ms).
+FETCH_WAIT_MAX_MS = int(env("FETCH_WAIT_MAX_MS", "5"))
 
 EVENT_TYPES = (
     "page_view",
@@ -396,7 +398,7 @@ def build_app() -> Application:
         # admin requests the test brokers do not serve (see MetadataOnlyTopicManager).
         use_changelog_topics=False,
         auto_create_topics=False,
-        consumer_extra_config={"fetch.wait.max.ms": 5},
+        consumer_extra_config={"fetch.wait.max.ms": FETCH_WAIT_MAX_MS},
         producer_extra_config={"linger.ms": 1},
         on_consumer_error=on_consumer_error,
         request_timeout=REQUEST_TIMEOUT_S,
