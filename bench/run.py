@@ -717,7 +717,7 @@ def report_md(args, results, overloads, svgs, started, ended):
     binfo = {"mock": "librdkafka 2.12.1 MockCluster (`clickpipe mock-broker`, one broker, in memory)",
              "tansu": "tansu 0.6.0, sqlite storage, fresh database per measurement"}
     out = [f"## {started:%Y-%m-%d %H:%M} UTC — benchmark harness (`bench/run.py{' --smoke' if args.smoke else ''}`)", ""]
-    out.append(f"- Commit {commit()}; {'debug' if args.debug else 'release'} build; run took "
+    out.append(f"- Commit {args.commit}; {'debug' if args.debug else 'release'} build; run took "
                f"{(ended - started).total_seconds() / 60:.1f} min.")
     out.append(f"- Machine: {machine()}. Everything on loopback on this one machine (broker, Redis, "
                "model server, load generator and the system under test share the cores).")
@@ -807,6 +807,7 @@ def main():
 
     env = Env(args, workdir)
     started = datetime.datetime.now(datetime.timezone.utc)
+    args.commit = commit()  # of the binaries under test (taken before anything else changes)
     results, overloads = [], []
     n = 0
     try:
@@ -840,7 +841,7 @@ def main():
     os.makedirs(plot_dir, exist_ok=True)
     lat_svg = os.path.join(plot_dir, f"latency-{stamp}.svg")
     if any(r["rate"] and "report" in r for r in results):
-        svg_latency(results, lat_svg, f"{started:%Y-%m-%d}, commit {commit()}")
+        svg_latency(results, lat_svg, f"{started:%Y-%m-%d}, commit {args.commit}")
         svgs.append(("latency percentiles vs rate",
                      os.path.relpath(lat_svg, BENCH) if args.record else lat_svg))
     ov_svg = os.path.join(plot_dir, f"overload-{stamp}.svg")
