@@ -3,6 +3,7 @@
 //! `clickpipe-actors` crate.
 
 pub mod admin;
+pub mod admin_client;
 pub mod loadgen;
 pub mod model_server;
 pub mod seed;

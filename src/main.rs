@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use clickpipe::{admin, loadgen, model_server, seed, settings, telemetry};
+use clickpipe::{admin, admin_client, loadgen, model_server, seed, settings, telemetry};
 use clickpipe_actors::config::Config;
 use clickpipe_actors::pipeline::Pipeline;
 
@@ -99,6 +99,55 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Show a running instance's status (from its admin API).
+    Status {
+        #[command(flatten)]
+        admin: AdminArg,
+        /// Print the raw JSON of GET /status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay dead letters into the input topic (through a running instance's admin API) and
+    /// wait for the job to finish.
+    Replay {
+        #[command(flatten)]
+        admin: AdminArg,
+        /// Dead-letter kind to replay (repeatable): invalid_event, lookup_failed,
+        /// inference_failed, output_failed. Default: all.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only dead letters written at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only dead letters written before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this partition of the dead-letter topic.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Replay at most this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Count what would be replayed; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the job id and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// Where the admin API is and how to authenticate.
+#[derive(clap::Args)]
+struct AdminArg {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Admin API base URL (default: http://{admin.listen}).
+    #[arg(long, env = "CLICKPIPE_ADMIN_URL")]
+    url: Option<String>,
+    /// Bearer token (default: admin.token of the configuration, e.g. CLICKPIPE__ADMIN__TOKEN).
+    #[arg(long, env = "CLICKPIPE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +173,50 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Status { admin, json } => {
+            let config = load(&admin.config)?;
+            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let text = actix_rt::System::new().block_on(admin_client::status(&base, json))?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            admin,
+            kinds,
+            since,
+            until,
+            partition,
+            limit,
+            dry_run,
+            no_wait,
+        } => {
+            let config = load(&admin.config)?;
+            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let token = admin.token.or(config.admin.token);
+            let mut body = serde_json::json!({ "dry_run": dry_run });
+            if !kinds.is_empty() {
+                body["kinds"] = serde_json::json!(kinds);
+            }
+            for (key, value) in [("since", since), ("until", until)] {
+                if let Some(v) = value {
+                    body[key] = serde_json::json!(v);
+                }
+            }
+            if let Some(p) = partition {
+                body["partition"] = serde_json::json!(p);
+            }
+            if let Some(l) = limit {
+                body["limit"] = serde_json::json!(l);
+            }
+            let report = actix_rt::System::new().block_on(admin_client::replay(
+                &base,
+                token.as_deref(),
+                &body,
+                !no_wait,
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             command: ConfigCommand::Check(arg),
         } => {
@@ -245,6 +338,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         stats: pipeline.stats(),
         status: pipeline.status(),
         started,
+        config: config.clone(),
+        instance_id: admin::instance_id(),
+        pipeline: Some(pipeline.handle()),
+        replays: Default::default(),
     };
     let listen = config.admin.listen.clone();
     let server = actix_web::HttpServer::new(move || {

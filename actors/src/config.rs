@@ -229,6 +229,17 @@ pub struct SupervisionConfig {
 pub struct AdminConfig {
     /// Address the admin API listens on.
     pub listen: String,
+    /// Bearer token required by the mutating endpoints (replay, partition control). Without
+    /// one they answer 403. Secret: masked in `config check` and `/status`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Replay loop guard: a dead letter already replayed this many times is not replayed again.
+    #[serde(default = "default_replay_max_count")]
+    pub replay_max_count: u32,
+}
+
+fn default_replay_max_count() -> u32 {
+    3
 }
 
 /// Reference model server settings.
@@ -506,6 +517,23 @@ impl Config {
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(bad("admin.listen", "must be an ip:port address"));
         }
+        if self.admin.replay_max_count == 0 {
+            return Err(bad(
+                "admin.replay_max_count",
+                "must be at least 1 (a dead letter could never be replayed)",
+            ));
+        }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(bad(
+                "admin.token",
+                "must not be empty (leave it out to refuse every mutating request)",
+            ));
+        }
         if self.model_server.listen.parse::<SocketAddr>().is_err() {
             return Err(bad("model_server.listen", "must be an ip:port address"));
         }
@@ -566,6 +594,9 @@ impl Config {
         let mut c = self.clone();
         c.redis.url = mask_url(&c.redis.url);
         c.model.url = mask_url(&c.model.url);
+        if c.admin.token.is_some() {
+            c.admin.token = Some("***".to_string());
+        }
         for (key, value) in c
             .kafka
             .client

@@ -76,8 +76,9 @@ impl Actor for DlqActor {
 pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
     let attempts = failure.attempts.to_string();
     let failed_at = rfc3339(Utc::now());
-    record
-        .source_headers(5)
+    let replays = record.replay_count.to_string();
+    let headers = record
+        .source_headers(6)
         .insert(Header {
             key: "clickpipe.error.kind",
             value: Some(failure.kind.as_str()),
@@ -97,7 +98,15 @@ pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
         .insert(Header {
             key: "clickpipe.failed_at",
             value: Some(failed_at.as_str()),
+        });
+    if record.replay_count > 0 {
+        headers.insert(Header {
+            key: crate::record::REPLAY_COUNT_HEADER,
+            value: Some(replays.as_str()),
         })
+    } else {
+        headers
+    }
 }
 
 impl Handler<DeadLetter> for DlqActor {

@@ -182,6 +182,19 @@ impl GroupShared {
     pub fn assigned(&self) -> usize {
         self.partitions.lock().len()
     }
+
+    /// The actor of an assigned partition of `topic`.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Addr<PartitionActor>> {
+        self.partitions
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// The consumer, while the group runs.
+    pub fn consumer(&self) -> Option<Arc<GroupConsumer>> {
+        self.consumer.get().and_then(Weak::upgrade)
+    }
 }
 
 /// The consumer's context: logs through `tracing` and drives rebalances.
@@ -190,6 +203,37 @@ pub struct GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): keeps the input partitions'
+    /// high watermarks for `/status` and `/metrics`. Read from the raw JSON so a field librdkafka
+    /// leaves out never costs more than that one value.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            tracing::debug!("unparsable librdkafka statistics");
+            return;
+        };
+        let topic = &self.shared.deps.config.kafka.input_topic;
+        let Some(partitions) = stats
+            .get("topics")
+            .and_then(|t| t.get(topic.as_str()))
+            .and_then(|t| t.get("partitions"))
+            .and_then(|p| p.as_object())
+        else {
+            return;
+        };
+        for (id, p) in partitions {
+            let (Ok(id), Some(hi)) = (
+                id.parse::<i32>(),
+                p.get("hi_offset").and_then(serde_json::Value::as_i64),
+            ) else {
+                continue;
+            };
+            // -1: the internal "unassigned" partition; a negative offset: not known yet.
+            if id >= 0 && hi >= 0 {
+                self.shared.deps.status.set_high_watermark(topic, id, hi);
+            }
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -257,7 +301,9 @@ pub fn consumer_config(deps: &Deps) -> ClientConfig {
         .set("auto.commit.interval.ms", k.commit_interval_ms.to_string())
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // High watermarks for the admin API's lag (overridable; 0 turns them off).
+        .set("statistics.interval.ms", "1000");
     for (key, value) in k.client.iter().chain(k.consumer.iter()) {
         c.set(key, value);
     }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod features;
 pub mod group;
+pub mod metrics;
 pub mod partition;
 pub mod pipeline;
 pub mod produce;

@@ -12,16 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::clients::breaker::CircuitBreaker;
-use crate::clients::redis::create_pool;
+use crate::clients::model::ModelClient;
+use crate::clients::redis::{create_pool, LookupClient};
 use crate::clients::zip_cache::ZipCache;
 use crate::config::Config;
 use crate::deps::{Deps, FaultHooks};
 use crate::dlq::DlqActor;
+use crate::error::ClientError;
 use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
-use crate::partition::DrainReport;
+use crate::partition::{Control, ControlError, DrainReport};
 use crate::stats::Stats;
 use crate::status::{Policies, StatusBoard};
 
@@ -36,6 +39,120 @@ pub enum StartError {
     Redis(#[from] crate::error::ClientError),
 }
 
+/// Why an operator's partition command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// This instance does not own the partition (not assigned, or an unknown partition).
+    #[error("partition {0} is not assigned to this instance")]
+    NotAssigned(i32),
+    /// The partition refused it.
+    #[error(transparent)]
+    Refused(#[from] ControlError),
+    /// The partition actor stopped before answering.
+    #[error("partition {0} stopped before answering")]
+    Gone(i32),
+    /// Resolving a timestamp to an offset failed.
+    #[error("cannot resolve the timestamp to an offset: {0}")]
+    Timestamp(String),
+}
+
+/// What the admin API holds of a running pipeline: partition commands, dependency probes and
+/// cache counters. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    shared: Arc<GroupShared>,
+    redis: deadpool_redis::Pool,
+    zip_cache: Arc<ZipCache>,
+    breaker: Arc<CircuitBreaker>,
+    config: Arc<Config>,
+}
+
+impl PipelineHandle {
+    /// The configuration the pipeline runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Whether `partition` of the input topic is assigned to this instance.
+    pub fn is_assigned(&self, partition: i32) -> bool {
+        self.shared
+            .partition(&self.config.kafka.input_topic, partition)
+            .is_some()
+    }
+
+    /// Sends an operator's command to a partition of the input topic.
+    pub async fn command(&self, partition: i32, command: Control) -> Result<(), CommandError> {
+        let addr = self
+            .shared
+            .partition(&self.config.kafka.input_topic, partition)
+            .ok_or(CommandError::NotAssigned(partition))?;
+        addr.send(command)
+            .await
+            .map_err(|_| CommandError::Gone(partition))?
+            .map_err(CommandError::from)
+    }
+
+    /// The first offset of a partition of the input topic whose record timestamp is at or after
+    /// `timestamp_ms` (the high watermark when there is none). Blocks on the broker: call it
+    /// from a blocking thread.
+    pub fn offset_for_timestamp(
+        &self,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<i64, CommandError> {
+        let topic = &self.config.kafka.input_topic;
+        let consumer = self
+            .shared
+            .consumer()
+            .ok_or_else(|| CommandError::Timestamp("the consumer has stopped".into()))?;
+        let timeout = Duration::from_secs(10);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(timestamp_ms))
+            .map_err(|e| CommandError::Timestamp(e.to_string()))?;
+        let found = consumer
+            .offsets_for_times(tpl, timeout)
+            .map_err(|e| CommandError::Timestamp(e.to_string()))?;
+        let offset = found
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
+            .ok_or_else(|| CommandError::Timestamp("no answer for the partition".into()))?;
+        match offset {
+            rdkafka::Offset::Offset(o) if o >= 0 => Ok(o),
+            _ => {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition, timeout)
+                    .map_err(|e| CommandError::Timestamp(e.to_string()))?;
+                Ok(high)
+            }
+        }
+    }
+
+    /// `PING`s Redis (on the calling thread's runtime).
+    pub async fn ping_redis(&self) -> Result<(), ClientError> {
+        let mut cfg = self.config.redis.clone();
+        cfg.timeout_ms = cfg.timeout_ms.min(1000);
+        let client = LookupClient::new(
+            self.redis.clone(),
+            self.zip_cache.clone(),
+            &cfg,
+            Duration::from_secs(self.config.features.session_gap_s),
+        );
+        client.ping().await
+    }
+
+    /// `GET /ping` of the model (on the calling thread's runtime).
+    pub async fn ping_model(&self) -> Result<(), ClientError> {
+        let mut cfg = self.config.model.clone();
+        cfg.timeout_ms = cfg.timeout_ms.min(1000);
+        ModelClient::new(&cfg, self.breaker.clone()).ping().await
+    }
+
+    /// ZIP look-ups answered by the in-process cache and those that went to Redis.
+    pub fn zip_cache_hits_and_misses(&self) -> (u64, u64) {
+        self.zip_cache.hits_and_misses()
+    }
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     group: Addr<ConsumerGroup>,
@@ -46,6 +163,7 @@ pub struct Pipeline {
     status: Arc<StatusBoard>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
     arbiters: Vec<Arbiter>,
+    handle: PipelineHandle,
 }
 
 impl Pipeline {
@@ -97,10 +215,10 @@ impl Pipeline {
             config: config.clone(),
             producer: producer.clone(),
             dlq: dlq.clone(),
-            redis,
-            zip_cache,
+            redis: redis.clone(),
+            zip_cache: zip_cache.clone(),
             stats: stats.clone(),
-            breaker,
+            breaker: breaker.clone(),
             status: status.clone(),
             hooks,
         };
@@ -112,16 +230,29 @@ impl Pipeline {
         let mut arbiters = workers;
         arbiters.push(dlq_arbiter);
         arbiters.push(group_arbiter);
+        let handle = PipelineHandle {
+            shared: shared.clone(),
+            redis,
+            zip_cache,
+            breaker,
+            config,
+        };
         Ok(Pipeline {
             group,
             dlq,
             shared,
+            handle,
             producer,
             stats,
             status,
             fatal,
             arbiters,
         })
+    }
+
+    /// The handle the admin API uses (partition commands, probes).
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
     }
 
     /// The pipeline's counters.

@@ -29,6 +29,9 @@ pub struct Record {
     pub payload: Vec<u8>,
     /// Record timestamp (epoch ms), when the broker gave one.
     pub timestamp_ms: Option<i64>,
+    /// Times this record was replayed from the dead-letter topic (its `clickpipe.replay.count`
+    /// header); carried into a new dead letter so the replay loop guard sees it.
+    pub replay_count: u32,
     /// When clickpipe read the record.
     pub received: Instant,
     /// The decoded event (set by the source).
@@ -60,6 +63,23 @@ pub struct OutputRecord<'a> {
     pub prediction: &'a Prediction,
     /// When the output was built, RFC 3339 UTC.
     pub processed_at: String,
+}
+
+/// Header counting how many times a record was replayed from the dead-letter topic.
+pub const REPLAY_COUNT_HEADER: &str = "clickpipe.replay.count";
+
+/// The `clickpipe.replay.count` header of a message (0 when absent or malformed).
+pub fn replay_count<M: rdkafka::Message>(m: &M) -> u32 {
+    use rdkafka::message::Headers as _;
+    m.headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|h| h.key == REPLAY_COUNT_HEADER)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Formats a time as RFC 3339 in UTC with millisecond precision.

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -18,6 +19,7 @@ use futures::FutureExt as _;
 use crate::dlq::{Completed, DeadLetter, DlqActor};
 use crate::error::Failure;
 use crate::record::Record;
+use crate::stats::Stats;
 use crate::supervision::{panic_message, ChildFailed};
 
 /// Records handed from one stage to the next.
@@ -77,6 +79,8 @@ pub struct Wiring {
     pub done: Recipient<Completed>,
     /// The partition (the stage's supervisor), told when the stage fails.
     pub failed: Recipient<ChildFailed>,
+    /// Where the stage's batch times are recorded.
+    pub stats: Arc<Stats>,
 }
 
 /// An actor running a [`StageLogic`].
@@ -133,6 +137,7 @@ impl<S: StageLogic> StageActor<S> {
         }
         let n = self.queue.len().min(self.logic.max_batch());
         let batch: Vec<Record> = self.queue.drain(..n).collect();
+        self.count_queued(-(n as i64));
         self.first_queued = if self.queue.is_empty() {
             None
         } else {
@@ -157,7 +162,11 @@ impl<S: StageLogic> StageActor<S> {
                 Ok(outcomes) => outcomes,
                 Err(payload) => return Err(panic_message(payload.as_ref())),
             };
-            tracing::trace!(stage = name, size, took = ?started.elapsed(), "batch processed");
+            let took = started.elapsed();
+            if let Some(h) = wiring.stats.stages.get(name) {
+                h.observe_duration(took);
+            }
+            tracing::trace!(stage = name, size, ?took, "batch processed");
             let mut forward = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 match outcome {
@@ -202,12 +211,26 @@ impl<S: StageLogic> StageActor<S> {
     }
 }
 
+impl<S: StageLogic> StageActor<S> {
+    /// Moves the stage's queue-depth gauge by `delta` records.
+    fn count_queued(&self, delta: i64) {
+        if let Some(g) = self.wiring.stats.queued.get(self.logic.name()) {
+            g.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl<S: StageLogic> Actor for StageActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
         self.logic.started();
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Records still queued are dropped with the stage (a restart reads them again).
+        self.count_queued(-(self.queue.len() as i64));
     }
 }
 
@@ -218,6 +241,7 @@ impl<S: StageLogic> Handler<Batch> for StageActor<S> {
         if self.queue.is_empty() {
             self.first_queued = Some(Instant::now());
         }
+        self.count_queued(msg.0.len() as i64);
         self.queue.extend(msg.0);
         self.kick(ctx);
     }
@@ -296,6 +320,7 @@ mod tests {
             key: None,
             payload: Vec::new(),
             timestamp_ms: None,
+            replay_count: 0,
             received: Instant::now(),
             event: None,
             zip: None,
@@ -318,12 +343,14 @@ mod tests {
             .set("bootstrap.servers", "127.0.0.1:1")
             .create()
             .expect("producer (no connection is made)");
-        let dlq = DlqActor::new(producer, "dlq", Arc::new(Stats::default()), 4).start();
+        let stats = Arc::new(Stats::default());
+        let dlq = DlqActor::new(producer, "dlq", stats.clone(), 4).start();
         let wiring = Wiring {
             next: sink.clone().recipient(),
             dlq,
             done: sink.clone().recipient(),
             failed: sink.recipient(),
+            stats,
         };
         let logic = Recorder {
             sizes: sizes.clone(),

@@ -1,12 +1,75 @@
 //! Process-wide counters, shared by every actor through an `Arc` (no globals). The admin API and the
 //! run summary read them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::error::ErrorKind;
+use crate::metrics::Histogram;
 
-/// Counters of a running pipeline.
+/// Time per batch in each stage of a partition.
+#[derive(Debug)]
+pub struct StageTimes {
+    /// Redis round trip (ZIP look-ups and the session script).
+    pub lookup: Histogram,
+    /// Feature computation.
+    pub enrich: Histogram,
+    /// Model call, retries included.
+    pub infer: Histogram,
+    /// Producing the outputs until the broker acknowledged them.
+    pub emit: Histogram,
+}
+
+impl StageTimes {
+    /// The histogram of stage `name` (`lookup`, `enrich`, `infer`, `emit`).
+    pub fn get(&self, name: &str) -> Option<&Histogram> {
+        match name {
+            "lookup" => Some(&self.lookup),
+            "enrich" => Some(&self.enrich),
+            "infer" => Some(&self.infer),
+            "emit" => Some(&self.emit),
+            _ => None,
+        }
+    }
+
+    /// Every stage with its name, in pipeline order.
+    pub fn all(&self) -> [(&'static str, &Histogram); 4] {
+        [
+            ("lookup", &self.lookup),
+            ("enrich", &self.enrich),
+            ("infer", &self.infer),
+            ("emit", &self.emit),
+        ]
+    }
+}
+
+/// Records waiting in each stage's queue (all partitions): the mailbox depth.
 #[derive(Debug, Default)]
+pub struct StageQueues {
+    /// Waiting for the Redis look-up.
+    pub lookup: AtomicI64,
+    /// Waiting for feature computation.
+    pub enrich: AtomicI64,
+    /// Waiting for the model.
+    pub infer: AtomicI64,
+    /// Waiting to be produced.
+    pub emit: AtomicI64,
+}
+
+impl StageQueues {
+    /// The gauge of stage `name`.
+    pub fn get(&self, name: &str) -> Option<&AtomicI64> {
+        match name {
+            "lookup" => Some(&self.lookup),
+            "enrich" => Some(&self.enrich),
+            "infer" => Some(&self.infer),
+            "emit" => Some(&self.emit),
+            _ => None,
+        }
+    }
+}
+
+/// Counters and histograms of a running pipeline.
+#[derive(Debug)]
 pub struct Stats {
     /// Records read from the input topic.
     pub records_in: AtomicU64,
@@ -24,6 +87,45 @@ pub struct Stats {
     pub model_batches: AtomicU64,
     /// Events scored by the model.
     pub model_events: AtomicU64,
+    /// Events per model request.
+    pub model_batch_size: Histogram,
+    /// Input record timestamp → its output acknowledged by the broker, seconds (includes the
+    /// time before clickpipe read the record).
+    pub end_to_end: Histogram,
+    /// Record read by clickpipe → its output acknowledged, seconds.
+    pub processing: Histogram,
+    /// Time per batch in each stage.
+    pub stages: StageTimes,
+    /// Records queued in each stage.
+    pub queued: StageQueues,
+    /// Restarts of partitions' stages (caught failures).
+    pub restarts: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            records_in: AtomicU64::new(0),
+            outputs: AtomicU64::new(0),
+            invalid_event: AtomicU64::new(0),
+            lookup_failed: AtomicU64::new(0),
+            inference_failed: AtomicU64::new(0),
+            output_failed: AtomicU64::new(0),
+            model_batches: AtomicU64::new(0),
+            model_events: AtomicU64::new(0),
+            model_batch_size: Histogram::sizes(),
+            end_to_end: Histogram::latency(),
+            processing: Histogram::latency(),
+            stages: StageTimes {
+                lookup: Histogram::latency(),
+                enrich: Histogram::latency(),
+                infer: Histogram::latency(),
+                emit: Histogram::latency(),
+            },
+            queued: StageQueues::default(),
+            restarts: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Stats {

@@ -38,6 +38,11 @@ pub struct PartitionStatus {
     pub committed_offset: Option<i64>,
     /// One past the last offset read.
     pub position: Option<i64>,
+    /// The partition's high watermark (one past its last record), from the consumer's statistics
+    /// (every `statistics.interval.ms`, default 1 s).
+    pub high_watermark: Option<i64>,
+    /// Records not yet finished and committed: `high_watermark - committed_offset`.
+    pub lag: Option<i64>,
     /// Records read and not yet finished.
     pub in_flight: usize,
     /// Whether the partition is paused at the consumer.
@@ -65,6 +70,7 @@ pub struct Policies {
 #[derive(Debug)]
 pub struct StatusBoard {
     partitions: RwLock<BTreeMap<(String, i32), PartitionStatus>>,
+    high_watermarks: RwLock<BTreeMap<(String, i32), i64>>,
     /// The model circuit breaker.
     pub breaker: Arc<CircuitBreaker>,
     /// The failure policies.
@@ -77,6 +83,7 @@ impl StatusBoard {
     pub fn new(breaker: Arc<CircuitBreaker>, policies: Policies) -> Self {
         StatusBoard {
             partitions: RwLock::new(BTreeMap::new()),
+            high_watermarks: RwLock::new(BTreeMap::new()),
             breaker,
             policies,
             root_restarts: RwLock::new(0),
@@ -92,14 +99,36 @@ impl StatusBoard {
 
     /// Forgets a partition (revoked or stopped).
     pub fn remove(&self, topic: &str, partition: i32) {
-        self.partitions
-            .write()
-            .remove(&(topic.to_string(), partition));
+        let key = (topic.to_string(), partition);
+        self.partitions.write().remove(&key);
+        self.high_watermarks.write().remove(&key);
     }
 
-    /// Every assigned partition, in order.
+    /// Every assigned partition, in order, with its high watermark and lag when known.
     pub fn partitions(&self) -> Vec<PartitionStatus> {
-        self.partitions.read().values().cloned().collect()
+        let hw = self.high_watermarks.read();
+        self.partitions
+            .read()
+            .values()
+            .cloned()
+            .map(|mut p| {
+                p.high_watermark = hw.get(&(p.topic.clone(), p.partition)).copied();
+                let done = p.committed_offset.or(p.position);
+                p.lag = match (p.high_watermark, done) {
+                    (Some(hi), Some(done)) => Some((hi - done).max(0)),
+                    (Some(hi), None) => Some(hi.max(0)),
+                    _ => None,
+                };
+                p
+            })
+            .collect()
+    }
+
+    /// Notes a partition's high watermark (from the consumer's statistics).
+    pub fn set_high_watermark(&self, topic: &str, partition: i32, high_watermark: i64) {
+        self.high_watermarks
+            .write()
+            .insert((topic.to_string(), partition), high_watermark);
     }
 
     /// Sets the root's restarts within its window.

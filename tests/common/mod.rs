@@ -19,7 +19,7 @@ use clickpipe::model_server::{configure, Model};
 use clickpipe_actors::config::Config;
 use clickpipe_actors::deps::FaultHooks;
 use clickpipe_actors::partition::DrainReport;
-use clickpipe_actors::pipeline::Pipeline;
+use clickpipe_actors::pipeline::{Pipeline, PipelineHandle};
 use clickpipe_actors::stats::Stats;
 use clickpipe_actors::status::StatusBoard;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -155,6 +155,8 @@ pub struct ModelServer {
     pub invocations: Arc<AtomicUsize>,
     /// Added to every invocation, in milliseconds (a slow model).
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, every invocation answers 500 (the model is down; `/ping` still answers).
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
 }
@@ -177,6 +179,8 @@ impl ModelServer {
         let calls = invocations.clone();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let delay = delay_ms.clone();
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let down = failing.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix_rt::System::new();
@@ -184,6 +188,7 @@ impl ModelServer {
                 let server = HttpServer::new(move || {
                     let calls = calls.clone();
                     let delay = delay.clone();
+                    let down = down.clone();
                     App::new()
                         .wrap_fn(move |req, srv| {
                             let wait = delay.load(Ordering::SeqCst);
@@ -192,7 +197,8 @@ impl ModelServer {
                             } else {
                                 usize::MAX
                             };
-                            let fail = n != usize::MAX && n < fail_first;
+                            let fail =
+                                n != usize::MAX && (n < fail_first || down.load(Ordering::SeqCst));
                             let fut = if fail { None } else { Some(srv.call(req)) };
                             async move {
                                 if wait > 0 {
@@ -222,6 +228,7 @@ impl ModelServer {
             url,
             invocations,
             delay_ms,
+            failing,
             handle,
             thread: Some(thread),
         }
@@ -257,6 +264,8 @@ pub struct Running {
     pub stats: Arc<Stats>,
     pub status: Arc<StatusBoard>,
     pub fatal: Arc<std::sync::Mutex<Option<String>>>,
+    /// What the admin API holds of the pipeline.
+    pub handle: PipelineHandle,
 }
 
 pub fn run_pipeline(config: Config) -> Running {
@@ -291,18 +300,19 @@ pub fn run_pipeline_with(config: Config, hooks: Arc<FaultHooks>) -> Running {
                     *slot = Some(reason);
                 }
             });
-            let _ = stats_tx.send((pipeline.stats(), pipeline.status()));
+            let _ = stats_tx.send((pipeline.stats(), pipeline.status(), pipeline.handle()));
             let _ = actix_rt::task::spawn_blocking(move || stop_rx.recv()).await;
             pipeline.shutdown().await
         })
     });
-    let (stats, status) = stats_rx.recv().expect("pipeline stats");
+    let (stats, status, handle) = stats_rx.recv().expect("pipeline stats");
     Running {
         stop: Some(stop_tx),
         thread: Some(thread),
         stats,
         status,
         fatal,
+        handle,
     }
 }
 

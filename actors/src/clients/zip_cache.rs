@@ -35,6 +35,14 @@ impl ZipCache {
         }
     }
 
+    /// Look-ups answered from the cache and look-ups that went to Redis, so far.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
     /// The cached value of `zip`, if fresh. `Some(None)` is a cached "unknown ZIP".
     pub fn get(&self, zip: &str) -> Option<CachedZip> {
         if self.capacity == 0 {

@@ -76,6 +76,36 @@ pub struct PartitionRestarted {
     pub reason: String,
 }
 
+/// An operator's command for one partition (admin API: pause, resume, seek).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "Result<(), ControlError>")]
+pub enum Control {
+    /// Stop fetching (at the consumer) until [`Control::Resume`]; in-flight records finish.
+    Pause,
+    /// Undo [`Control::Pause`] (backpressure or a failure may still hold the partition).
+    Resume,
+    /// Drop the records in flight and continue reading at this offset. Earlier offsets are read
+    /// again (replay); skipped ones are never processed. The new position is committed.
+    Seek(i64),
+}
+
+/// Why a [`Control`] command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The partition is being released (stop or rebalance).
+    #[error("partition {0} is draining (being released)")]
+    Draining(i32),
+    /// Restart intensity exceeded: only a process restart brings it back.
+    #[error("partition {0} has failed; restart the process to bring it back")]
+    Failed(i32),
+    /// The consumer refused the seek.
+    #[error("seek failed: {0}")]
+    Seek(String),
+    /// An offset below zero.
+    #[error("offset must be 0 or more, got {0}")]
+    BadOffset(i64),
+}
+
 /// A record that arrived on the consumer's main queue instead of the partition's own queue.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -105,6 +135,8 @@ pub struct PartitionActor {
     state: PartitionState,
     /// Paused at the consumer because in-flight records reached the high watermark.
     backpressure: bool,
+    /// Paused at the consumer by an operator (admin API) until resumed the same way.
+    operator_paused: bool,
     /// Dependencies a stage reported unavailable, by stage.
     problems: BTreeMap<&'static str, String>,
     failure: Option<String>,
@@ -138,6 +170,7 @@ impl PartitionActor {
             lookup: None,
             stages: Vec::new(),
             stop: Rc::new(Notify::new()),
+            operator_paused: false,
             stopping: false,
             drain_replies: Vec::new(),
             me_completed: None,
@@ -162,6 +195,7 @@ impl PartitionActor {
             dlq: self.deps.dlq.clone(),
             done: me.clone().recipient(),
             failed: me.clone().recipient(),
+            stats: self.deps.stats.clone(),
         };
         let emit = StageActor::new(
             Emit::new(
@@ -298,6 +332,7 @@ impl PartitionActor {
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 timestamp_ms: m.timestamp().to_millis(),
+                replay_count: crate::record::replay_count(&m),
                 received: now,
                 event: None,
                 zip: None,
@@ -436,9 +471,9 @@ impl PartitionActor {
             self.set_paused(true);
         } else if self.backpressure && in_flight <= max * p.resume_low_watermark {
             self.backpressure = false;
-            let failed = self.state == PartitionState::Failed;
-            self.set_paused(failed);
-            if !failed {
+            let hold = self.state == PartitionState::Failed || self.operator_paused;
+            self.set_paused(hold);
+            if !hold {
                 self.restart_fetch();
             }
         }
@@ -479,8 +514,12 @@ impl PartitionActor {
 
     /// The status the admin API shows.
     fn publish(&self) {
-        let paused = self.backpressure || self.state == PartitionState::Failed;
+        let paused =
+            self.backpressure || self.operator_paused || self.state == PartitionState::Failed;
         let mut reasons: Vec<String> = self.problems.values().cloned().collect();
+        if self.operator_paused {
+            reasons.insert(0, "paused by an operator (admin API)".into());
+        }
         if self.backpressure {
             reasons.insert(
                 0,
@@ -499,6 +538,8 @@ impl PartitionActor {
             state,
             committed_offset: self.stored,
             position: self.tracker.position(),
+            high_watermark: None,
+            lag: None,
             in_flight: self.tracker.in_flight(),
             paused,
             paused_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
@@ -525,6 +566,7 @@ impl PartitionActor {
         }
         self.lookup = None;
         let allowed = self.restarts.record(Instant::now());
+        self.deps.stats.restarts.fetch_add(1, Ordering::Relaxed);
         self.root.do_send(PartitionRestarted {
             partition: self.partition,
             gave_up: !allowed,
@@ -553,6 +595,41 @@ impl PartitionActor {
         ctx.run_later(wait, |act, ctx| act.restart(ctx));
     }
 
+    /// An operator's seek: stops the stages (their in-flight records are dropped, as in a
+    /// restart), repositions the consumer, stores the new position for the next commit, and
+    /// starts the stages again.
+    fn seek_to(&mut self, offset: i64, ctx: &mut Context<Self>) -> Result<(), ControlError> {
+        self.consumer
+            .seek(
+                &self.topic,
+                self.partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| ControlError::Seek(e.to_string()))?;
+        tracing::info!(partition = self.partition, offset, "seek by an operator");
+        self.generation += 1;
+        self.stop.notify_one();
+        for stage in self.stages.drain(..) {
+            let _ = stage.try_send(StopStage);
+        }
+        self.lookup = None;
+        self.tracker = OffsetTracker::resumed_at(offset);
+        self.stored = None;
+        self.store();
+        self.permits = Rc::new(Semaphore::new(self.deps.config.pipeline.max_in_flight));
+        self.stop = Rc::new(Notify::new());
+        self.problems.clear();
+        if self.backpressure {
+            self.backpressure = false;
+            self.set_paused(self.operator_paused);
+        }
+        self.start_stages(ctx);
+        self.state = PartitionState::Running;
+        self.read_next(ctx);
+        Ok(())
+    }
+
     fn restart(&mut self, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
@@ -577,7 +654,7 @@ impl PartitionActor {
         self.problems.clear();
         if self.backpressure {
             self.backpressure = false;
-            self.set_paused(false);
+            self.set_paused(self.operator_paused);
         }
         self.start_stages(ctx);
         self.state = PartitionState::Running;
@@ -660,6 +737,42 @@ impl Handler<Drain> for PartitionActor {
                 act.complete_drain(ctx)
             });
         }
+    }
+}
+
+impl Handler<Control> for PartitionActor {
+    type Result = Result<(), ControlError>;
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) -> Self::Result {
+        if self.stopping {
+            return Err(ControlError::Draining(self.partition));
+        }
+        match msg {
+            Control::Pause => {
+                tracing::info!(partition = self.partition, "paused by an operator");
+                self.operator_paused = true;
+                self.set_paused(true);
+            }
+            Control::Resume => {
+                tracing::info!(partition = self.partition, "resumed by an operator");
+                let was = std::mem::replace(&mut self.operator_paused, false);
+                if was && !self.backpressure && self.state != PartitionState::Failed {
+                    self.set_paused(false);
+                    self.restart_fetch();
+                }
+            }
+            Control::Seek(offset) => {
+                if offset < 0 {
+                    return Err(ControlError::BadOffset(offset));
+                }
+                if self.state == PartitionState::Failed {
+                    return Err(ControlError::Failed(self.partition));
+                }
+                self.seek_to(offset, ctx)?;
+            }
+        }
+        self.publish();
+        Ok(())
     }
 }
 

@@ -71,12 +71,20 @@ impl StageLogic for Emit {
                 }
             });
             let results = futures::future::join_all(sends).await;
+            let now_ms = chrono::Utc::now().timestamp_millis();
             batch
                 .into_iter()
                 .zip(results)
                 .map(|(r, res)| match res {
                     Ok(()) => {
                         stats.outputs.fetch_add(1, Ordering::Relaxed);
+                        stats.processing.observe_duration(r.received.elapsed());
+                        if let Some(ts) = r.timestamp_ms {
+                            // Clocks of producer and clickpipe may differ: never negative.
+                            stats
+                                .end_to_end
+                                .observe((now_ms - ts).max(0) as f64 / 1000.0);
+                        }
                         Outcome::Forward(r)
                     }
                     Err(message) => Outcome::Fail(

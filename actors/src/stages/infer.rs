@@ -94,6 +94,7 @@ impl StageLogic for Infer {
                 let instances: Vec<&Features> =
                     batch.iter().filter_map(|r| r.features.as_ref()).collect();
                 stats.model_batches.fetch_add(1, Ordering::Relaxed);
+                stats.model_batch_size.observe(instances.len() as f64);
                 // Health changes are rare transitions; they must not be lost to a full mailbox.
                 let report = |problem: Option<String>| {
                     health.do_send(StageHealth {

@@ -1,0 +1,547 @@
+//! The admin HTTP API (actix-web on `admin.listen`), stopped with the service.
+//!
+//! | endpoint | |
+//! |---|---|
+//! | `GET /health/live` | 200 `{"status":"ok"}` while the actor system runs |
+//! | `GET /health/ready` | 200 when no partition is failed or restarting and Redis and the model answer; else 503 with reasons |
+//! | `GET /status` | instance, version, uptime, config summary, partitions, counters, breaker, latency |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /` | live status page (HTML, embedded) |
+//! | `POST /replay`, `GET`/`DELETE /replay/{id}` | dead-letter replay (see [`replay`]) |
+//! | `POST /partitions/{p}/pause`, `/resume`, `/seek` | operator control (bearer token) |
+//!
+//! Errors are JSON `{"error": "…", "field": "…"?}`: 400 for a bad body or parameter (naming the
+//! field), 401/403 for authorization, 404 for an unknown route or partition, 413 for a body over
+//! [`MAX_BODY_BYTES`].
+
+mod auth;
+pub mod error;
+mod metrics;
+pub mod replay;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::DateTime;
+use clickpipe_actors::config::Config;
+use clickpipe_actors::partition::Control;
+use clickpipe_actors::pipeline::{CommandError, PipelineHandle};
+use clickpipe_actors::stats::Stats;
+use clickpipe_actors::status::{PartitionState, StatusBoard};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use error::ApiError;
+
+/// Largest request body the admin API reads.
+pub const MAX_BODY_BYTES: usize = 64 << 10;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The pipeline's counters.
+    pub stats: Arc<Stats>,
+    /// Per-partition state and the circuit breaker.
+    pub status: Arc<StatusBoard>,
+    /// When the service started.
+    pub started: Instant,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// This instance's id (host name and process id).
+    pub instance_id: String,
+    /// The running pipeline (partition commands, probes); None when only the read-only views are
+    /// served (tests).
+    pub pipeline: Option<PipelineHandle>,
+    /// Dead-letter replay jobs.
+    pub replays: Arc<replay::ReplayJobs>,
+}
+
+/// This instance's id: `{hostname}-{pid}` (the host name is the task id on ECS/Fargate).
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Registers the routes; the app is built by a function so tests need no socket.
+pub fn routes(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BODY_BYTES)
+                    .error_handler(error::json_error),
+            )
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .route("/", web::get().to(status_page))
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+            .route("/status", web::get().to(status))
+            .route("/metrics", web::get().to(metrics_text))
+            .route("/partitions/{partition}/pause", web::post().to(pause))
+            .route("/partitions/{partition}/resume", web::post().to(resume))
+            .route("/partitions/{partition}/seek", web::post().to(seek))
+            .route("/replay", web::post().to(replay_start))
+            .route("/replay/{id}", web::get().to(replay_get))
+            .route("/replay/{id}", web::delete().to(replay_cancel))
+            .default_service(web::to(not_found));
+    }
+}
+
+/// The live status page: one HTML file with its script inline, embedded in the binary.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn status_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(STATUS_PAGE)
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when every assigned partition is consuming (none failed or restarting) and Redis and
+/// the model answer a probe.
+async fn ready(state: web::Data<AdminState>) -> HttpResponse {
+    let mut reasons = state.status.not_ready_reasons();
+    for p in state.status.partitions() {
+        if p.state == PartitionState::Restarting {
+            reasons.push(format!(
+                "partition {} is restarting its stages",
+                p.partition
+            ));
+        }
+    }
+    if let Some(pipeline) = &state.pipeline {
+        let (redis, model) = futures::join!(pipeline.ping_redis(), pipeline.ping_model());
+        if let Err(e) = redis {
+            reasons.push(format!("redis unreachable: {}", e.message));
+        }
+        if let Err(e) = model {
+            reasons.push(format!("model unreachable: {}", e.message));
+        }
+    }
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reasons": reasons}))
+    }
+}
+
+async fn status(state: web::Data<AdminState>) -> HttpResponse {
+    let s = &state.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let ms = |v: Option<f64>| v.map(|v| v * 1000.0);
+    let c = state.config.masked();
+    HttpResponse::Ok().json(json!({
+        "instance_id": state.instance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "config": {
+            "brokers": c.kafka.brokers,
+            "group_id": c.kafka.group_id,
+            "input_topic": c.kafka.input_topic,
+            "output_topic": c.kafka.output_topic,
+            "dlq_topic": c.kafka.dlq_topic,
+            "redis_url": c.redis.url,
+            "model_url": c.model.url,
+            "model_max_batch_size": c.model.max_batch_size,
+            "max_in_flight": c.pipeline.max_in_flight,
+            "workers": c.pipeline.workers,
+            "admin_token_set": state.config.admin.token.is_some(),
+        },
+        "partitions": state.status.partitions(),
+        "circuit_breaker": state.status.breaker.state().as_str(),
+        "policies": &state.status.policies,
+        "root_restarts_in_window": state.status.root_restarts(),
+        "counters": {
+            "records_in": load(&s.records_in),
+            "processed": load(&s.outputs),
+            "outputs": load(&s.outputs),
+            "dead_letters": {
+                "invalid_event": load(&s.invalid_event),
+                "lookup_failed": load(&s.lookup_failed),
+                "inference_failed": load(&s.inference_failed),
+                "output_failed": load(&s.output_failed),
+            },
+            "model_batches": load(&s.model_batches),
+            "model_events": load(&s.model_events),
+            "restarts": load(&s.restarts),
+        },
+        // Upper bounds of the histogram buckets holding the percentile (see /metrics).
+        "latency_ms": {
+            "end_to_end_p50": ms(s.end_to_end.quantile(0.5)),
+            "end_to_end_p99": ms(s.end_to_end.quantile(0.99)),
+            "processing_p50": ms(s.processing.quantile(0.5)),
+            "processing_p99": ms(s.processing.quantile(0.99)),
+        },
+    }))
+}
+
+async fn metrics_text(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics::render(&state))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "error": format!("no such endpoint: {} {}", req.method(), req.path())
+    }))
+}
+
+/// The pipeline behind a mutating request, after authorization.
+fn pipeline_for(req: &HttpRequest, state: &AdminState) -> Result<PipelineHandle, ApiError> {
+    auth::authorize(req, state.config.admin.token.as_deref())?;
+    state.pipeline.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline is not running",
+        )
+    })
+}
+
+fn command_error(e: CommandError) -> ApiError {
+    match e {
+        CommandError::NotAssigned(p) => {
+            ApiError::not_found(format!("partition {p} is not assigned to this instance"))
+        }
+        CommandError::Refused(e) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        CommandError::Gone(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        CommandError::Timestamp(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// Runs `command` on a partition and answers with its status.
+async fn control(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    partition: i32,
+    command: Control,
+) -> Result<HttpResponse, ApiError> {
+    let pipeline = pipeline_for(&req, &state)?;
+    pipeline
+        .command(partition, command)
+        .await
+        .map_err(command_error)?;
+    let status = state
+        .status
+        .partitions()
+        .into_iter()
+        .find(|p| p.partition == partition);
+    Ok(HttpResponse::Ok().json(json!({"partition": partition, "status": status})))
+}
+
+async fn pause(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
+    control(req, state, path.into_inner(), Control::Pause).await
+}
+
+async fn resume(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
+    control(req, state, path.into_inner(), Control::Resume).await
+}
+
+/// Body of `POST /partitions/{p}/seek`: exactly one of `offset` and `timestamp`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeekRequest {
+    /// Offset to continue reading at.
+    pub offset: Option<i64>,
+    /// RFC 3339 time: continue at the first record at or after it.
+    pub timestamp: Option<String>,
+}
+
+/// `POST /replay`: starts a replay job; 202 with its id.
+async fn replay_start(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorize(&req, state.config.admin.token.as_deref())?;
+    let request: replay::ReplayRequest = error::optional_json(body).await?;
+    let filter = request.validate()?;
+    let job = state.replays.start(state.config.clone(), filter);
+    let report = job.report();
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/replay/{}", report.id)))
+        .json(json!({"id": report.id, "state": report.state})))
+}
+
+/// `GET /replay/{id}`.
+async fn replay_get(
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let job = state
+        .replays
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no replay job {id:?}")))?;
+    Ok(HttpResponse::Ok().json(job.report()))
+}
+
+/// `DELETE /replay/{id}`: cancels the job (it stops after the record at hand).
+async fn replay_cancel(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorize(&req, state.config.admin.token.as_deref())?;
+    let id = path.into_inner();
+    let job = state
+        .replays
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no replay job {id:?}")))?;
+    job.cancel();
+    Ok(HttpResponse::Accepted().json(job.report()))
+}
+
+/// Where a seek goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeekTarget {
+    Offset(i64),
+    /// Epoch milliseconds.
+    Time(i64),
+}
+
+impl SeekRequest {
+    fn target(&self) -> Result<SeekTarget, ApiError> {
+        match (self.offset, self.timestamp.as_deref()) {
+            (Some(_), Some(_)) => Err(ApiError::bad_field(
+                "offset",
+                "give either `offset` or `timestamp`, not both",
+            )),
+            (None, None) => Err(ApiError::bad_field(
+                "offset",
+                "give `offset` (a number) or `timestamp` (RFC 3339)",
+            )),
+            (Some(o), None) if o < 0 => Err(ApiError::bad_field("offset", "must be 0 or more")),
+            (Some(o), None) => Ok(SeekTarget::Offset(o)),
+            (None, Some(ts)) => DateTime::parse_from_rfc3339(ts)
+                .map(|at| SeekTarget::Time(at.timestamp_millis()))
+                .map_err(|e| {
+                    ApiError::bad_field("timestamp", format!("not an RFC 3339 time: {e}"))
+                }),
+        }
+    }
+}
+
+async fn seek(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<i32>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let partition = path.into_inner();
+    auth::authorize(&req, state.config.admin.token.as_deref())?;
+    let body: SeekRequest = error::json_body(body, false).await?;
+    let target = body.target()?;
+    let pipeline = pipeline_for(&req, &state)?;
+    let offset = match target {
+        SeekTarget::Offset(o) => o,
+        SeekTarget::Time(ms) => {
+            if !pipeline.is_assigned(partition) {
+                return Err(command_error(CommandError::NotAssigned(partition)));
+            }
+            let p = pipeline.clone();
+            web::block(move || p.offset_for_timestamp(partition, ms))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(command_error)?
+        }
+    };
+    control(req, state, partition, Control::Seek(offset)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{test, App};
+
+    fn state(token: Option<&str>) -> AdminState {
+        let breaker = Arc::new(clickpipe_actors::clients::breaker::CircuitBreaker::new(
+            1,
+            std::time::Duration::from_secs(1),
+        ));
+        let mut config = crate::settings::load_from(
+            None,
+            figment::providers::Env::prefixed("CLICKPIPE_ADMIN_TEST_UNUSED__"),
+        )
+        .expect("defaults");
+        config.admin.token = token.map(str::to_string);
+        AdminState {
+            stats: Arc::new(Stats::default()),
+            status: Arc::new(StatusBoard::new(
+                breaker,
+                clickpipe_actors::status::Policies {
+                    model_unavailable: "pause",
+                    redis_unavailable: "pause",
+                },
+            )),
+            started: Instant::now(),
+            config: Arc::new(config),
+            instance_id: "test-1".into(),
+            pipeline: None,
+            replays: Arc::new(replay::ReplayJobs::default()),
+        }
+    }
+
+    async fn call(state: AdminState, req: test::TestRequest) -> (StatusCode, serde_json::Value) {
+        let app = test::init_service(App::new().configure(routes(state))).await;
+        let resp = test::call_service(&app, req.to_request()).await;
+        let status = resp.status();
+        let body = test::read_body(resp).await;
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    #[actix_web::test]
+    async fn live_answers_ok_and_unknown_paths_get_a_json_404() {
+        let (code, body) = call(state(None), test::TestRequest::get().uri("/health/live")).await;
+        assert_eq!(code, 200);
+        assert_eq!(body, json!({"status": "ok"}));
+        let (code, body) = call(state(None), test::TestRequest::get().uri("/nope")).await;
+        assert_eq!(code, 404);
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("/nope")));
+    }
+
+    #[actix_web::test]
+    async fn status_shows_instance_config_and_latency_without_secrets() {
+        let st = state(Some("very-secret-token"));
+        st.stats
+            .end_to_end
+            .observe_duration(std::time::Duration::from_millis(3));
+        let (code, body) = call(st, test::TestRequest::get().uri("/status")).await;
+        assert_eq!(code, 200);
+        assert_eq!(body["instance_id"], "test-1");
+        assert_eq!(body["config"]["input_topic"], "clicks");
+        assert_eq!(body["config"]["admin_token_set"], true);
+        assert_eq!(body["latency_ms"]["end_to_end_p50"], 5.0);
+        assert!(!body.to_string().contains("very-secret-token"));
+    }
+
+    #[actix_web::test]
+    async fn metrics_are_prometheus_text() {
+        let st = state(None);
+        st.stats.outputs.fetch_add(7, Ordering::Relaxed);
+        st.stats.model_batch_size.observe(16.0);
+        let app = test::init_service(App::new().configure(routes(st))).await;
+        let resp =
+            test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(resp.status(), 200);
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        let text = String::from_utf8(test::read_body(resp).await.to_vec()).expect("utf-8");
+        assert!(text.contains("clickpipe_processed_total 7\n"), "{text}");
+        assert!(text.contains("clickpipe_dead_letters_total{kind=\"invalid_event\"} 0\n"));
+        assert!(text.contains("clickpipe_model_batch_size_bucket{le=\"16\"} 1\n"));
+        assert!(text.contains("# TYPE clickpipe_end_to_end_latency_seconds histogram\n"));
+        assert!(text.contains("clickpipe_stage_batch_duration_seconds_count{stage=\"emit\"} 0\n"));
+        assert!(text.contains("clickpipe_circuit_breaker_state{state=\"closed\"} 1\n"));
+        // Every line is a comment or `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn mutating_endpoints_need_the_token_and_are_forbidden_without_one() {
+        let (code, body) = call(
+            state(None),
+            test::TestRequest::post().uri("/partitions/0/pause"),
+        )
+        .await;
+        assert_eq!(code, 403);
+        assert!(body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("admin.token")));
+        let (code, _) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post().uri("/partitions/0/pause"),
+        )
+        .await;
+        assert_eq!(code, 401);
+        let (code, _) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post()
+                .uri("/partitions/0/resume")
+                .insert_header(("Authorization", "Bearer wrong")),
+        )
+        .await;
+        assert_eq!(code, 401);
+        // Authorized, but no pipeline behind this test app.
+        let (code, _) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post()
+                .uri("/partitions/0/resume")
+                .insert_header(("Authorization", "Bearer t0ken")),
+        )
+        .await;
+        assert_eq!(code, 503);
+    }
+
+    #[actix_web::test]
+    async fn bad_seek_requests_get_a_400_naming_the_field() {
+        let authorized = |body: &str| {
+            test::TestRequest::post()
+                .uri("/partitions/0/seek")
+                .insert_header(("Authorization", "Bearer t0ken"))
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload(body.to_string())
+        };
+        for (body, field) in [
+            (r#"{"ofset": 5}"#, "ofset"),
+            (r#"{"offset": "five"}"#, "offset"),
+            (
+                r#"{"offset": 5, "timestamp": "2026-01-01T00:00:00Z"}"#,
+                "offset",
+            ),
+            (r#"{}"#, "offset"),
+            (r#"{"offset": -1}"#, "offset"),
+            (r#"{"timestamp": "yesterday"}"#, "timestamp"),
+        ] {
+            let (code, resp) = call(state(Some("t0ken")), authorized(body)).await;
+            assert_eq!(code, 400, "{body}: {resp}");
+            assert_eq!(resp["field"], field, "{body}: {resp}");
+        }
+        let (code, resp) = call(state(Some("t0ken")), authorized("{not json")).await;
+        assert_eq!(code, 400, "{resp}");
+        let (code, resp) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post()
+                .uri("/partitions/zero/pause")
+                .insert_header(("Authorization", "Bearer t0ken")),
+        )
+        .await;
+        assert_eq!(code, 400, "{resp}");
+        assert_eq!(resp["field"], "partition");
+        let big = format!(
+            r#"{{"offset": 1, "pad": "{}"}}"#,
+            "x".repeat(MAX_BODY_BYTES)
+        );
+        let (code, _) = call(state(Some("t0ken")), authorized(&big)).await;
+        assert_eq!(code, 413);
+    }
+}
