@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::clients::breaker::CircuitBreaker;
 
 /// The lifecycle state of a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartitionState {
     /// Reading and processing.
@@ -26,7 +26,7 @@ pub enum PartitionState {
 }
 
 /// What the admin API shows for one partition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PartitionStatus {
     /// Input topic.
     pub topic: String,
@@ -58,11 +58,13 @@ pub struct PartitionStatus {
 }
 
 /// The failure policies in force, shown with the status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Policies {
     /// `model.on_unavailable`.
+    #[schema(value_type = String)]
     pub model_unavailable: &'static str,
     /// `redis.on_unavailable`.
+    #[schema(value_type = String)]
     pub redis_unavailable: &'static str,
 }
 

@@ -5,10 +5,11 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// An admin API error: its status, a message for a human, and the request field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// HTTP status.
     #[serde(skip)]
+    #[schema(ignore)]
     pub status: StatusCode,
     /// What went wrong.
     pub error: String,
@@ -114,9 +115,13 @@ pub async fn json_body<T: serde::de::DeserializeOwned + Default>(
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = format!("malformed JSON body: {inner}");
-        // The path names the field whose value is wrong; an unknown or missing field is named
-        // in serde's message instead.
-        let field = field_of(&inner.to_string()).or((path != ".").then_some(path));
+        // The path names the field whose value is wrong; at the top level (an unknown or
+        // missing field) serde's message names it instead.
+        let field = if path == "." {
+            field_of(&inner.to_string())
+        } else {
+            Some(path)
+        };
         match field {
             Some(field) => ApiError::bad_field(&field, message),
             None => ApiError::new(StatusCode::BAD_REQUEST, message),

@@ -31,8 +31,11 @@ use clickpipe_actors::partition::Control;
 use clickpipe_actors::pipeline::{CommandError, PipelineHandle};
 use clickpipe_actors::stats::Stats;
 use clickpipe_actors::status::{PartitionState, StatusBoard};
-use serde::Deserialize;
+use clickpipe_actors::status::{PartitionStatus, Policies};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use error::ApiError;
 
@@ -85,6 +88,7 @@ pub fn routes(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) + Clone
             .route("/health/ready", web::get().to(ready))
             .route("/status", web::get().to(status))
             .route("/metrics", web::get().to(metrics_text))
+            .route("/openapi.json", web::get().to(openapi_json))
             .route("/partitions/{partition}/pause", web::post().to(pause))
             .route("/partitions/{partition}/resume", web::post().to(resume))
             .route("/partitions/{partition}/seek", web::post().to(seek))
@@ -95,9 +99,145 @@ pub fn routes(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) + Clone
     }
 }
 
+/// `GET /health/live` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveResponse {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /health/ready` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Why it is not ready (absent when ready).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// The configuration summary in `/status` (no secrets: URLs are masked, the token is not shown).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigSummary {
+    /// `kafka.brokers`.
+    pub brokers: String,
+    /// `kafka.group_id`.
+    pub group_id: String,
+    /// `kafka.input_topic`.
+    pub input_topic: String,
+    /// `kafka.output_topic`.
+    pub output_topic: String,
+    /// `kafka.dlq_topic`.
+    pub dlq_topic: String,
+    /// `redis.url`, credentials masked.
+    pub redis_url: String,
+    /// `model.url`, credentials masked.
+    pub model_url: String,
+    /// `model.max_batch_size`.
+    pub model_max_batch_size: usize,
+    /// `pipeline.max_in_flight`.
+    pub max_in_flight: usize,
+    /// `pipeline.workers` (0: one per core).
+    pub workers: usize,
+    /// Whether `admin.token` is set (the mutating endpoints are enabled).
+    pub admin_token_set: bool,
+}
+
+/// Dead letters by kind.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterCounts {
+    /// `invalid_event`.
+    pub invalid_event: u64,
+    /// `lookup_failed`.
+    pub lookup_failed: u64,
+    /// `inference_failed`.
+    pub inference_failed: u64,
+    /// `output_failed`.
+    pub output_failed: u64,
+}
+
+/// The counters in `/status`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counters {
+    /// Records read from the input topic.
+    pub records_in: u64,
+    /// Outputs acknowledged by the broker.
+    pub processed: u64,
+    /// Same as `processed` (kept for compatibility).
+    pub outputs: u64,
+    /// Dead letters acknowledged, by kind.
+    pub dead_letters: DeadLetterCounts,
+    /// Model requests.
+    pub model_batches: u64,
+    /// Events scored by the model.
+    pub model_events: u64,
+    /// Restarts of partitions' stages.
+    pub restarts: u64,
+}
+
+/// Latency percentiles in `/status`, milliseconds: upper bounds of the histogram buckets
+/// holding them (see `/metrics`); null before the first output.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencyMs {
+    /// Input record timestamp → output acknowledged, median.
+    pub end_to_end_p50: Option<f64>,
+    /// … 99th percentile.
+    pub end_to_end_p99: Option<f64>,
+    /// Read by clickpipe → output acknowledged, median.
+    pub processing_p50: Option<f64>,
+    /// … 99th percentile.
+    pub processing_p99: Option<f64>,
+}
+
+/// `GET /status` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    /// `{hostname}-{pid}`.
+    pub instance_id: String,
+    /// clickpipe's version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// What it runs with.
+    pub config: ConfigSummary,
+    /// The partitions assigned to this instance.
+    pub partitions: Vec<PartitionStatus>,
+    /// Model circuit breaker: `closed`, `open` or `half_open`.
+    pub circuit_breaker: String,
+    /// Failure policies in force.
+    pub policies: Policies,
+    /// Partition failures counted against the root supervisor's intensity.
+    pub root_restarts_in_window: u32,
+    /// Counters since start.
+    pub counters: Counters,
+    /// Latency percentiles.
+    pub latency_ms: LatencyMs,
+}
+
+/// Answer of the partition commands: the partition's status after the command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ControlResponse {
+    /// The partition.
+    pub partition: i32,
+    /// Its status (null if it was revoked meanwhile).
+    pub status: Option<PartitionStatus>,
+}
+
+/// `POST /replay` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayStarted {
+    /// The job id, for `GET /replay/{id}`.
+    pub id: String,
+    /// `running` (or `failed` if it could not start).
+    pub state: replay::JobState,
+}
+
 /// The live status page: one HTML file with its script inline, embedded in the binary.
 const STATUS_PAGE: &str = include_str!("status.html");
 
+/// The live status page (HTML with inline script; nothing loaded from elsewhere).
+#[utoipa::path(get, path = "/", tag = "status",
+    responses((status = 200, description = "HTML page", content_type = "text/html", body = String)))]
 async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -105,12 +245,21 @@ async fn status_page() -> HttpResponse {
         .body(STATUS_PAGE)
 }
 
+/// Liveness: 200 while the actor system runs.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Alive", body = LiveResponse)))]
 async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(LiveResponse {
+        status: "ok".into(),
+    })
 }
 
-/// Ready when every assigned partition is consuming (none failed or restarting) and Redis and
+/// Readiness: every assigned partition is consuming (none failed or restarting) and Redis and
 /// the model answer a probe.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = ReadyResponse),
+        (status = 503, description = "Not ready, with the reasons", body = ReadyResponse)))]
 async fn ready(state: web::Data<AdminState>) -> HttpResponse {
     let mut reasons = state.status.not_ready_reasons();
     for p in state.status.partitions() {
@@ -131,62 +280,74 @@ async fn ready(state: web::Data<AdminState>) -> HttpResponse {
         }
     }
     if reasons.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+        HttpResponse::Ok().json(ReadyResponse {
+            status: "ready".into(),
+            reasons,
+        })
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reasons": reasons}))
+        HttpResponse::ServiceUnavailable().json(ReadyResponse {
+            status: "not_ready".into(),
+            reasons,
+        })
     }
 }
 
+/// Instance, configuration summary, partitions, counters, circuit breaker, latency.
+#[utoipa::path(get, path = "/status", tag = "status",
+    responses((status = 200, description = "Status", body = StatusResponse)))]
 async fn status(state: web::Data<AdminState>) -> HttpResponse {
     let s = &state.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let ms = |v: Option<f64>| v.map(|v| v * 1000.0);
     let c = state.config.masked();
-    HttpResponse::Ok().json(json!({
-        "instance_id": state.instance_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "config": {
-            "brokers": c.kafka.brokers,
-            "group_id": c.kafka.group_id,
-            "input_topic": c.kafka.input_topic,
-            "output_topic": c.kafka.output_topic,
-            "dlq_topic": c.kafka.dlq_topic,
-            "redis_url": c.redis.url,
-            "model_url": c.model.url,
-            "model_max_batch_size": c.model.max_batch_size,
-            "max_in_flight": c.pipeline.max_in_flight,
-            "workers": c.pipeline.workers,
-            "admin_token_set": state.config.admin.token.is_some(),
+    HttpResponse::Ok().json(StatusResponse {
+        instance_id: state.instance_id.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: state.started.elapsed().as_secs(),
+        config: ConfigSummary {
+            brokers: c.kafka.brokers,
+            group_id: c.kafka.group_id,
+            input_topic: c.kafka.input_topic,
+            output_topic: c.kafka.output_topic,
+            dlq_topic: c.kafka.dlq_topic,
+            redis_url: c.redis.url,
+            model_url: c.model.url,
+            model_max_batch_size: c.model.max_batch_size,
+            max_in_flight: c.pipeline.max_in_flight,
+            workers: c.pipeline.workers,
+            admin_token_set: state.config.admin.token.is_some(),
         },
-        "partitions": state.status.partitions(),
-        "circuit_breaker": state.status.breaker.state().as_str(),
-        "policies": &state.status.policies,
-        "root_restarts_in_window": state.status.root_restarts(),
-        "counters": {
-            "records_in": load(&s.records_in),
-            "processed": load(&s.outputs),
-            "outputs": load(&s.outputs),
-            "dead_letters": {
-                "invalid_event": load(&s.invalid_event),
-                "lookup_failed": load(&s.lookup_failed),
-                "inference_failed": load(&s.inference_failed),
-                "output_failed": load(&s.output_failed),
+        partitions: state.status.partitions(),
+        circuit_breaker: state.status.breaker.state().as_str().into(),
+        policies: state.status.policies.clone(),
+        root_restarts_in_window: state.status.root_restarts(),
+        counters: Counters {
+            records_in: load(&s.records_in),
+            processed: load(&s.outputs),
+            outputs: load(&s.outputs),
+            dead_letters: DeadLetterCounts {
+                invalid_event: load(&s.invalid_event),
+                lookup_failed: load(&s.lookup_failed),
+                inference_failed: load(&s.inference_failed),
+                output_failed: load(&s.output_failed),
             },
-            "model_batches": load(&s.model_batches),
-            "model_events": load(&s.model_events),
-            "restarts": load(&s.restarts),
+            model_batches: load(&s.model_batches),
+            model_events: load(&s.model_events),
+            restarts: load(&s.restarts),
         },
-        // Upper bounds of the histogram buckets holding the percentile (see /metrics).
-        "latency_ms": {
-            "end_to_end_p50": ms(s.end_to_end.quantile(0.5)),
-            "end_to_end_p99": ms(s.end_to_end.quantile(0.99)),
-            "processing_p50": ms(s.processing.quantile(0.5)),
-            "processing_p99": ms(s.processing.quantile(0.99)),
+        latency_ms: LatencyMs {
+            end_to_end_p50: ms(s.end_to_end.quantile(0.5)),
+            end_to_end_p99: ms(s.end_to_end.quantile(0.99)),
+            processing_p50: ms(s.processing.quantile(0.5)),
+            processing_p99: ms(s.processing.quantile(0.99)),
         },
-    }))
+    })
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus text format 0.0.4",
+        content_type = "text/plain", body = String)))]
 async fn metrics_text(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -197,6 +358,42 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     HttpResponse::NotFound().json(json!({
         "error": format!("no such endpoint: {} {}", req.method(), req.path())
     }))
+}
+
+/// The OpenAPI document, generated from the handlers' annotations and the request and response
+/// types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "clickpipe admin API", description = "Health, status, metrics, dead-letter replay and partition control of a clickpipe instance."),
+    paths(status_page, live, ready, status, metrics_text, openapi_json, pause, resume, seek,
+        replay_start, replay_get, replay_cancel),
+    components(schemas(ApiError, LiveResponse, ReadyResponse, StatusResponse, ConfigSummary,
+        Counters, DeadLetterCounts, LatencyMs, ControlResponse, ReplayStarted, SeekRequest,
+        replay::ReplayRequest, replay::JobReport, replay::JobState, PartitionStatus,
+        PartitionState, Policies)),
+    modifiers(&BearerAuth),
+    tags((name = "health"), (name = "status"), (name = "partitions"), (name = "replay"))
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer-token security scheme.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "status",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
 /// The pipeline behind a mutating request, after authorization.
@@ -238,9 +435,21 @@ async fn control(
         .partitions()
         .into_iter()
         .find(|p| p.partition == partition);
-    Ok(HttpResponse::Ok().json(json!({"partition": partition, "status": status})))
+    Ok(HttpResponse::Ok().json(ControlResponse { partition, status }))
 }
 
+/// Pauses a partition at the consumer until resumed (in-flight records finish).
+#[utoipa::path(post, path = "/partitions/{partition}/pause", tag = "partitions",
+    params(("partition" = i32, Path, description = "Partition of the input topic")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Paused", body = ControlResponse),
+        (status = 400, description = "Bad partition number", body = ApiError),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+        (status = 403, description = "No admin.token configured", body = ApiError),
+        (status = 404, description = "Partition not assigned here", body = ApiError),
+        (status = 409, description = "Partition draining or failed", body = ApiError),
+        (status = 503, description = "Pipeline not running", body = ApiError)))]
 async fn pause(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -249,6 +458,18 @@ async fn pause(
     control(req, state, path.into_inner(), Control::Pause).await
 }
 
+/// Resumes a partition paused by an operator.
+#[utoipa::path(post, path = "/partitions/{partition}/resume", tag = "partitions",
+    params(("partition" = i32, Path, description = "Partition of the input topic")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Resumed", body = ControlResponse),
+        (status = 400, description = "Bad partition number", body = ApiError),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+        (status = 403, description = "No admin.token configured", body = ApiError),
+        (status = 404, description = "Partition not assigned here", body = ApiError),
+        (status = 409, description = "Partition draining or failed", body = ApiError),
+        (status = 503, description = "Pipeline not running", body = ApiError)))]
 async fn resume(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -258,7 +479,7 @@ async fn resume(
 }
 
 /// Body of `POST /partitions/{p}/seek`: exactly one of `offset` and `timestamp`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeekRequest {
     /// Offset to continue reading at.
@@ -267,7 +488,16 @@ pub struct SeekRequest {
     pub timestamp: Option<String>,
 }
 
-/// `POST /replay`: starts a replay job; 202 with its id.
+/// Starts replaying dead letters into the input topic; 202 with the job id.
+#[utoipa::path(post, path = "/replay", tag = "replay",
+    request_body(content = replay::ReplayRequest, description = "Filter (every field optional; an empty body replays everything)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Started", body = ReplayStarted),
+        (status = 400, description = "Bad field", body = ApiError),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+        (status = 403, description = "No admin.token configured", body = ApiError),
+        (status = 413, description = "Body too large", body = ApiError)))]
 async fn replay_start(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -280,10 +510,18 @@ async fn replay_start(
     let report = job.report();
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/replay/{}", report.id)))
-        .json(json!({"id": report.id, "state": report.state})))
+        .json(ReplayStarted {
+            id: report.id,
+            state: report.state,
+        }))
 }
 
-/// `GET /replay/{id}`.
+/// A replay job's progress.
+#[utoipa::path(get, path = "/replay/{id}", tag = "replay",
+    params(("id" = String, Path, description = "Job id from POST /replay")),
+    responses(
+        (status = 200, description = "The job", body = replay::JobReport),
+        (status = 404, description = "No such job", body = ApiError)))]
 async fn replay_get(
     state: web::Data<AdminState>,
     path: web::Path<String>,
@@ -296,7 +534,15 @@ async fn replay_get(
     Ok(HttpResponse::Ok().json(job.report()))
 }
 
-/// `DELETE /replay/{id}`: cancels the job (it stops after the record at hand).
+/// Cancels a replay job (it stops after the record at hand).
+#[utoipa::path(delete, path = "/replay/{id}", tag = "replay",
+    params(("id" = String, Path, description = "Job id from POST /replay")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Cancelling", body = replay::JobReport),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+        (status = 403, description = "No admin.token configured", body = ApiError),
+        (status = 404, description = "No such job", body = ApiError)))]
 async fn replay_cancel(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -342,6 +588,22 @@ impl SeekRequest {
     }
 }
 
+/// Drops the partition's in-flight records and continues at an offset, or at the first record
+/// at or after a time; the new position is committed.
+#[utoipa::path(post, path = "/partitions/{partition}/seek", tag = "partitions",
+    params(("partition" = i32, Path, description = "Partition of the input topic")),
+    request_body(content = SeekRequest, description = "Exactly one of `offset` and `timestamp`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Repositioned", body = ControlResponse),
+        (status = 400, description = "Bad field", body = ApiError),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+        (status = 403, description = "No admin.token configured", body = ApiError),
+        (status = 404, description = "Partition not assigned here", body = ApiError),
+        (status = 409, description = "Partition draining or failed", body = ApiError),
+        (status = 413, description = "Body too large", body = ApiError),
+        (status = 502, description = "The broker could not resolve the timestamp", body = ApiError),
+        (status = 503, description = "Pipeline not running", body = ApiError)))]
 async fn seek(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -434,6 +696,105 @@ mod tests {
         assert_eq!(body["config"]["admin_token_set"], true);
         assert_eq!(body["latency_ms"]["end_to_end_p50"], 5.0);
         assert!(!body.to_string().contains("very-secret-token"));
+    }
+
+    #[actix_web::test]
+    async fn the_openapi_document_covers_every_route() {
+        let (code, doc) = call(state(None), test::TestRequest::get().uri("/openapi.json")).await;
+        assert_eq!(code, 200);
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        for (path, method) in [
+            ("/", "get"),
+            ("/health/live", "get"),
+            ("/health/ready", "get"),
+            ("/status", "get"),
+            ("/metrics", "get"),
+            ("/openapi.json", "get"),
+            ("/partitions/{partition}/pause", "post"),
+            ("/partitions/{partition}/resume", "post"),
+            ("/partitions/{partition}/seek", "post"),
+            ("/replay", "post"),
+            ("/replay/{id}", "get"),
+            ("/replay/{id}", "delete"),
+        ] {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} missing from the OpenAPI document"
+            );
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        let status = &doc["components"]["schemas"]["StatusResponse"]["properties"];
+        for field in [
+            "instance_id",
+            "partitions",
+            "counters",
+            "latency_ms",
+            "config",
+        ] {
+            assert!(status[field].is_object(), "StatusResponse.{field}");
+        }
+        let partition = &doc["components"]["schemas"]["PartitionStatus"]["properties"];
+        for field in [
+            "committed_offset",
+            "position",
+            "high_watermark",
+            "lag",
+            "in_flight",
+        ] {
+            assert!(partition[field].is_object(), "PartitionStatus.{field}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_status_page_is_self_contained_html() {
+        let app = test::init_service(App::new().configure(routes(state(None)))).await;
+        let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(resp.status(), 200);
+        let html = String::from_utf8(test::read_body(resp).await.to_vec()).expect("utf-8");
+        assert!(html.contains("<canvas"), "charts");
+        assert!(html.contains("fetch(\"status\")"), "reads /status");
+        for external in ["http://", "https://", "//cdn"] {
+            assert!(
+                !html.contains(external),
+                "loads nothing from elsewhere ({external})"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn replay_requests_are_authorized_and_validated() {
+        let (code, _) = call(state(None), test::TestRequest::post().uri("/replay")).await;
+        assert_eq!(code, 403);
+        let (code, _) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post().uri("/replay"),
+        )
+        .await;
+        assert_eq!(code, 401);
+        let (code, body) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post()
+                .uri("/replay")
+                .insert_header(("Authorization", "Bearer t0ken"))
+                .set_payload(r#"{"kinds": ["inference_failed", 3]}"#),
+        )
+        .await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(body["field"], "kinds[1]", "{body}");
+        let (code, body) = call(
+            state(Some("t0ken")),
+            test::TestRequest::post()
+                .uri("/replay")
+                .insert_header(("Authorization", "Bearer t0ken"))
+                .set_payload(r#"{"kinds": ["nope"]}"#),
+        )
+        .await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(body["field"], "kinds", "{body}");
+        let (code, _) = call(state(None), test::TestRequest::get().uri("/replay/none")).await;
+        assert_eq!(code, 404);
+        let (code, _) = call(state(None), test::TestRequest::delete().uri("/replay/none")).await;
+        assert_eq!(code, 403);
     }
 
     #[actix_web::test]

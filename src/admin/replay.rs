@@ -37,7 +37,7 @@ pub const KINDS: [&str; 4] = [
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Body of `POST /replay`. Every field is optional.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Dead-letter kinds to replay (default: all).
@@ -125,7 +125,7 @@ impl ReplayRequest {
 }
 
 /// The lifecycle of a replay job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Reading and re-publishing.
@@ -153,7 +153,7 @@ pub struct ReplayJob {
 }
 
 /// What `GET /replay/{id}` answers.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct JobReport {
     /// The job id.
     pub id: String,
