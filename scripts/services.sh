@@ -2,8 +2,11 @@
 # Local services for clickpipe development, tests and CI: Redis and the Kafka-protocol broker tansu.
 #
 #   scripts/services.sh deps              install the Debian packages the Rust build needs (if missing)
-#   scripts/services.sh install [WHAT...] install redis-server and/or tansu if missing (WHAT: redis, tansu;
-#                                         default both). Building tansu takes ~16 min on 2 cores.
+#   scripts/services.sh install [WHAT...] install what is missing (WHAT: redis, tansu, chromium,
+#                                         schemathesis; default redis and tansu). Building tansu takes
+#                                         ~16 min on 2 cores. chromium (Debian) and schemathesis (PyPI,
+#                                         in its own virtualenv $CLICKPIPE_TOOLS/schemathesis) are used
+#                                         by the admin API tests.
 #   scripts/services.sh start [--fresh]   start Redis and tansu (installing them if missing), wait until
 #                                         both accept connections, create the default topics.
 #                                         --fresh: stop tansu if running and delete its database first.
@@ -36,6 +39,8 @@ BROKER_URL="tcp://$HOST:$KAFKA_PORT"
 [[ "$STATE" == /* ]] || STATE="$PWD/$STATE"
 [[ "$TOOLS" == /* ]] || TOOLS="$PWD/$TOOLS"
 TANSU="$TOOLS/bin/tansu"
+SCHEMATHESIS_VERSION="4.32.5"
+SCHEMATHESIS_VENV="$TOOLS/schemathesis"
 
 REDIS_PID="$STATE/redis.pid"
 REDIS_LOG="$STATE/redis.log"
@@ -112,6 +117,25 @@ install_redis() {
     command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after apt-get install"
 }
 
+install_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    apt_install chromium
+    command -v chromium >/dev/null 2>&1 || die "chromium still missing after apt-get install"
+}
+
+install_schemathesis() {
+    local st="$SCHEMATHESIS_VENV/bin/st"
+    if [[ -x "$st" ]] && "$st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+        return 0
+    fi
+    apt_install python3 python3-venv
+    mkdir -p "$TOOLS"
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+    python3 -m venv "$SCHEMATHESIS_VENV"
+    "$SCHEMATHESIS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+    [[ -x "$st" ]] || die "schemathesis install failed"
+}
+
 install_tansu() {
     [[ -x "$TANSU" ]] && return 0
     command -v cargo >/dev/null 2>&1 || die "cargo is needed to build tansu"
@@ -145,7 +169,9 @@ cmd_install() {
         case "$w" in
             redis) install_redis ;;
             tansu) install_tansu ;;
-            *) die "install: unknown component '$w' (redis, tansu)" ;;
+            chromium) install_chromium ;;
+            schemathesis) install_schemathesis ;;
+            *) die "install: unknown component '$w' (redis, tansu, chromium, schemathesis)" ;;
         esac
     done
     log "installed: ${what[*]}"
