@@ -588,7 +588,7 @@ def svg_overload(runs, path, title):
     if not runs:
         return False
     W, H, M = 520, 300, 64
-    panels = [("peak RSS (MB)", "rss", lambda v: v / 2**20), ("lag (events)", "lag", lambda v: v)]
+    panels = [("RSS (MB)", "rss", lambda v: v / 2**20), ("lag (events)", "lag", lambda v: v)]
     parts = []
     for pi, (name, key, conv) in enumerate(panels):
         ox = pi * W
