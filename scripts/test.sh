@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh deps
+# The admin API tests drive headless Chromium and schemathesis.
+scripts/services.sh install chromium schemathesis
 if [[ "${CLICKPIPE_SKIP_SERVICES:-0}" != 1 ]]; then
     scripts/services.sh start
 fi

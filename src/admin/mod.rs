@@ -440,7 +440,7 @@ async fn control(
 
 /// Pauses a partition at the consumer until resumed (in-flight records finish).
 #[utoipa::path(post, path = "/partitions/{partition}/pause", tag = "partitions",
-    params(("partition" = i32, Path, description = "Partition of the input topic")),
+    params(("partition" = i32, Path, minimum = 0, example = 0, description = "Partition of the input topic")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Paused", body = ControlResponse),
@@ -460,7 +460,7 @@ async fn pause(
 
 /// Resumes a partition paused by an operator.
 #[utoipa::path(post, path = "/partitions/{partition}/resume", tag = "partitions",
-    params(("partition" = i32, Path, description = "Partition of the input topic")),
+    params(("partition" = i32, Path, minimum = 0, example = 0, description = "Partition of the input topic")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Resumed", body = ControlResponse),
@@ -591,7 +591,7 @@ impl SeekRequest {
 /// Drops the partition's in-flight records and continues at an offset, or at the first record
 /// at or after a time; the new position is committed.
 #[utoipa::path(post, path = "/partitions/{partition}/seek", tag = "partitions",
-    params(("partition" = i32, Path, description = "Partition of the input topic")),
+    params(("partition" = i32, Path, minimum = 0, example = 0, description = "Partition of the input topic")),
     request_body(content = SeekRequest, description = "Exactly one of `offset` and `timestamp`"),
     security(("bearer" = [])),
     responses(
