@@ -177,7 +177,8 @@ class Env:
     def __init__(self, args, workdir):
         self.args = args
         self.workdir = workdir
-        self.bin = os.path.join(ROOT, "target", "debug" if args.debug else "release")
+        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+        self.bin = os.path.join(target, "debug" if args.debug else "release")
         self.redis = None
         self.model = None
 

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::test as web_test;
 use actix_web::App;
-use clickpipe::admin::{instance_id, routes, AdminState};
+use clickpipe::admin::routes;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -111,19 +110,6 @@ fn pause_resume_and_seek_change_what_is_consumed() {
     });
     running.stop();
     model.stop();
-}
-
-/// The admin state of a running pipeline.
-fn admin_state(running: &Running, cfg: clickpipe_actors::config::Config) -> AdminState {
-    AdminState {
-        stats: running.stats.clone(),
-        status: running.status.clone(),
-        started: Instant::now(),
-        config: Arc::new(cfg),
-        instance_id: instance_id(),
-        pipeline: Some(running.handle.clone()),
-        replays: Default::default(),
-    }
 }
 
 /// Sends a request with the token to the app; evaluates to (status, JSON body).

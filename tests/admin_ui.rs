@@ -10,11 +10,10 @@ mod common;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{App, HttpServer};
-use clickpipe::admin::{instance_id, routes, AdminState};
+use clickpipe::admin::routes;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -29,15 +28,7 @@ struct AdminServer {
 
 impl AdminServer {
     fn start(running: &Running, cfg: clickpipe_actors::config::Config) -> AdminServer {
-        let state = AdminState {
-            stats: running.stats.clone(),
-            status: running.status.clone(),
-            started: Instant::now(),
-            config: Arc::new(cfg),
-            instance_id: instance_id(),
-            pipeline: Some(running.handle.clone()),
-            replays: Default::default(),
-        };
+        let state = admin_state(running, cfg);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = std::sync::mpsc::channel();

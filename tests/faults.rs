@@ -186,8 +186,11 @@ fn model_down_for_ten_seconds_pauses_and_resumes_without_dead_letters() {
                 .is_some_and(|r| r.contains("model unavailable"))
         })
     });
-    let breaker_opened =
-        running.status.breaker.state() != clickpipe_actors::clients::breaker::BreakerState::Closed;
+    // The breaker opens after `circuit_failure_threshold` consecutive failures, each after a
+    // retry backoff: some time after the first failure is reported.
+    let breaker_opened = wait_for(Duration::from_secs(5), || {
+        running.status.breaker.state() != clickpipe_actors::clients::breaker::BreakerState::Closed
+    });
     std::thread::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed()));
     let model = ModelServer::start_on(TcpListener::bind(addr).expect("rebind the model's port"), 0);
     let complete = outputs.until(WAIT, |m| ids(m).len() >= 200);

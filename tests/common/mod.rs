@@ -316,6 +316,19 @@ pub fn run_pipeline_with(config: Config, hooks: Arc<FaultHooks>) -> Running {
     }
 }
 
+/// The admin API state of a running pipeline (as `clickpipe run` builds it).
+pub fn admin_state(running: &Running, cfg: Config) -> clickpipe::admin::AdminState {
+    clickpipe::admin::AdminState {
+        stats: running.stats.clone(),
+        status: running.status.clone(),
+        started: Instant::now(),
+        config: Arc::new(cfg),
+        instance_id: clickpipe::admin::instance_id(),
+        pipeline: Some(running.handle.clone()),
+        replays: Default::default(),
+    }
+}
+
 impl Running {
     /// Clean stop (as on SIGTERM).
     pub fn stop(mut self) -> Vec<DrainReport> {

@@ -559,12 +559,7 @@ impl PartitionActor {
             return; // the other stages' failures are part of the same restart
         }
         let reason = format!("stage {} failed: {}", msg.child, msg.reason);
-        self.generation += 1;
-        self.stop.notify_one();
-        for stage in self.stages.drain(..) {
-            let _ = stage.try_send(StopStage);
-        }
-        self.lookup = None;
+        self.stop_stages();
         let allowed = self.restarts.record(Instant::now());
         self.deps.stats.restarts.fetch_add(1, Ordering::Relaxed);
         self.root.do_send(PartitionRestarted {
@@ -608,15 +603,27 @@ impl PartitionActor {
             )
             .map_err(|e| ControlError::Seek(e.to_string()))?;
         tracing::info!(partition = self.partition, offset, "seek by an operator");
+        self.stop_stages();
+        self.tracker = OffsetTracker::resumed_at(offset);
+        self.stored = None;
+        self.store();
+        self.start_generation(ctx);
+        Ok(())
+    }
+
+    /// Stops the current generation of stages; their in-flight records are dropped (work of an
+    /// older generation is discarded when it comes back).
+    fn stop_stages(&mut self) {
         self.generation += 1;
         self.stop.notify_one();
         for stage in self.stages.drain(..) {
             let _ = stage.try_send(StopStage);
         }
         self.lookup = None;
-        self.tracker = OffsetTracker::resumed_at(offset);
-        self.stored = None;
-        self.store();
+    }
+
+    /// Starts a new generation of stages and reads from the tracker's position.
+    fn start_generation(&mut self, ctx: &mut Context<Self>) {
         self.permits = Rc::new(Semaphore::new(self.deps.config.pipeline.max_in_flight));
         self.stop = Rc::new(Notify::new());
         self.problems.clear();
@@ -626,8 +633,8 @@ impl PartitionActor {
         }
         self.start_stages(ctx);
         self.state = PartitionState::Running;
+        self.publish();
         self.read_next(ctx);
-        Ok(())
     }
 
     fn restart(&mut self, ctx: &mut Context<Self>) {
@@ -649,22 +656,12 @@ impl PartitionActor {
             }
             self.tracker = OffsetTracker::resumed_at(from);
         }
-        self.permits = Rc::new(Semaphore::new(self.deps.config.pipeline.max_in_flight));
-        self.stop = Rc::new(Notify::new());
-        self.problems.clear();
-        if self.backpressure {
-            self.backpressure = false;
-            self.set_paused(self.operator_paused);
-        }
-        self.start_stages(ctx);
-        self.state = PartitionState::Running;
-        self.publish();
         tracing::info!(
             partition = self.partition,
             generation = self.generation,
-            "stages restarted"
+            "restarting stages"
         );
-        self.read_next(ctx);
+        self.start_generation(ctx);
     }
 }
 
