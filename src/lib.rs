@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod emf;
 pub mod loadgen;
 pub mod model_server;
 pub mod seed;

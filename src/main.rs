@@ -334,12 +334,21 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let started = Instant::now();
     let pipeline = Pipeline::start(config.clone())?;
+    let instance_id = admin::instance_id();
+    if config.metrics.emf_enabled {
+        actix_rt::spawn(clickpipe::emf::run(
+            config.metrics.clone(),
+            instance_id.clone(),
+            pipeline.stats(),
+            pipeline.status(),
+        ));
+    }
     let state = admin::AdminState {
         stats: pipeline.stats(),
         status: pipeline.status(),
         started,
         config: config.clone(),
-        instance_id: admin::instance_id(),
+        instance_id,
         pipeline: Some(pipeline.handle()),
         replays: Default::default(),
     };

@@ -134,6 +134,18 @@ mod tests {
             assert!(e.contains("redis.url"), "{e}");
             jail.clear_env();
 
+            for (var, value, key) in [
+                ("CLICKPIPE__METRICS__EMF_INTERVAL_MS", "10", "metrics.emf_interval_ms"),
+                ("CLICKPIPE__METRICS__EMF_NAMESPACE", " ", "metrics.emf_namespace"),
+                ("CLICKPIPE__ADMIN__REPLAY_MAX_COUNT", "0", "admin.replay_max_count"),
+                ("CLICKPIPE__ADMIN__TOKEN", " ", "admin.token"),
+            ] {
+                jail.set_env(var, value);
+                let e = format!("{:#}", load(None).expect_err(key));
+                assert!(e.contains(key), "{e}");
+                jail.clear_env();
+            }
+
             jail.create_file("managed.toml", "[kafka.client]\n\"group.id\" = \"x\"\n")?;
             let e = format!(
                 "{:#}",
@@ -157,6 +169,7 @@ mod tests {
                 "CLICKPIPE__REDIS__URL",
                 "rediss://user:hunter2@cache:6379/0",
             );
+            jail.set_env("CLICKPIPE__ADMIN__TOKEN", "tok-hunter2");
             jail.create_file(
                 "s.toml",
                 "[kafka.client]\n\"sasl.password\" = \"hunter2\"\n",

@@ -34,6 +34,9 @@ pub struct Config {
     pub loadgen: LoadgenConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Metrics exported besides `/metrics` (CloudWatch Embedded Metric Format).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Kafka settings.
@@ -276,6 +279,32 @@ pub struct LogConfig {
     pub format: String,
 }
 
+/// Metrics exported besides the admin API's `/metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Print a CloudWatch Embedded Metric Format line to stdout every `emf_interval_ms`, so
+    /// CloudWatch Logs turns it into metrics without API calls.
+    pub emf_enabled: bool,
+    /// Seconds between EMF lines, in milliseconds (at least 1000).
+    pub emf_interval_ms: u64,
+    /// CloudWatch namespace of the EMF metrics.
+    pub emf_namespace: String,
+    /// Extra dimensions (name → value) on every EMF metric, besides `service` and `instance`.
+    pub emf_dimensions: BTreeMap<String, String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            emf_enabled: false,
+            emf_interval_ms: 60_000,
+            emf_namespace: "clickpipe".to_string(),
+            emf_dimensions: BTreeMap::new(),
+        }
+    }
+}
+
 /// A configuration value that is not acceptable, with the key that holds it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid config key `{key}`: {problem}")]
@@ -516,6 +545,30 @@ impl Config {
         }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(bad("admin.listen", "must be an ip:port address"));
+        }
+        let m = &self.metrics;
+        if m.emf_interval_ms < 1000 {
+            return Err(bad("metrics.emf_interval_ms", "must be at least 1000"));
+        }
+        if m.emf_namespace.trim().is_empty() || m.emf_namespace.len() > 255 {
+            return Err(bad("metrics.emf_namespace", "must be 1 to 255 characters"));
+        }
+        // CloudWatch allows 30 dimensions per metric; `service` and `instance` are always there.
+        if m.emf_dimensions.len() > 28 {
+            return Err(bad(
+                "metrics.emf_dimensions",
+                "at most 28 (CloudWatch's limit is 30 with service and instance)",
+            ));
+        }
+        if let Some(k) = m
+            .emf_dimensions
+            .keys()
+            .find(|k| k.trim().is_empty() || *k == "service" || *k == "instance")
+        {
+            return Err(bad(
+                "metrics.emf_dimensions",
+                format!("dimension name {k:?} is empty or reserved (service, instance)"),
+            ));
         }
         if self.admin.replay_max_count == 0 {
             return Err(bad(

@@ -94,11 +94,21 @@ impl Histogram {
     /// The upper bound of the bucket holding quantile `q` (0–1): an upper estimate, exact to
     /// the bucket. `None` when empty; the last bound when the quantile is above it.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self
-            .counts
+        self.quantile_of(&self.bucket_counts(), q)
+    }
+
+    /// The count of each bucket (one per bound, then the overflow bucket), for quantiles over an
+    /// interval: subtract an earlier snapshot and pass the difference to [`Self::quantile_of`].
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.counts
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+            .collect()
+    }
+
+    /// [`Self::quantile`] of bucket counts taken from this histogram (e.g. the difference of two
+    /// [`Self::bucket_counts`] snapshots).
+    pub fn quantile_of(&self, counts: &[u64], q: f64) -> Option<f64> {
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
