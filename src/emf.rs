@@ -68,27 +68,14 @@ pub fn line(
     let e2e = diff(&now.end_to_end, &prev.end_to_end);
     let proc = diff(&now.processing, &prev.processing);
 
+    // Counters: what happened during the interval.
+    let count =
+        |name, now: u64, before: u64| (name, "Count", Some(now.saturating_sub(before) as f64));
     let mut values: Vec<(&str, &str, Option<f64>)> = vec![
-        (
-            "Processed",
-            "Count",
-            Some(now.processed.saturating_sub(prev.processed) as f64),
-        ),
-        (
-            "DeadLetters",
-            "Count",
-            Some(now.dead_letters.saturating_sub(prev.dead_letters) as f64),
-        ),
-        (
-            "RecordsIn",
-            "Count",
-            Some(now.records_in.saturating_sub(prev.records_in) as f64),
-        ),
-        (
-            "Restarts",
-            "Count",
-            Some(now.restarts.saturating_sub(prev.restarts) as f64),
-        ),
+        count("Processed", now.processed, prev.processed),
+        count("DeadLetters", now.dead_letters, prev.dead_letters),
+        count("RecordsIn", now.records_in, prev.records_in),
+        count("Restarts", now.restarts, prev.restarts),
         ("ConsumerLag", "Count", Some(lag as f64)),
         ("InFlight", "Count", Some(in_flight as f64)),
     ];

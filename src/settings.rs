@@ -135,9 +135,21 @@ mod tests {
             jail.clear_env();
 
             for (var, value, key) in [
-                ("CLICKPIPE__METRICS__EMF_INTERVAL_MS", "10", "metrics.emf_interval_ms"),
-                ("CLICKPIPE__METRICS__EMF_NAMESPACE", " ", "metrics.emf_namespace"),
-                ("CLICKPIPE__ADMIN__REPLAY_MAX_COUNT", "0", "admin.replay_max_count"),
+                (
+                    "CLICKPIPE__METRICS__EMF_INTERVAL_MS",
+                    "10",
+                    "metrics.emf_interval_ms",
+                ),
+                (
+                    "CLICKPIPE__METRICS__EMF_NAMESPACE",
+                    " ",
+                    "metrics.emf_namespace",
+                ),
+                (
+                    "CLICKPIPE__ADMIN__REPLAY_MAX_COUNT",
+                    "0",
+                    "admin.replay_max_count",
+                ),
                 ("CLICKPIPE__ADMIN__TOKEN", " ", "admin.token"),
             ] {
                 jail.set_env(var, value);
