@@ -28,6 +28,7 @@ first use from bench/quix/requirements.txt.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -358,10 +359,10 @@ def loadgen(env, broker, rate, count, out_json=None, timeline=None, deadline=Non
     return p.returncode, out
 
 
-def measure(env, broker_kind, system, rate, duration, results, tag):
-    """One measurement; appends a result dict."""
-    label = "max" if rate == 0 else f"{rate}/s"
-    log(f"[{tag}] {system} on {broker_kind} at {label}")
+@contextlib.contextmanager
+def system_under_test(env, broker_kind, system, tag, warmup):
+    """A fresh broker and `system` on it, sampled from /proc, after `warmup` events went through;
+    everything stopped on exit. Yields (broker, process, sampler)."""
     broker = Broker(broker_kind, env, tag)
     proc = None
     sampler = None
@@ -369,84 +370,93 @@ def measure(env, broker_kind, system, rate, duration, results, tag):
         proc = start_system(system, env, broker, tag)
         sampler = Sampler(proc.pid)
         sampler.start()
-        code, _ = loadgen(env, broker, 200, 200, timeout=60, quiet=True)
+        code, _ = loadgen(env, broker, warmup, warmup, timeout=60, quiet=True)
         if code != 0:
             raise RuntimeError(f"warm-up failed (exit {code}); see {proc.log_path}")
-        count = MAX_COUNT[system] if rate == 0 else rate * duration
-        if env.args.smoke and rate == 0:
-            count = min(count, 3000)
-        out_json = os.path.join(env.workdir, f"{tag}.json")
-        timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
-        # A system that cannot keep up is given `duration` + 30 s (max mode: 120 s) to answer;
-        # what is still unanswered then is reported as `missing` and the rate as not sustained.
-        deadline = 120 if rate == 0 else duration + 30
-        t0 = time.monotonic()
-        code, _ = loadgen(env, broker, rate, count, out_json, timeline, deadline=deadline,
-                          timeout=30)
-        t1 = time.monotonic()
-        with open(out_json) as f:
-            report = json.load(f)
-        cpu, rss = sampler.window(t0, t1)
-        r = {
-            "system": system, "broker": broker_kind, "rate": rate, "count": count,
-            "report": report, "cpu_pct": cpu, "peak_rss_mb": rss / 2**20 if rss else None,
-            "ok": code == 0 and report["missing"] == 0 and report["dead_letters"] == 0,
-            "sustained": report["missing"] == 0
-            and (rate == 0 or (report.get("output_rate") or 0) >= 0.95 * rate),
-        }
-        results.append(r)
-        l = report.get("latency") or {}
-        log(f"[{tag}] {system}: out {report['predictions']} dlq {report['dead_letters']} "
-            f"missing {report['missing']} p50 {fmt_ms(l.get('p50_ms'))} "
-            f"p99 {fmt_ms(l.get('p99_ms'))} rate {fmt_rate(report.get('output_rate'))} "
-            f"cpu {fmt_pct(cpu)} rss {fmt_mb(r['peak_rss_mb'])}")
-    except Exception as e:  # one failed measurement does not end the run
-        log(f"[{tag}] {system} failed: {e}")
-        results.append({"system": system, "broker": broker_kind, "rate": rate,
-                         "error": str(e).splitlines()[0], "ok": False})
+        yield broker, proc, sampler
     finally:
         if sampler:
             sampler.stopped.set()
         if proc:
             proc.stop()
         broker.stop()
+
+
+def measure(env, broker_kind, system, rate, duration, results, tag):
+    """One measurement; appends a result dict."""
+    label = "max" if rate == 0 else f"{rate}/s"
+    log(f"[{tag}] {system} on {broker_kind} at {label}")
+    try:
+        with system_under_test(env, broker_kind, system, tag, 200) as (broker, _, sampler):
+            result = run_rate(env, broker, broker_kind, system, rate, duration, sampler, tag)
+        results.append(result)
+    except Exception as e:  # one failed measurement does not end the run
+        log(f"[{tag}] {system} failed: {e}")
+        results.append({"system": system, "broker": broker_kind, "rate": rate,
+                         "error": str(e).splitlines()[0], "ok": False})
+
+
+def run_rate(env, broker, broker_kind, system, rate, duration, sampler, tag):
+    """The measured load run of [`measure`]; returns its result dict."""
+    count = MAX_COUNT[system] if rate == 0 else rate * duration
+    if env.args.smoke and rate == 0:
+        count = min(count, 3000)
+    out_json = os.path.join(env.workdir, f"{tag}.json")
+    timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
+    # A system that cannot keep up is given `duration` + 30 s (max mode: 120 s) to answer;
+    # what is still unanswered then is reported as `missing` and the rate as not sustained.
+    deadline = 120 if rate == 0 else duration + 30
+    t0 = time.monotonic()
+    code, _ = loadgen(env, broker, rate, count, out_json, timeline, deadline=deadline,
+                      timeout=30)
+    t1 = time.monotonic()
+    if not os.path.exists(out_json):
+        raise RuntimeError(f"the load generator failed (exit {code}) before writing its report "
+                           "(delivery errors: the broker did not acknowledge the input)")
+    with open(out_json) as f:
+        report = json.load(f)
+    cpu, rss = sampler.window(t0, t1)
+    r = {
+        "system": system, "broker": broker_kind, "rate": rate, "count": count,
+        "report": report, "cpu_pct": cpu, "peak_rss_mb": rss / 2**20 if rss else None,
+        "ok": code == 0 and report["missing"] == 0 and report["dead_letters"] == 0,
+        "sustained": report["missing"] == 0
+        and (rate == 0 or (report.get("output_rate") or 0) >= 0.95 * rate),
+    }
+    l = report.get("latency") or {}
+    log(f"[{tag}] {system}: out {report['predictions']} dlq {report['dead_letters']} "
+        f"missing {report['missing']} p50 {fmt_ms(l.get('p50_ms'))} "
+        f"p99 {fmt_ms(l.get('p99_ms'))} rate {fmt_rate(report.get('output_rate'))} "
+        f"cpu {fmt_pct(cpu)} rss {fmt_mb(r['peak_rss_mb'])}")
+    return r
 
 
 def overload(env, broker_kind, system, rate, duration, tag):
     """Input at `rate` against a model slowed by 200 ms per call; returns RSS and lag over time."""
     log(f"[{tag}] overload: {system} on {broker_kind}, {rate}/s for {duration}s, model +200 ms")
-    broker = Broker(broker_kind, env, tag)
-    proc = None
-    sampler = None
     try:
-        proc = start_system(system, env, broker, tag)
-        sampler = Sampler(proc.pid)
-        sampler.start()
-        code, _ = loadgen(env, broker, 50, 50, timeout=60, quiet=True)
-        if code != 0:
-            raise RuntimeError(f"warm-up failed (exit {code})")
-        out_json = os.path.join(env.workdir, f"{tag}.json")
-        timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
-        unix0 = int(time.time() * 1000)
-        loadgen(env, broker, rate, rate * duration, out_json, timeline,
-                deadline=duration + 15, timeout=30)
-        with open(timeline) as f:
-            lag = [(s["unix_ms"], s["lag"]) for s in map(json.loads, f)]
-        rss = [(s[1], s[3]) for s in sampler.samples if s[1] >= unix0]
-        survived = proc.alive()
-        return {"system": system, "broker": broker_kind, "rate": rate, "duration": duration,
-                "unix0": unix0, "lag": lag, "rss": rss, "survived": survived,
-                "peak_rss_mb": max((b for _, b in rss), default=0) / 2**20,
-                "final_lag": lag[-1][1] if lag else None}
+        with system_under_test(env, broker_kind, system, tag, 50) as (broker, proc, sampler):
+            return overload_run(env, broker, broker_kind, system, rate, duration, proc, sampler, tag)
     except Exception as e:
         log(f"[{tag}] overload of {system} failed: {e}")
         return {"system": system, "broker": broker_kind, "error": str(e).splitlines()[0]}
-    finally:
-        if sampler:
-            sampler.stopped.set()
-        if proc:
-            proc.stop()
-        broker.stop()
+
+
+def overload_run(env, broker, broker_kind, system, rate, duration, proc, sampler, tag):
+    """The measured part of [`overload`]."""
+    out_json = os.path.join(env.workdir, f"{tag}.json")
+    timeline = os.path.join(env.workdir, f"{tag}.timeline.jsonl")
+    unix0 = int(time.time() * 1000)
+    loadgen(env, broker, rate, rate * duration, out_json, timeline,
+            deadline=duration + 15, timeout=30)
+    with open(timeline) as f:
+        lag = [(s["unix_ms"], s["lag"]) for s in map(json.loads, f)]
+    rss = [(s[1], s[3]) for s in sampler.samples if s[1] >= unix0]
+    survived = proc.alive()
+    return {"system": system, "broker": broker_kind, "rate": rate, "duration": duration,
+            "unix0": unix0, "lag": lag, "rss": rss, "survived": survived,
+            "peak_rss_mb": max((b for _, b in rss), default=0) / 2**20,
+            "final_lag": lag[-1][1] if lag else None}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,20 +31,14 @@ impl AdminServer {
         let state = admin_state(running, cfg);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || App::new().configure(routes(state.clone())))
-                    .workers(1)
-                    .disable_signals()
-                    .listen(listener)
-                    .expect("listen")
-                    .run();
-                let _ = tx.send(server.handle());
-                let _ = server.await;
-            });
+        let (handle, thread) = serve_in_thread(move || {
+            HttpServer::new(move || App::new().configure(routes(state.clone())))
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .expect("listen")
+                .run()
         });
-        let handle = rx.recv().expect("admin server handle");
         AdminServer {
             url,
             handle,

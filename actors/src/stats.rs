@@ -6,22 +6,22 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::error::ErrorKind;
 use crate::metrics::Histogram;
 
-/// Time per batch in each stage of a partition.
-#[derive(Debug)]
-pub struct StageTimes {
-    /// Redis round trip (ZIP look-ups and the session script).
-    pub lookup: Histogram,
+/// One value per stage of a partition, in pipeline order.
+#[derive(Debug, Default)]
+pub struct PerStage<T> {
+    /// Redis look-up (ZIP data and the session script).
+    pub lookup: T,
     /// Feature computation.
-    pub enrich: Histogram,
+    pub enrich: T,
     /// Model call, retries included.
-    pub infer: Histogram,
+    pub infer: T,
     /// Producing the outputs until the broker acknowledged them.
-    pub emit: Histogram,
+    pub emit: T,
 }
 
-impl StageTimes {
-    /// The histogram of stage `name` (`lookup`, `enrich`, `infer`, `emit`).
-    pub fn get(&self, name: &str) -> Option<&Histogram> {
+impl<T> PerStage<T> {
+    /// The value of stage `name` (`lookup`, `enrich`, `infer`, `emit`).
+    pub fn get(&self, name: &str) -> Option<&T> {
         match name {
             "lookup" => Some(&self.lookup),
             "enrich" => Some(&self.enrich),
@@ -32,7 +32,7 @@ impl StageTimes {
     }
 
     /// Every stage with its name, in pipeline order.
-    pub fn all(&self) -> [(&'static str, &Histogram); 4] {
+    pub fn all(&self) -> [(&'static str, &T); 4] {
         [
             ("lookup", &self.lookup),
             ("enrich", &self.enrich),
@@ -42,31 +42,11 @@ impl StageTimes {
     }
 }
 
-/// Records waiting in each stage's queue (all partitions): the mailbox depth.
-#[derive(Debug, Default)]
-pub struct StageQueues {
-    /// Waiting for the Redis look-up.
-    pub lookup: AtomicI64,
-    /// Waiting for feature computation.
-    pub enrich: AtomicI64,
-    /// Waiting for the model.
-    pub infer: AtomicI64,
-    /// Waiting to be produced.
-    pub emit: AtomicI64,
-}
+/// Time per batch in each stage, seconds.
+pub type StageTimes = PerStage<Histogram>;
 
-impl StageQueues {
-    /// The gauge of stage `name`.
-    pub fn get(&self, name: &str) -> Option<&AtomicI64> {
-        match name {
-            "lookup" => Some(&self.lookup),
-            "enrich" => Some(&self.enrich),
-            "infer" => Some(&self.infer),
-            "emit" => Some(&self.emit),
-            _ => None,
-        }
-    }
-}
+/// Records waiting in each stage's queue (all partitions): the mailbox depth.
+pub type StageQueues = PerStage<AtomicI64>;
 
 /// Counters and histograms of a running pipeline.
 #[derive(Debug)]

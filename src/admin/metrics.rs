@@ -166,15 +166,13 @@ pub(super) fn render(state: &AdminState) -> String {
         "gauge",
         "Records waiting in a stage's queue (its mailbox depth), all partitions.",
     );
-    for stage in ["lookup", "enrich", "infer", "emit"] {
-        if let Some(g) = s.queued.get(stage) {
-            sample(
-                &mut out,
-                "clickpipe_stage_queued_records",
-                &format!("stage=\"{stage}\""),
-                g.load(Ordering::Relaxed).max(0),
-            );
-        }
+    for (stage, g) in s.queued.all() {
+        sample(
+            &mut out,
+            "clickpipe_stage_queued_records",
+            &format!("stage=\"{stage}\""),
+            g.load(Ordering::Relaxed).max(0),
+        );
     }
 
     header(

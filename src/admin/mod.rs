@@ -438,18 +438,37 @@ async fn control(
     Ok(HttpResponse::Ok().json(ControlResponse { partition, status }))
 }
 
+/// The error answers every partition command shares (documentation only).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum ControlErrors {
+    /// A bad partition number or body field.
+    #[response(status = 400, description = "Bad partition number or body field")]
+    BadRequest(ApiError),
+    /// Authorization.
+    #[response(status = 401, description = "Missing or wrong token")]
+    Unauthorized(ApiError),
+    /// No token configured.
+    #[response(status = 403, description = "No admin.token configured")]
+    Forbidden(ApiError),
+    /// Not this instance's partition.
+    #[response(status = 404, description = "Partition not assigned here")]
+    NotFound(ApiError),
+    /// The partition refused the command.
+    #[response(status = 409, description = "Partition draining or failed")]
+    Conflict(ApiError),
+    /// No pipeline behind the API.
+    #[response(status = 503, description = "Pipeline not running")]
+    Unavailable(ApiError),
+}
+
 /// Pauses a partition at the consumer until resumed (in-flight records finish).
 #[utoipa::path(post, path = "/partitions/{partition}/pause", tag = "partitions",
     params(("partition" = i32, Path, minimum = 0, example = 0, description = "Partition of the input topic")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Paused", body = ControlResponse),
-        (status = 400, description = "Bad partition number", body = ApiError),
-        (status = 401, description = "Missing or wrong token", body = ApiError),
-        (status = 403, description = "No admin.token configured", body = ApiError),
-        (status = 404, description = "Partition not assigned here", body = ApiError),
-        (status = 409, description = "Partition draining or failed", body = ApiError),
-        (status = 503, description = "Pipeline not running", body = ApiError)))]
+        ControlErrors))]
 async fn pause(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -464,12 +483,7 @@ async fn pause(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Resumed", body = ControlResponse),
-        (status = 400, description = "Bad partition number", body = ApiError),
-        (status = 401, description = "Missing or wrong token", body = ApiError),
-        (status = 403, description = "No admin.token configured", body = ApiError),
-        (status = 404, description = "Partition not assigned here", body = ApiError),
-        (status = 409, description = "Partition draining or failed", body = ApiError),
-        (status = 503, description = "Pipeline not running", body = ApiError)))]
+        ControlErrors))]
 async fn resume(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -596,14 +610,9 @@ impl SeekRequest {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Repositioned", body = ControlResponse),
-        (status = 400, description = "Bad field", body = ApiError),
-        (status = 401, description = "Missing or wrong token", body = ApiError),
-        (status = 403, description = "No admin.token configured", body = ApiError),
-        (status = 404, description = "Partition not assigned here", body = ApiError),
-        (status = 409, description = "Partition draining or failed", body = ApiError),
         (status = 413, description = "Body too large", body = ApiError),
         (status = 502, description = "The broker could not resolve the timestamp", body = ApiError),
-        (status = 503, description = "Pipeline not running", body = ApiError)))]
+        ControlErrors))]
 async fn seek(
     req: HttpRequest,
     state: web::Data<AdminState>,

@@ -148,6 +148,23 @@ pub fn seed_zip(prefix: &str, zip: &str, income: &str, tz: &str) {
 // ---------------------------------------------------------------------------------------------
 // Model server
 
+/// Runs the server `build` makes on its own thread and actix system; returns its handle (to stop
+/// it) and the thread.
+pub fn serve_in_thread<F>(build: F) -> (ServerHandle, JoinHandle<()>)
+where
+    F: FnOnce() -> actix_web::dev::Server + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = build();
+            let _ = tx.send(server.handle());
+            let _ = server.await;
+        });
+    });
+    (rx.recv().expect("server handle"), thread)
+}
+
 /// A real model server on loopback, answering 500 to its first `fail_first` invocations (all of
 /// them when `fail_first` is usize::MAX).
 pub struct ModelServer {
@@ -181,49 +198,42 @@ impl ModelServer {
         let delay = delay_ms.clone();
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let down = failing.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let sys = actix_rt::System::new();
-            sys.block_on(async move {
-                let server = HttpServer::new(move || {
-                    let calls = calls.clone();
-                    let delay = delay.clone();
-                    let down = down.clone();
-                    App::new()
-                        .wrap_fn(move |req, srv| {
-                            let wait = delay.load(Ordering::SeqCst);
-                            let n = if req.path() == "/invocations" {
-                                calls.fetch_add(1, Ordering::SeqCst)
-                            } else {
-                                usize::MAX
-                            };
-                            let fail =
-                                n != usize::MAX && (n < fail_first || down.load(Ordering::SeqCst));
-                            let fut = if fail { None } else { Some(srv.call(req)) };
-                            async move {
-                                if wait > 0 {
-                                    actix_rt::time::sleep(Duration::from_millis(wait)).await;
-                                }
-                                match fut {
-                                    Some(f) => f.await.map(|r| r.map_body(|_, b| b.boxed())),
-                                    None => Err(actix_web::error::ErrorInternalServerError(
-                                        "injected failure",
-                                    )),
-                                }
+        let (handle, thread) = serve_in_thread(move || {
+            HttpServer::new(move || {
+                let calls = calls.clone();
+                let delay = delay.clone();
+                let down = down.clone();
+                App::new()
+                    .wrap_fn(move |req, srv| {
+                        let wait = delay.load(Ordering::SeqCst);
+                        let n = if req.path() == "/invocations" {
+                            calls.fetch_add(1, Ordering::SeqCst)
+                        } else {
+                            usize::MAX
+                        };
+                        let fail =
+                            n != usize::MAX && (n < fail_first || down.load(Ordering::SeqCst));
+                        let fut = if fail { None } else { Some(srv.call(req)) };
+                        async move {
+                            if wait > 0 {
+                                actix_rt::time::sleep(Duration::from_millis(wait)).await;
                             }
-                        })
-                        .configure(configure(model.clone()))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run();
-                let _ = tx.send(server.handle());
-                let _ = server.await;
-            });
+                            match fut {
+                                Some(f) => f.await.map(|r| r.map_body(|_, b| b.boxed())),
+                                None => Err(actix_web::error::ErrorInternalServerError(
+                                    "injected failure",
+                                )),
+                            }
+                        }
+                    })
+                    .configure(configure(model.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .expect("listen")
+            .run()
         });
-        let handle = rx.recv().expect("model server handle");
         ModelServer {
             url,
             invocations,

@@ -473,13 +473,10 @@ impl PartitionActor {
             self.backpressure = false;
             let hold = self.state == PartitionState::Failed || self.operator_paused;
             self.set_paused(hold);
-            if !hold {
-                self.restart_fetch();
-            }
         }
     }
 
-    /// After a resume, seeks the partition to where this actor reads next. librdkafka's resume
+    /// Part of every resume: seeks the partition to where this actor reads next. librdkafka's resume
     /// does not wake its broker thread, which notices the partition only on its next periodic
     /// wake-up (up to a second later: measured, the partition sat idle ~0.8 s after every resume
     /// under load); a seek to an absolute offset starts the fetcher at once. The pause dropped
@@ -499,6 +496,8 @@ impl PartitionActor {
         }
     }
 
+    /// Pauses or resumes the partition at the consumer; a resume also restarts the fetcher
+    /// ([`Self::restart_fetch`]).
     fn set_paused(&self, paused: bool) {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, self.partition);
@@ -507,8 +506,12 @@ impl PartitionActor {
         } else {
             self.consumer.resume(&tpl)
         };
-        if let Err(e) = result {
-            tracing::warn!(partition = self.partition, paused, error = %e, "pause/resume failed");
+        match result {
+            Ok(()) if !paused => self.restart_fetch(),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(partition = self.partition, paused, error = %e, "pause/resume failed")
+            }
         }
     }
 
@@ -607,6 +610,15 @@ impl PartitionActor {
         self.tracker = OffsetTracker::resumed_at(offset);
         self.stored = None;
         self.store();
+        // Commit the new position now (the stored offset only moves once a record finishes, and
+        // offset 0 cannot be stored at all), so a crash right after the seek resumes from it.
+        let mut tpl = TopicPartitionList::new();
+        let committed = tpl
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))
+            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async));
+        if let Err(e) = committed {
+            tracing::warn!(partition = self.partition, offset, error = %e, "commit after seek failed");
+        }
         self.start_generation(ctx);
         Ok(())
     }
@@ -755,7 +767,6 @@ impl Handler<Control> for PartitionActor {
                 let was = std::mem::replace(&mut self.operator_paused, false);
                 if was && !self.backpressure && self.state != PartitionState::Failed {
                     self.set_paused(false);
-                    self.restart_fetch();
                 }
             }
             Control::Seek(offset) => {

@@ -47,18 +47,9 @@ pub fn consumer_config(k: &KafkaConfig, group: &str, manual_commit: bool) -> Cli
     c
 }
 
-/// Producer settings as clickpipe's: idempotent, `linger.ms` 1, `[kafka.client]` and
-/// `[kafka.producer]` applied.
-pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "1");
-    for (key, value) in k.client.iter().chain(k.producer.iter()) {
-        c.set(key, value);
-    }
-    c
-}
+/// Producer settings: exactly clickpipe's (idempotent, `linger.ms` 1, `[kafka.client]` and
+/// `[kafka.producer]` applied).
+pub use clickpipe_actors::group::producer_config;
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn stop_signal() {

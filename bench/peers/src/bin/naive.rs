@@ -67,7 +67,7 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
     consumer
         .subscribe(&[&cfg.kafka.input_topic])
         .context("cannot subscribe")?;
-    let producer: FutureProducer = producer_config(&cfg.kafka)
+    let producer: FutureProducer = producer_config(&cfg)
         .create()
         .context("cannot create the producer")?;
     let redis = redis::Client::open(cfg.redis.url.as_str())

@@ -35,7 +35,7 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
     consumer
         .subscribe(&[&k.input_topic])
         .context("cannot subscribe")?;
-    let producer: FutureProducer = producer_config(k)
+    let producer: FutureProducer = producer_config(&cfg)
         .create()
         .context("cannot create the producer")?;
     println!(
