@@ -254,8 +254,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(arg) => {
             let config = load(&arg)?;
-            telemetry::init(&config.log)?;
-            actix_rt::System::new().block_on(run(config))
+            let telemetry = telemetry::init_with_traces(&config)?;
+            let code = actix_rt::System::new().block_on(run(config));
+            telemetry.shutdown();
+            code
         }
         Command::ModelServer {
             config,

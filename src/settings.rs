@@ -1,6 +1,9 @@
 //! Configuration loading: the compiled-in `config/default.toml`, then an optional TOML file, then
 //! `CLICKPIPE__SECTION__KEY` environment variables (e.g. `CLICKPIPE__KAFKA__BROKERS`). Unknown keys
-//! and bad values stop start-up with a message naming the key.
+//! and bad values stop start-up with a message naming the key. The standard OpenTelemetry variables
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_SERVICE_NAME`,
+//! `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER`)
+//! come last, over the `tracing` section.
 
 use std::path::Path;
 
@@ -26,13 +29,72 @@ pub fn load_from(path: Option<&Path>, env: Env) -> anyhow::Result<Config> {
         }
         fig = fig.merge(Toml::file(path));
     }
-    let config: Config = fig
+    let mut config: Config = fig
         .merge(env)
         .extract()
         .map_err(|e| anyhow::anyhow!(describe(e)))
         .context("invalid configuration")?;
+    apply_otel_env(&mut config, |name| {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    })
+    .context("invalid configuration")?;
     config.validate().context("invalid configuration")?;
     Ok(config)
+}
+
+/// Applies the standard OpenTelemetry variables (`var` returns a set, non-empty one) over the
+/// `tracing` section; a bad value is reported with the variable's name.
+pub fn apply_otel_env(
+    config: &mut Config,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    use clickpipe_actors::config::SAMPLERS;
+    let t = &mut config.tracing;
+    for (name, slot) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &mut t.otlp_endpoint),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            &mut t.otlp_traces_endpoint,
+        ),
+    ] {
+        if let Some(v) = var(name) {
+            let v = v.trim();
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                bail!("environment variable {name}: `{v}` must start with http:// or https://");
+            }
+            *slot = v.to_string();
+        }
+    }
+    if let Some(v) = var("OTEL_SERVICE_NAME") {
+        t.service_name = v.trim().to_string();
+    }
+    if let Some(v) = var("OTEL_TRACES_SAMPLER") {
+        let v = v.trim();
+        if !SAMPLERS.contains(&v) {
+            bail!(
+                "environment variable OTEL_TRACES_SAMPLER: `{v}` is not supported (one of {})",
+                SAMPLERS.join(", ")
+            );
+        }
+        t.sampler = v.to_string();
+    }
+    if let Some(v) = var("OTEL_TRACES_SAMPLER_ARG") {
+        t.sampling_ratio = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .with_context(|| {
+                format!("environment variable OTEL_TRACES_SAMPLER_ARG: `{v}` is not a number between 0.0 and 1.0")
+            })?;
+    }
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    if disabled {
+        t.otlp_endpoint.clear();
+        t.otlp_traces_endpoint.clear();
+    }
+    Ok(())
 }
 
 /// One line per problem, each naming the key (figment's own messages say "for key …").
@@ -94,6 +156,66 @@ mod tests {
                 c.kafka.client.get("socket.timeout.ms").map(String::as_str),
                 Some("5000")
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn otel_variables_override_the_tracing_section() {
+        Jail::expect_with(|jail| {
+            let c = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.tracing.traces_url(), None, "off by default");
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/");
+            jail.set_env("OTEL_SERVICE_NAME", "clicks-eu");
+            jail.set_env("OTEL_TRACES_SAMPLER", "traceidratio");
+            jail.set_env("OTEL_TRACES_SAMPLER_ARG", "0.25");
+            let c = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.tracing.traces_url().as_deref(),
+                Some("http://collector:4318/v1/traces")
+            );
+            assert_eq!(c.tracing.service_name, "clicks-eu");
+            assert_eq!(c.tracing.sampler, "traceidratio");
+            assert_eq!(c.tracing.sampling_ratio, 0.25);
+            jail.set_env(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://x-ray.example/traces",
+            );
+            let c = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.tracing.traces_url().as_deref(),
+                Some("https://x-ray.example/traces"),
+                "the per-signal variable is used as is"
+            );
+            jail.set_env("OTEL_SDK_DISABLED", "true");
+            let c = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.tracing.traces_url(),
+                None,
+                "OTEL_SDK_DISABLED turns export off"
+            );
+            jail.clear_env();
+
+            for (name, value) in [
+                ("OTEL_TRACES_SAMPLER_ARG", "often"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+                ("OTEL_TRACES_SAMPLER", "xray"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ] {
+                jail.set_env(name, value);
+                let e = format!("{:#}", load(None).expect_err(value));
+                assert!(e.contains(name), "{e}");
+                jail.clear_env();
+            }
+            jail.create_file("t.toml", "[tracing]\nsampling_ratio = 2.0\n")?;
+            let e = format!("{:#}", load(Some(Path::new("t.toml"))).expect_err("ratio"));
+            assert!(e.contains("tracing.sampling_ratio"), "{e}");
+            jail.create_file("t.toml", "[tracing]\nsampler = \"sometimes\"\n")?;
+            let e = format!(
+                "{:#}",
+                load(Some(Path::new("t.toml"))).expect_err("sampler")
+            );
+            assert!(e.contains("tracing.sampler"), "{e}");
             Ok(())
         });
     }

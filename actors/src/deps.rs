@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::dlq::DlqActor;
 use crate::stats::Stats;
 use crate::status::StatusBoard;
+use crate::trace::Sampling;
 
 /// Shared dependencies of the pipeline's actors.
 #[derive(Clone)]
@@ -36,6 +37,8 @@ pub struct Deps {
     pub status: Arc<StatusBoard>,
     /// Fault injection for tests; inert unless a test arms it.
     pub hooks: Arc<FaultHooks>,
+    /// Which records are traced.
+    pub sampling: Sampling,
 }
 
 /// The `event_type` that makes the enrich stage panic while [`FaultHooks::enrich_panics`] is

@@ -120,7 +120,10 @@ impl Handler<DeadLetter> for DlqActor {
         // partitions' in-flight limits, since each stays in flight until acknowledged.
         ctx.spawn(
             async move {
-                let DeadLetter { record, failure, done } = msg;
+                let DeadLetter { mut record, failure, done } = msg;
+                if let Some(t) = record.trace.as_deref_mut() {
+                    t.enter_stage("dead-letter", 1);
+                }
                 let headers = dead_letter_headers(&record, &failure);
                 let key = record.key.as_deref();
                 let mut result =
@@ -135,6 +138,9 @@ impl Handler<DeadLetter> for DlqActor {
                         value: Some(size.as_str()),
                     });
                     result = deliver(&producer, &topic, key, cut, headers).await;
+                }
+                if let Some(t) = record.trace.as_deref_mut() {
+                    t.end_stage(result.is_err().then_some(&failure));
                 }
                 match result {
                     Ok(()) => {

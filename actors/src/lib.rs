@@ -31,3 +31,4 @@ pub mod stages;
 pub mod stats;
 pub mod status;
 pub mod supervision;
+pub mod trace;

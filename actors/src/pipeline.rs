@@ -27,6 +27,7 @@ use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
 use crate::partition::{Control, ControlError, DrainReport};
 use crate::stats::Stats;
 use crate::status::{Policies, StatusBoard};
+use crate::trace::Sampling;
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +222,7 @@ impl Pipeline {
             breaker: breaker.clone(),
             status: status.clone(),
             hooks,
+            sampling: Sampling::from_config(&config.tracing),
         };
         let group_arbiter = Arbiter::new();
         let group = ConsumerGroup::new(deps, workers.iter().map(Arbiter::handle).collect());

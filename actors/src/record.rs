@@ -13,6 +13,7 @@ use crate::clients::model::Prediction;
 use crate::event::Event;
 use crate::features::{Features, ZipInfo};
 use crate::session::SessionSnapshot;
+use crate::trace::RecordTrace;
 
 /// One input record in flight.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct Record {
     pub features: Option<Features>,
     /// Model answer (set by the infer stage).
     pub prediction: Option<Prediction>,
+    /// The record's trace, when it is traced or carries its producer's trace context.
+    pub trace: Option<Box<RecordTrace>>,
 }
 
 /// The value of an output record.
@@ -90,11 +93,13 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 impl Record {
     /// Headers naming where the record came from: `clickpipe.source.topic`, `.partition`,
     /// `.offset` and, when the broker gave one, `.timestamp` (epoch ms). Output records and dead
-    /// letters both carry them, for lineage and end-to-end latency.
+    /// letters both carry them, for lineage and end-to-end latency. A traced record's trace
+    /// context follows (`traceparent`, `tracestate`, `X-Amzn-Trace-Id` of its current stage span),
+    /// or the producer's context headers unchanged when the record was not traced here.
     pub fn source_headers(&self, capacity: usize) -> OwnedHeaders {
         let partition = self.partition.to_string();
         let offset = self.offset.to_string();
-        let h = OwnedHeaders::new_with_capacity(capacity + 4)
+        let h = OwnedHeaders::new_with_capacity(capacity + 7)
             .insert(Header {
                 key: "clickpipe.source.topic",
                 value: Some(&*self.topic),
@@ -107,11 +112,15 @@ impl Record {
                 key: "clickpipe.source.offset",
                 value: Some(offset.as_str()),
             });
-        match self.timestamp_ms {
+        let h = match self.timestamp_ms {
             Some(ts) => h.insert(Header {
                 key: "clickpipe.source.timestamp",
                 value: Some(ts.to_string().as_str()),
             }),
+            None => h,
+        };
+        match &self.trace {
+            Some(trace) => trace.add_headers(h),
             None => h,
         }
     }

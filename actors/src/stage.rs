@@ -136,7 +136,7 @@ impl<S: StageLogic> StageActor<S> {
             ctx.cancel_future(timer);
         }
         let n = self.queue.len().min(self.logic.max_batch());
-        let batch: Vec<Record> = self.queue.drain(..n).collect();
+        let mut batch: Vec<Record> = self.queue.drain(..n).collect();
         self.count_queued(-(n as i64));
         self.first_queued = if self.queue.is_empty() {
             None
@@ -146,6 +146,9 @@ impl<S: StageLogic> StageActor<S> {
         self.busy = true;
         let size = batch.len();
         let name = self.logic.name();
+        for t in batch.iter_mut().filter_map(|r| r.trace.as_deref_mut()) {
+            t.enter_stage(name, size);
+        }
         // A panic in the stage's logic is this actor's failure: report it to the partition (which
         // restarts its stages from the last committed offset) and take no more work.
         let work = match std::panic::catch_unwind(AssertUnwindSafe(|| self.logic.process(batch))) {
@@ -170,8 +173,16 @@ impl<S: StageLogic> StageActor<S> {
             let mut forward = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 match outcome {
-                    Outcome::Forward(r) => forward.push(r),
-                    Outcome::Fail(record, failure) => {
+                    Outcome::Forward(mut r) => {
+                        if let Some(t) = r.trace.as_deref_mut() {
+                            t.end_stage(None);
+                        }
+                        forward.push(r)
+                    }
+                    Outcome::Fail(mut record, failure) => {
+                        if let Some(t) = record.trace.as_deref_mut() {
+                            t.end_stage(Some(&failure));
+                        }
                         let letter = DeadLetter {
                             record,
                             failure,
@@ -327,6 +338,7 @@ mod tests {
             session: None,
             features: None,
             prediction: None,
+            trace: None,
         }
     }
 

@@ -88,6 +88,11 @@ impl ModelClient {
         }
     }
 
+    /// The URL scored batches are posted to.
+    pub fn invocations_url(&self) -> &str {
+        &self.invocations
+    }
+
     /// `GET /ping`: Ok when the model answers 200.
     pub async fn ping(&self) -> Result<(), ClientError> {
         let resp = self
@@ -110,11 +115,12 @@ impl ModelClient {
     /// Scores `instances`. Transient failures are retried with backoff: within the retry budget
     /// under the `dead_letter` policy, for as long as it takes under `pause` (the circuit breaker
     /// then spaces the attempts and probes `GET /ping`). A non-retryable answer (4xx other than
-    /// 429, a malformed response) fails at once.
+    /// 429, a malformed response) fails at once. `headers` go on every request (trace context).
     pub async fn infer(
         &self,
         instances: &[&Features],
         health: HealthReport<'_>,
+        headers: &[(String, String)],
     ) -> Result<Vec<Prediction>, InferError> {
         let body = serde_json::to_vec(&Request { instances }).map_err(|e| InferError {
             error: ClientError::permanent(format!("cannot encode request: {e}")),
@@ -150,7 +156,7 @@ impl ModelClient {
                 }
             }
             attempt += 1;
-            let error = match self.call_once(body.clone(), instances.len()).await {
+            let error = match self.call_once(body.clone(), instances.len(), headers).await {
                 Ok(p) => {
                     self.breaker.success();
                     if unavailable {
@@ -192,12 +198,17 @@ impl ModelClient {
         &self,
         body: bytes::Bytes,
         n: usize,
+        headers: &[(String, String)],
     ) -> Result<Vec<Prediction>, ClientError> {
-        let mut resp = self
+        let mut request = self
             .http
             .post(&self.invocations)
             .timeout(self.timeout)
-            .insert_header(("content-type", "application/json"))
+            .insert_header(("content-type", "application/json"));
+        for (name, value) in headers {
+            request = request.insert_header((name.as_str(), value.as_str()));
+        }
+        let mut resp = request
             .send_body(body)
             .await
             .map_err(|e| ClientError::transient(format!("model: {e}")))?;

@@ -319,6 +319,7 @@ impl PartitionActor {
         let now = Instant::now();
         let mut valid = Vec::with_capacity(msgs.len());
         let mut invalid = Vec::new();
+        let n = msgs.len();
         self.deps
             .stats
             .records_in
@@ -339,14 +340,31 @@ impl PartitionActor {
                 session: None,
                 features: None,
                 prediction: None,
+                trace: crate::trace::start(
+                    &self.deps.sampling,
+                    &m,
+                    &self.deps.config.kafka.group_id,
+                ),
                 payload,
             };
+            if let Some(t) = record.trace.as_deref_mut() {
+                t.enter_stage("receive", n);
+            }
             match decode(&record.payload, max_payload) {
                 Ok(event) => {
+                    if let Some(t) = record.trace.as_deref_mut() {
+                        t.end_stage(None);
+                    }
                     record.event = Some(event);
                     valid.push(record);
                 }
-                Err(reason) => invalid.push((record, reason)),
+                Err(reason) => {
+                    let failure = Failure::new(ErrorKind::InvalidEvent, Stage::Decode, reason);
+                    if let Some(t) = record.trace.as_deref_mut() {
+                        t.end_stage(Some(&failure));
+                    }
+                    invalid.push((record, failure));
+                }
             }
         }
         self.apply_backpressure();
@@ -354,11 +372,11 @@ impl PartitionActor {
         let lookup = self.lookup.clone();
         let done = self.me_completed.clone();
         async move {
-            for (record, reason) in invalid {
+            for (record, failure) in invalid {
                 let Some(done) = done.clone() else { break };
                 let letter = DeadLetter {
                     record,
-                    failure: Failure::new(ErrorKind::InvalidEvent, Stage::Decode, reason),
+                    failure,
                     done,
                 };
                 if dlq.send(letter).await.is_err() {

@@ -18,6 +18,8 @@ use crate::features::Features;
 use crate::record::Record;
 use crate::stage::{Outcome, StageHealth, StageLogic};
 use crate::stats::Stats;
+use crate::trace::{self, RecordTrace};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The infer stage.
 pub struct Infer {
@@ -102,7 +104,27 @@ impl StageLogic for Infer {
                         problem,
                     })
                 };
-                client.infer(&instances, &report).await
+                // A traced batch gets one client span for the call; its context goes on the request.
+                let call = trace::batch_span(
+                    "POST /invocations",
+                    batch
+                        .iter()
+                        .filter_map(|r| r.trace.as_deref().and_then(RecordTrace::stage_span)),
+                    instances.len(),
+                );
+                let headers = call
+                    .as_ref()
+                    .map(trace::context_headers)
+                    .unwrap_or_default();
+                if let Some(span) = &call {
+                    span.set_attribute("http.request.method", "POST");
+                    span.set_attribute("url.full", client.invocations_url().to_string());
+                }
+                let result = client.infer(&instances, &report, &headers).await;
+                if let (Some(span), Err(e)) = (&call, &result) {
+                    trace::fail(span, &e.error.message);
+                }
+                result
             };
             match result {
                 Ok(predictions) => {
