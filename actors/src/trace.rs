@@ -128,7 +128,13 @@ struct Carrier(HashMap<String, String>);
 
 impl Injector for Carrier {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
+        // Kafka header names are case-sensitive: use the names AWS and W3C write.
+        let key = if key.eq_ignore_ascii_case(XRAY_HEADER) {
+            XRAY_HEADER.to_string()
+        } else {
+            key.to_ascii_lowercase()
+        };
+        self.0.insert(key, value);
     }
 }
 

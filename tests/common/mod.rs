@@ -174,6 +174,8 @@ pub struct ModelServer {
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// While set, every invocation answers 500 (the model is down; `/ping` still answers).
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// The `traceparent` header of every invocation that had one.
+    pub traceparents: Arc<std::sync::Mutex<Vec<String>>>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
 }
@@ -198,15 +200,25 @@ impl ModelServer {
         let delay = delay_ms.clone();
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let down = failing.clone();
+        let traceparents = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = traceparents.clone();
         let (handle, thread) = serve_in_thread(move || {
             HttpServer::new(move || {
                 let calls = calls.clone();
                 let delay = delay.clone();
                 let down = down.clone();
+                let seen = seen.clone();
                 App::new()
                     .wrap_fn(move |req, srv| {
                         let wait = delay.load(Ordering::SeqCst);
                         let n = if req.path() == "/invocations" {
+                            if let Some(tp) = req
+                                .headers()
+                                .get("traceparent")
+                                .and_then(|v| v.to_str().ok())
+                            {
+                                seen.lock().expect("traceparents").push(tp.to_string());
+                            }
                             calls.fetch_add(1, Ordering::SeqCst)
                         } else {
                             usize::MAX
@@ -239,6 +251,7 @@ impl ModelServer {
             invocations,
             delay_ms,
             failing,
+            traceparents,
             handle,
             thread: Some(thread),
         }
