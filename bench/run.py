@@ -53,8 +53,16 @@ TANSU_PORT = 9492
 PARTITIONS = 4
 TOPICS = ("clicks", "predictions", "clicks-dlq")
 
-ALL_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix")
+ALL_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix", "clickpipe-traced-1",
+               "clickpipe-traced-100")
+# The default set; the traced variants are asked for by name (`--systems` or `--tracing`).
+DEFAULT_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix")
+# clickpipe with OTLP trace export to the harness's sink, by sampling ratio.
+TRACED = {"clickpipe-traced-1": "0.01", "clickpipe-traced-100": "1.0"}
+OTLP_PORT = 4398
 LABELS = {
+    "clickpipe-traced-1": "clickpipe, traces 1 %",
+    "clickpipe-traced-100": "clickpipe, traces 100 %",
     "clickpipe": "clickpipe",
     "passthrough": "passthrough (floor)",
     "naive": "naive sequential Rust",
@@ -182,6 +190,8 @@ class Env:
         self.bin = os.path.join(target, "debug" if args.debug else "release")
         self.redis = None
         self.model = None
+        self.otlp = None
+        self.otlp_counts = {"requests": 0, "bytes": 0}
 
     def exe(self, name):
         return os.path.join(self.bin, name)
@@ -223,10 +233,38 @@ class Env:
                           self.base_env("127.0.0.1:1"), self.workdir)
         wait_http(f"http://127.0.0.1:{MODEL_PORT}/ping", 20, self.model)
 
+    def start_otlp_sink(self):
+        """An OTLP/HTTP endpoint that accepts every export (the ADOT collector's place); counts
+        requests and bytes. In this process, on its own thread; started once."""
+        if self.otlp:
+            return
+        import http.server
+
+        counts = self.otlp_counts
+
+        class Sink(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("content-length") or 0)
+                self.rfile.read(n)
+                counts["requests"] += 1
+                counts["bytes"] += n
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.otlp = http.server.ThreadingHTTPServer(("127.0.0.1", OTLP_PORT), Sink)
+        threading.Thread(target=self.otlp.serve_forever, daemon=True).start()
+
     def stop(self):
         for p in (self.model, self.redis):
             if p:
                 p.stop()
+        if self.otlp:
+            self.otlp.shutdown()
 
 
 def wait_http(url, timeout, proc=None):
@@ -312,7 +350,16 @@ def ensure_quix_venv():
 
 def start_system(system, env, broker, tag):
     e = env.base_env(broker.address)
-    if system == "clickpipe":
+    if system in TRACED:
+        env.start_otlp_sink()
+        e.update({
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP_PORT}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": TRACED[system],
+        })
+        p = Proc(f"{tag}-{system}", [env.exe("clickpipe"), "run"], e, env.workdir)
+        wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
+    elif system == "clickpipe":
         p = Proc(f"{tag}-clickpipe", [env.exe("clickpipe"), "run"], e, env.workdir)
         wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
     elif system in ("passthrough", "naive"):
@@ -387,8 +434,12 @@ def measure(env, broker_kind, system, rate, duration, results, tag):
     label = "max" if rate == 0 else f"{rate}/s"
     log(f"[{tag}] {system} on {broker_kind} at {label}")
     try:
+        before = dict(env.otlp_counts)
         with system_under_test(env, broker_kind, system, tag, 200) as (broker, _, sampler):
             result = run_rate(env, broker, broker_kind, system, rate, duration, sampler, tag)
+        if system in TRACED:
+            # Stopping the system flushed its exporter: the export requests of the whole run.
+            result["otlp"] = {k: env.otlp_counts[k] - before[k] for k in before}
         results.append(result)
     except Exception as e:  # one failed measurement does not end the run
         log(f"[{tag}] {system} failed: {e}")
@@ -529,10 +580,30 @@ def ratios(results):
                         parts.append(f"{rate}/s p99 {cp99:.1f} vs {pp99:.1f} ms")
             if parts:
                 lines.append(f"- {b}, clickpipe vs {LABELS[peer]}: " + "; ".join(parts))
+        for traced in TRACED:
+            parts = []
+            tm = by.get((b, traced, 0))
+            if cp_max and tm and cp_max["report"].get("output_rate") and tm["report"].get("output_rate"):
+                parts.append(f"max throughput {tm['report']['output_rate']:,.0f}/s vs "
+                             f"{cp_max['report']['output_rate']:,.0f}/s untraced "
+                             f"({tm['report']['output_rate'] / cp_max['report']['output_rate'] - 1:+.0%})")
+            for rate in sorted({r["rate"] for r in results if r["rate"]}):
+                c, t = by.get((b, "clickpipe", rate)), by.get((b, traced, rate))
+                if c and t and c["report"].get("latency") and t["report"].get("latency"):
+                    parts.append(f"{rate}/s p99 {t['report']['latency']['p99_ms']:.1f} vs "
+                                 f"{c['report']['latency']['p99_ms']:.1f} ms untraced, CPU "
+                                 f"{fmt_pct(t['cpu_pct'])} vs {fmt_pct(c['cpu_pct'])}")
+            exported = [r["otlp"] for r in results if r["system"] == traced and r.get("otlp")]
+            if exported:
+                parts.append(f"{sum(o['requests'] for o in exported):,} OTLP export requests, "
+                             f"{sum(o['bytes'] for o in exported) / 1e6:.1f} MB")
+            if parts:
+                lines.append(f"- {b}, {LABELS[traced]}: " + "; ".join(parts))
     return "\n".join(lines)
 
 
-COLORS = {"clickpipe": "#d62728", "passthrough": "#7f7f7f", "naive": "#1f77b4", "quix": "#2ca02c"}
+COLORS = {"clickpipe": "#d62728", "passthrough": "#7f7f7f", "naive": "#1f77b4", "quix": "#2ca02c",
+          "clickpipe-traced-1": "#ff7f0e", "clickpipe-traced-100": "#9467bd"}
 
 
 def svg_latency(results, path, title):
@@ -581,7 +652,8 @@ def svg_latency(results, path, title):
                     parts.append(f'<circle cx="{x(rate):.1f}" cy="{y(l[key]):.1f}" r="3" fill="{COLORS[s]}"/>')
         parts.append(f'<text x="{ox + W / 2}" y="{H - 14}" text-anchor="middle" font-size="12">input rate (events/s)</text>')
     legend = []
-    for i, s in enumerate(ALL_SYSTEMS):
+    present = [s for s in ALL_SYSTEMS if any(r["system"] == s for r in results)]
+    for i, s in enumerate(present):
         legend.append(f'<rect x="{20 + i * 170}" y="{H + 4}" width="12" height="12" fill="{COLORS[s]}"/>'
                       f'<text x="{36 + i * 170}" y="{H + 14}" font-size="12">{LABELS[s]}</text>')
     legend.append(f'<text x="20" y="{H + 34}" font-size="12">solid: p99, dashed: p50 (end-to-end, log scale; rates a system did not sustain are left out). {title}</text>')
@@ -777,7 +849,11 @@ def main():
                     help="comma-separated events/s on tansu (its sqlite store acknowledges only "
                          "~200-300 records/s once it holds a few thousand; no max mode there)")
     ap.add_argument("--duration", type=int, default=30, help="seconds per fixed rate")
-    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                    help=f"comma-separated, from {', '.join(ALL_SYSTEMS)}")
+    ap.add_argument("--tracing", action="store_true",
+                    help="trace export cost: clickpipe with tracing off, at 1 %% and at 100 %% "
+                         "sampling (to an OTLP sink in the harness), MockCluster, no overload")
     ap.add_argument("--no-max", action="store_true", help="skip the max-throughput mode")
     ap.add_argument("--no-overload", action="store_true", help="skip the overload run")
     # 10× what clickpipe serves with the slowed model (4 partitions × 16 events per 200 ms); 15 s
@@ -796,8 +872,11 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.broker, args.rates, args.duration, args.debug, args.no_overload = "mock", "200", 3, True, True
-        if args.systems == ",".join(ALL_SYSTEMS):
+        if args.systems == ",".join(DEFAULT_SYSTEMS):
             args.systems = "clickpipe,passthrough,naive"
+    if args.tracing:
+        args.broker, args.no_overload = "mock", True
+        args.systems = "clickpipe,clickpipe-traced-1,clickpipe-traced-100"
     systems = [s for s in args.systems.split(",") if s]
     for s in systems:
         if s not in ALL_SYSTEMS:

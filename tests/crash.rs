@@ -9,8 +9,7 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,100 +35,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn config_file(names: &Names, model_url: &str, bootstrap: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("clickpipe-crash")));
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topic = "{input}"
-output_topic = "{output}"
-dlq_topic = "{dlq}"
-commit_interval_ms = 200
-[kafka.consumer]
-"fetch.wait.max.ms" = "5"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"max.poll.interval.ms" = "10000"
-[pipeline]
-drain_timeout_ms = 4000
-[redis]
-url = "{redis}"
-zip_prefix = "{zp}"
-session_prefix = "{sp}"
-[model]
-url = "{model_url}"
-[admin]
-listen = "127.0.0.1:{port}"
-[log]
-level = "warn"
-"#,
-        brokers = bootstrap,
-        group = names.group,
-        input = names.input,
-        output = names.output,
-        dlq = names.dlq,
-        redis = redis_url(),
-        zp = names.zip_prefix,
-        sp = names.session_prefix,
-        port = free_port(),
-    );
-    std::fs::write(&path, text).expect("config file");
-    path
-}
-
-/// A `clickpipe run` process, killed when dropped so a failing test leaves nothing running.
-struct Instance(Child);
-
-impl Instance {
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path) -> Instance {
-    spawn_with(config, &[])
-}
-
-fn spawn_with(config: &std::path::Path, env: &[(&str, &str)]) -> Instance {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clickpipe"));
-    cmd.arg("run").arg("--config").arg(config).env(
-        "CLICKPIPE__ADMIN__LISTEN",
-        format!("127.0.0.1:{}", free_port()),
-    );
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(Instance)
-        .expect("spawn clickpipe run")
 }
 
 /// Sum over partitions of the group's committed offsets on the input topic.

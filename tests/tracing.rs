@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,68 +161,8 @@ impl Receiver {
     }
 }
 
-struct Instance(Child);
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn spawn(names: &Names, model_url: &str, env: &[(&str, &str)]) -> Instance {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("clickpipe-tracing")));
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topic = "{input}"
-output_topic = "{output}"
-dlq_topic = "{dlq}"
-commit_interval_ms = 200
-[kafka.consumer]
-"fetch.wait.max.ms" = "5"
-[redis]
-url = "{redis}"
-zip_prefix = "{zp}"
-session_prefix = "{sp}"
-[model]
-url = "{model_url}"
-max_wait_ms = 20
-[admin]
-listen = "127.0.0.1:{port}"
-[log]
-level = "warn"
-"#,
-        brokers = brokers(),
-        group = names.group,
-        input = names.input,
-        output = names.output,
-        dlq = names.dlq,
-        redis = redis_url(),
-        zp = names.zip_prefix,
-        sp = names.session_prefix,
-        port = free_port(),
-    );
-    std::fs::write(&path, text).expect("write config");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clickpipe"));
-    cmd.arg("run").arg("--config").arg(&path);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(Instance)
-        .expect("spawn clickpipe run")
+fn start(names: &Names, model_url: &str, env: &[(&str, &str)]) -> Instance {
+    spawn_with(&config_file(names, model_url, &brokers()), env)
 }
 
 /// Produces `(key, value, traceparent)` records.
@@ -261,7 +200,7 @@ fn a_traced_event_is_followed_from_the_kafka_hop_through_the_model_call_to_its_o
     let names = Names::new("tracing", 1);
     let receiver = Receiver::start();
     let model = ModelServer::start(0);
-    let _pipeline = spawn(
+    let _pipeline = start(
         &names,
         &model.url,
         &[
@@ -422,7 +361,7 @@ fn without_an_endpoint_nothing_is_traced_or_added_to_the_records() {
     let receiver = Receiver::start();
     let model = ModelServer::start(0);
     // The receiver is running, but nothing points clickpipe at it.
-    let _pipeline = spawn(&names, &model.url, &[("OTEL_TRACES_SAMPLER", "always_on")]);
+    let _pipeline = start(&names, &model.url, &[("OTEL_TRACES_SAMPLER", "always_on")]);
     let ts = chrono::Utc::now().to_rfc3339();
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     produce_traced(

@@ -579,3 +579,103 @@ impl Collector {
         true
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `clickpipe run` as a process
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// A config file for `clickpipe run` (a process of its own) with the test's names and services.
+pub fn config_file(names: &Names, model_url: &str, bootstrap: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("clickpipe-run")));
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topic = "{input}"
+output_topic = "{output}"
+dlq_topic = "{dlq}"
+commit_interval_ms = 200
+[kafka.consumer]
+"fetch.wait.max.ms" = "5"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "10000"
+[pipeline]
+drain_timeout_ms = 4000
+[redis]
+url = "{redis}"
+zip_prefix = "{zp}"
+session_prefix = "{sp}"
+[model]
+url = "{model_url}"
+[admin]
+listen = "127.0.0.1:{port}"
+[log]
+level = "warn"
+"#,
+        brokers = bootstrap,
+        group = names.group,
+        input = names.input,
+        output = names.output,
+        dlq = names.dlq,
+        redis = redis_url(),
+        zp = names.zip_prefix,
+        sp = names.session_prefix,
+        port = free_port(),
+    );
+    std::fs::write(&path, text).expect("config file");
+    path
+}
+
+/// A `clickpipe run` process, killed when dropped so a failing test leaves nothing running.
+pub struct Instance(std::process::Child);
+
+impl Instance {
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `clickpipe run --config CONFIG` on a free admin port.
+pub fn spawn(config: &std::path::Path) -> Instance {
+    spawn_with(config, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with(config: &std::path::Path, env: &[(&str, &str)]) -> Instance {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clickpipe"));
+    cmd.arg("run").arg("--config").arg(config).env(
+        "CLICKPIPE__ADMIN__LISTEN",
+        format!("127.0.0.1:{}", free_port()),
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map(Instance)
+        .expect("spawn clickpipe run")
+}
