@@ -109,7 +109,13 @@ fn provider(cfg: &Config, url: &str) -> anyhow::Result<SdkTracerProvider> {
 fn install(cfg: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .map_err(|e| anyhow::anyhow!("invalid config key `log.level`: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid config key `log.level`: {e}"))?
+        // The per-record spans are for the trace export; the log layer never formats them.
+        .add_directive(
+            format!("{}=off", clickpipe_actors::trace::TARGET)
+                .parse()
+                .map_err(|e| anyhow::anyhow!("log filter: {e}"))?,
+        );
     let logs = if cfg.format == "json" {
         tracing_subscriber::fmt::layer()
             .json()

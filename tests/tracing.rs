@@ -282,17 +282,25 @@ fn a_traced_event_is_followed_from_the_kafka_hop_through_the_model_call_to_its_o
     let emit = by_name(&trace, "emit");
     assert_eq!(emit.kind, SpanKind::Producer as i32);
 
-    // The model call: one client span for the batch, the child of this event's infer span or
-    // linked to it; its context went out on the HTTP request.
+    // The batch calls: one client span each, the child of this event's stage span or linked to it.
     let all = receiver.spans.lock().expect("spans").clone();
+    let carries = |s: &Got, name: &str, stage: &Got| {
+        s.name == name
+            && ((s.trace_id == producer_trace && s.parent == stage.span_id)
+                || s.links
+                    .contains(&(producer_trace.to_string(), stage.span_id.clone())))
+    };
+    let lookup = by_name(&trace, "lookup");
+    let redis = all
+        .iter()
+        .find(|s| carries(s, "redis lookup", lookup))
+        .unwrap_or_else(|| panic!("no Redis call span for the traced event: {all:#?}"));
+    assert_eq!(redis.kind, SpanKind::Client as i32);
+    assert_eq!(redis.attributes["db.system.name"], "redis");
+    // The model call's context went out on the HTTP request.
     let call = all
         .iter()
-        .find(|s| {
-            s.name == "POST /invocations"
-                && ((s.trace_id == producer_trace && s.parent == infer.span_id)
-                    || s.links
-                        .contains(&(producer_trace.to_string(), infer.span_id.clone())))
-        })
+        .find(|s| carries(s, "POST /invocations", infer))
         .unwrap_or_else(|| panic!("no model call span for the traced event: {all:#?}"));
     assert_eq!(call.kind, SpanKind::Client as i32);
     assert_eq!(call.attributes["http.request.method"], "POST");

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt as _;
+use tracing::Instrument as _;
 
 use crate::dlq::{Completed, DeadLetter, DlqActor};
 use crate::error::Failure;
@@ -81,6 +82,9 @@ pub struct Wiring {
     pub failed: Recipient<ChildFailed>,
     /// Where the stage's batch times are recorded.
     pub stats: Arc<Stats>,
+    /// The partition's span: the stage's log lines carry its fields (topic, partition) and the
+    /// stage's name.
+    pub span: tracing::Span,
 }
 
 /// An actor running a [`StageLogic`].
@@ -92,6 +96,7 @@ pub struct StageActor<S: StageLogic> {
     busy: bool,
     first_queued: Option<Instant>,
     wait_timer: Option<SpawnHandle>,
+    span: tracing::Span,
 }
 
 impl<S: StageLogic> StageActor<S> {
@@ -105,6 +110,7 @@ impl<S: StageLogic> StageActor<S> {
             busy: false,
             first_queued: None,
             wait_timer: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -151,6 +157,7 @@ impl<S: StageLogic> StageActor<S> {
         }
         // A panic in the stage's logic is this actor's failure: report it to the partition (which
         // restarts its stages from the last committed offset) and take no more work.
+        let entered = self.span.clone().entered();
         let work = match std::panic::catch_unwind(AssertUnwindSafe(|| self.logic.process(batch))) {
             Ok(work) => work,
             Err(payload) => {
@@ -158,6 +165,7 @@ impl<S: StageLogic> StageActor<S> {
                 return;
             }
         };
+        drop(entered);
         let wiring = self.wiring.clone();
         let fut = async move {
             let started = Instant::now();
@@ -199,13 +207,17 @@ impl<S: StageLogic> StageActor<S> {
             }
             Ok(())
         };
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
-            Ok(()) => {
-                act.busy = false;
-                act.kick(ctx);
-            }
-            Err(reason) => act.fail(reason),
-        }));
+        ctx.spawn(
+            fut.instrument(self.span.clone()).into_actor(self).map(
+                |result, act, ctx| match result {
+                    Ok(()) => {
+                        act.busy = false;
+                        act.kick(ctx);
+                    }
+                    Err(reason) => act.fail(reason),
+                },
+            ),
+        );
     }
 
     /// Reports this stage's failure to its partition; the stage stays busy (takes no more work)
@@ -236,6 +248,8 @@ impl<S: StageLogic> Actor for StageActor<S> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
+        self.span =
+            tracing::info_span!(parent: &self.wiring.span, "stage", stage = self.logic.name());
         self.logic.started();
     }
 
@@ -363,6 +377,7 @@ mod tests {
             done: sink.clone().recipient(),
             failed: sink.recipient(),
             stats,
+            span: tracing::Span::none(),
         };
         let logic = Recorder {
             sizes: sizes.clone(),

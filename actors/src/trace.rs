@@ -5,9 +5,9 @@
 //! A traced record has a `process` span (kind consumer, parent: the producer's context from the
 //! record's `traceparent` or `X-Amzn-Trace-Id` header) living until its output or dead letter is
 //! acknowledged, and one child span per stage it passes (`receive`, `lookup`, `enrich`, `infer`,
-//! `emit`, `dead-letter`). A call made for a whole batch (the model request) is one client span,
-//! child of the first traced record's stage span, linked to the others'. The context of the last
-//! span goes out with the record: on the model request and on the output or dead-letter headers
+//! `emit`, `dead-letter`). A call made for a whole batch (the Redis round trip, the model
+//! request) is one client span, child of the first traced record's stage span, linked to the
+//! others'. The context of the last span goes out with the record: on the model request and on the output or dead-letter headers
 //! (`traceparent`, `tracestate`, `X-Amzn-Trace-Id`). A record not sampled here whose producer sent
 //! a context carries those headers on unchanged.
 //!
@@ -220,8 +220,8 @@ impl RecordTrace {
     /// Opens the span of stage `name` (closing the previous stage's, if still open).
     pub fn enter_stage(&mut self, name: &'static str, batch_size: usize) {
         if let RecordTrace::Sampled { process, stage } = self {
+            // The calls a batch makes (Redis, the model) are client spans of their own.
             let kind = match name {
-                "lookup" | "infer" => "client",
                 "emit" | "dead-letter" => "producer",
                 _ => "internal",
             };

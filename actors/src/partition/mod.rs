@@ -140,6 +140,8 @@ pub struct PartitionActor {
     /// Dependencies a stage reported unavailable, by stage.
     problems: BTreeMap<&'static str, String>,
     failure: Option<String>,
+    /// Parent of the stages' spans: their log lines name the topic and partition.
+    span: tracing::Span,
 }
 
 impl PartitionActor {
@@ -182,6 +184,7 @@ impl PartitionActor {
             backpressure: false,
             problems: BTreeMap::new(),
             failure: None,
+            span: tracing::info_span!("partition", %topic, partition),
         }
     }
 
@@ -196,6 +199,7 @@ impl PartitionActor {
             done: me.clone().recipient(),
             failed: me.clone().recipient(),
             stats: self.deps.stats.clone(),
+            span: self.span.clone(),
         };
         let emit = StageActor::new(
             Emit::new(

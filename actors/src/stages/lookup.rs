@@ -17,6 +17,8 @@ use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::record::Record;
 use crate::stage::{Outcome, StageHealth, StageLogic};
+use crate::trace::{self, RecordTrace};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The lookup stage.
 pub struct Lookup {
@@ -84,6 +86,17 @@ impl StageLogic for Lookup {
             if batch.is_empty() {
                 return rejected;
             }
+            // A traced batch gets one client span for its Redis round trips.
+            let call = trace::batch_span(
+                "redis lookup",
+                batch
+                    .iter()
+                    .filter_map(|r| r.trace.as_deref().and_then(RecordTrace::stage_span)),
+                batch.len(),
+            );
+            if let Some(span) = &call {
+                span.set_attribute("db.system.name", "redis");
+            }
             let started = Instant::now();
             let mut attempt = 0u32;
             let mut unavailable = false;
@@ -128,6 +141,13 @@ impl StageLogic for Lookup {
                     }
                 }
             };
+            if let Some(span) = &call {
+                span.set_attribute("clickpipe.attempts", i64::from(attempt));
+                if let Err(e) = &result {
+                    trace::fail(span, &e.message);
+                }
+            }
+            drop(call);
             match result {
                 Ok(answers) => {
                     for (r, a) in batch.iter_mut().zip(answers) {
