@@ -69,7 +69,8 @@ LABELS = {
     "quix": "Quix Streams",
 }
 # Events for the max-throughput mode, by system (the sequential peers are two orders slower).
-MAX_COUNT = {"clickpipe": 200_000, "passthrough": 200_000, "naive": 15_000, "quix": 15_000}
+MAX_COUNT = {"clickpipe": 200_000, "passthrough": 200_000, "naive": 15_000, "quix": 15_000,
+             "clickpipe-traced-1": 200_000, "clickpipe-traced-100": 200_000}
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -383,6 +384,105 @@ def start_system(system, env, broker, tag):
     else:
         raise ValueError(system)
     return p
+
+
+SEARCH_PORT = 9499
+INGEST_MAX_COUNT = 100_000
+
+
+def osmem_binary():
+    cache = os.environ.get("CLICKPIPE_TOOLS", os.path.expanduser("~/.cache/clickpipe"))
+    for cand in (os.environ.get("CLICKPIPE_OSMEM"), os.path.join(cache, "bin", "osmem-server"),
+                 shutil.which("osmem-server")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise RuntimeError("osmem-server is not installed: run scripts/services.sh install osmem")
+
+
+def http_json(method, url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def ingest_measure(env, rate, duration, results, tag):
+    """`clickpipe ingest` from a fresh osmem-server index to a fresh MockCluster: lag at `rate`
+    documents/s for `duration` s (bench/peers ingest_lag), or catch-up throughput (rate 0)."""
+    label = "max" if rate == 0 else f"{rate}/s"
+    log(f"[{tag}] clickpipe ingest at {label}")
+    search = broker = proc = sampler = None
+    search_url = f"http://127.0.0.1:{SEARCH_PORT}"
+    try:
+        search = Proc(f"{tag}-osmem", [osmem_binary(), "-addr", f"127.0.0.1:{SEARCH_PORT}",
+                                       "-no-stdin-watch"], dict(os.environ), env.workdir)
+        wait_http(search_url + "/", 10, search)
+        http_json("PUT", f"{search_url}/clicks", {"mappings": {"properties": {
+            "@timestamp": {"type": "date"}, "session_id": {"type": "keyword"}}}})
+        broker = Broker("mock", env, tag)
+        e = env.base_env(broker.address)
+        e.update({"CLICKPIPE__INGEST__URL": search_url,
+                  "CLICKPIPE__INGEST__LISTEN": f"127.0.0.1:{ADMIN_PORT}",
+                  "CLICKPIPE__INGEST__CHECKPOINT_KEY": f"bench:ingest:{tag}"})
+        count = INGEST_MAX_COUNT if rate == 0 else rate * duration
+        if env.args.smoke:
+            count = min(count, 2000)
+        meter = [env.exe("ingest_lag"), "--search", search_url, "--rate", str(rate),
+                 "--count", str(count)]
+        if rate == 0:
+            subprocess.run([env.exe("ingest_lag"), "--search", search_url, "--preload",
+                            str(count)], cwd=ROOT, env=e, check=True, capture_output=True)
+        proc = Proc(f"{tag}-ingest", [env.exe("clickpipe"), "ingest"], e, env.workdir)
+        wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, proc)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        out_json = os.path.join(env.workdir, f"{tag}.json")
+        t0 = time.monotonic()
+        p = subprocess.run(meter + ["--json", out_json, "--timeout-s", "60"], cwd=ROOT, env=e,
+                           capture_output=True, text=True)
+        t1 = time.monotonic()
+        if not os.path.exists(out_json):
+            raise RuntimeError(f"ingest_lag failed (exit {p.returncode}): {p.stderr[-500:]}")
+        with open(out_json) as f:
+            report = json.load(f)
+        cpu, rss = sampler.window(t0, t1)
+        r = {"system": "ingest", "broker": "mock", "rate": rate, "count": count,
+             "report": report, "cpu_pct": cpu, "peak_rss_mb": rss / 2**20 if rss else None,
+             "ok": p.returncode == 0}
+        l = report.get("lag") or {}
+        log(f"[{tag}] ingest: read {report['received']} of {count}, duplicates "
+            f"{report['duplicates']}, lag p50 {fmt_ms(l.get('p50_ms'))} p99 "
+            f"{fmt_ms(l.get('p99_ms'))}, {fmt_rate(report.get('throughput'))}, cpu {fmt_pct(cpu)}")
+        results.append(r)
+    except Exception as ex:  # one failed measurement does not end the run
+        log(f"[{tag}] ingest failed: {ex}")
+        results.append({"system": "ingest", "broker": "mock", "rate": rate,
+                        "error": str(ex).splitlines()[0], "ok": False})
+    finally:
+        if sampler:
+            sampler.stopped.set()
+        for x in (proc, broker, search):
+            if x:
+                x.stop()
+
+
+def ingest_table(results):
+    rows = ["| rate | documents | read | duplicates | lag p50 | p90 | p99 | max | throughput | CPU | peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rate = "max (catch-up)" if r["rate"] == 0 else f"{r['rate']:,}/s"
+        if "error" in r:
+            rows.append(f"| {rate} | failed: {r['error'][:80]} |||||||||")
+            continue
+        rep = r["report"]
+        l = rep.get("lag") or {}
+        rows.append(f"| {rate} | {r['count']:,} | {rep['received']:,} | {rep['duplicates']:,} "
+                    f"| {fmt_ms(l.get('p50_ms'))} | {fmt_ms(l.get('p90_ms'))} "
+                    f"| {fmt_ms(l.get('p99_ms'))} | {fmt_ms(l.get('max_ms'))} "
+                    f"| {fmt_rate(rep.get('throughput'))} | {fmt_pct(r['cpu_pct'])} "
+                    f"| {fmt_mb(r['peak_rss_mb'])} |")
+    return "\n".join(rows)
 
 
 def loadgen(env, broker, rate, count, out_json=None, timeline=None, deadline=None,
@@ -851,6 +951,9 @@ def main():
     ap.add_argument("--duration", type=int, default=30, help="seconds per fixed rate")
     ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                     help=f"comma-separated, from {', '.join(ALL_SYSTEMS)}")
+    ap.add_argument("--ingest", action="store_true",
+                    help="`clickpipe ingest`: osmem-server → MockCluster lag at --rates documents/s "
+                         "for --duration s, and catch-up throughput (100,000 documents)")
     ap.add_argument("--tracing", action="store_true",
                     help="trace export cost: clickpipe with tracing off, at 1 %% and at 100 %% "
                          "sampling (to an OTLP sink in the harness), MockCluster, no overload")
@@ -912,6 +1015,8 @@ def main():
     env = Env(args, workdir)
     started = datetime.datetime.now(datetime.timezone.utc)
     args.commit = commit()  # of the binaries under test (taken before anything else changes)
+    if args.ingest:
+        return run_ingest(args, env, rates, started, workdir)
     results, overloads = [], []
     n = 0
 
@@ -950,6 +1055,43 @@ def main():
     ended = datetime.datetime.now(datetime.timezone.utc)
     save(ended)
     return report(args, results, overloads, started, ended, workdir)
+
+
+def run_ingest(args, env, rates, started, workdir):
+    """The `--ingest` run: lag at each rate, then catch-up throughput; its own report."""
+    ingests = []
+    try:
+        env.start_redis()
+        for i, rate in enumerate(rates + ([] if args.no_max else [0])):
+            ingest_measure(env, rate, args.duration, ingests, f"i{i + 1:02d}-{rate or 'max'}")
+    finally:
+        env.stop()
+    ended = datetime.datetime.now(datetime.timezone.utc)
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"commit": args.commit, "started": started.isoformat(),
+                   "ended": ended.isoformat(), "ingest": ingests}, f, indent=1)
+    out = [f"## {started:%Y-%m-%d %H:%M} UTC — `clickpipe ingest` (`bench/run.py --ingest`)", "",
+           f"- Commit {args.commit}; {'debug' if args.debug else 'release'} build; run took "
+           f"{(ended - started).total_seconds() / 60:.1f} min.",
+           f"- Machine: {machine()}. osmem-server (in-memory OpenSearch-compatible server, fresh "
+           "per measurement) → `clickpipe ingest` (defaults: poll 250 ms, page 1,000, overlap "
+           "2 s, point in time) → MockCluster (`clickpipe mock-broker`, 4 partitions); checkpoint "
+           "in Redis; all on loopback.",
+           "- Lag of a document = when `ingest_lag` (bench/peers) read its event from Kafka − when "
+           "its bulk request (`refresh=true`, every 20 ms) was acknowledged; one process, one "
+           f"monotonic clock. Fixed rates run {args.duration} s; `max` preloads "
+           f"{INGEST_MAX_COUNT:,} documents, then measures the catch-up (first to last event read).",
+           "", ingest_table(ingests), ""]
+    md = "\n".join(out)
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if args.record:
+        with open(os.path.join(BENCH, "RESULTS.md"), "a") as f:
+            f.write("\n" + md)
+        log("appended to bench/RESULTS.md")
+    failed = [r for r in ingests if not r["ok"]]
+    return 1 if failed else 0
 
 
 def report(args, results, overloads, started, ended, workdir):

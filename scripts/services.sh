@@ -3,10 +3,12 @@
 #
 #   scripts/services.sh deps              install the Debian packages the Rust build needs (if missing)
 #   scripts/services.sh install [WHAT...] install what is missing (WHAT: redis, tansu, chromium,
-#                                         schemathesis; default redis and tansu). Building tansu takes
-#                                         ~16 min on 2 cores. chromium (Debian) and schemathesis (PyPI,
-#                                         in its own virtualenv $CLICKPIPE_TOOLS/schemathesis) are used
-#                                         by the admin API tests.
+#                                         schemathesis, osmem; default redis and tansu). Building tansu
+#                                         takes ~16 min on 2 cores. chromium (Debian) and schemathesis
+#                                         (PyPI, in its own virtualenv $CLICKPIPE_TOOLS/schemathesis) are
+#                                         used by the admin API tests; osmem (PyPI osmem-server, an
+#                                         in-memory OpenSearch-compatible server, linked as
+#                                         $CLICKPIPE_TOOLS/bin/osmem-server) by the ingest tests.
 #   scripts/services.sh start [--fresh]   start Redis and tansu (installing them if missing), wait until
 #                                         both accept connections, create the default topics.
 #                                         --fresh: stop tansu if running and delete its database first.
@@ -41,6 +43,9 @@ BROKER_URL="tcp://$HOST:$KAFKA_PORT"
 TANSU="$TOOLS/bin/tansu"
 SCHEMATHESIS_VERSION="4.32.5"
 SCHEMATHESIS_VENV="$TOOLS/schemathesis"
+OSMEM_VERSION="0.1.6"
+OSMEM_VENV="$TOOLS/osmem"
+OSMEM="$TOOLS/bin/osmem-server"
 
 REDIS_PID="$STATE/redis.pid"
 REDIS_LOG="$STATE/redis.log"
@@ -136,6 +141,23 @@ install_schemathesis() {
     [[ -x "$st" ]] || die "schemathesis install failed"
 }
 
+install_osmem() {
+    if [[ -x "$OSMEM" ]] && "$OSMEM_VENV/bin/pip" show osmem-server 2>/dev/null | grep -q "^Version: $OSMEM_VERSION$"; then
+        return 0
+    fi
+    apt_install python3 python3-venv
+    mkdir -p "$TOOLS/bin"
+    log "installing osmem-server $OSMEM_VERSION into $OSMEM_VENV"
+    python3 -m venv "$OSMEM_VENV"
+    "$OSMEM_VENV/bin/pip" install -q "osmem-server==$OSMEM_VERSION"
+    # The package ships a static binary; link it where the tests look.
+    local bin
+    bin="$(find "$OSMEM_VENV" -path '*osmem_server/bin/osmem-server' -type f | head -n 1)"
+    [[ -n "$bin" ]] || die "osmem-server install failed: no binary in the package"
+    ln -sf "$bin" "$OSMEM"
+    [[ -x "$OSMEM" ]] || die "osmem-server install failed"
+}
+
 install_tansu() {
     [[ -x "$TANSU" ]] && return 0
     command -v cargo >/dev/null 2>&1 || die "cargo is needed to build tansu"
@@ -171,7 +193,8 @@ cmd_install() {
             tansu) install_tansu ;;
             chromium) install_chromium ;;
             schemathesis) install_schemathesis ;;
-            *) die "install: unknown component '$w' (redis, tansu, chromium, schemathesis)" ;;
+            osmem) install_osmem ;;
+            *) die "install: unknown component '$w' (redis, tansu, chromium, schemathesis, osmem)" ;;
         esac
     done
     log "installed: ${what[*]}"

@@ -15,8 +15,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh deps
-# The admin API tests drive headless Chromium and schemathesis.
-scripts/services.sh install chromium schemathesis
+# The admin API tests drive headless Chromium and schemathesis; the ingest tests run osmem-server.
+scripts/services.sh install chromium schemathesis osmem
 if [[ "${CLICKPIPE_SKIP_SERVICES:-0}" != 1 ]]; then
     scripts/services.sh start
 fi
@@ -30,4 +30,6 @@ cargo test --workspace -- --test-threads=2 "$@"
 if [[ $# -eq 0 ]]; then
     echo "==> benchmark harness smoke (bench/run.py --smoke)"
     python3 bench/run.py --smoke
+    echo "==> ingest benchmark smoke (bench/run.py --ingest --smoke)"
+    python3 bench/run.py --ingest --smoke --no-build
 fi

@@ -105,7 +105,7 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     /// Summarizes a histogram of microseconds; None when it is empty.
-    fn of(h: &Histogram<u64>) -> Option<LatencySummary> {
+    pub fn of(h: &Histogram<u64>) -> Option<LatencySummary> {
         if h.is_empty() {
             return None;
         }

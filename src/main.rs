@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use clickpipe::{admin, admin_client, loadgen, model_server, seed, settings, telemetry};
+use clickpipe::{admin, admin_client, ingest, loadgen, model_server, seed, settings, telemetry};
 use clickpipe_actors::config::Config;
 use clickpipe_actors::pipeline::Pipeline;
 
@@ -34,6 +34,8 @@ struct ConfigArg {
 enum Command {
     /// Run the pipeline service.
     Run(ConfigArg),
+    /// Tail an Elasticsearch / OpenSearch index (`ingest.*`) into the input topic.
+    Ingest(ConfigArg),
     /// Run the reference model server.
     ModelServer {
         #[command(flatten)]
@@ -250,6 +252,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             actix_rt::System::new().block_on(wait_for_signal());
             drop(mock);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(arg) => {
+            let config = load(&arg)?;
+            telemetry::init(&config.log)?;
+            actix_rt::System::new().block_on(ingest::serve(config, wait_for_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(arg) => {

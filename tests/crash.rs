@@ -16,18 +16,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset};
 
 use common::*;
-use rdkafka::mocking::MockCluster;
-
-/// A MockCluster with the test's three topics, 4 partitions each.
-fn mock_with_topics(
-    names: &Names,
-) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    for t in [&names.input, &names.output, &names.dlq] {
-        mock.create_topic(t, 4, 1).expect("topic");
-    }
-    mock
-}
 
 /// These tests each load the broker heavily and wait on group session timeouts; run them one at
 /// a time so they measure the pipeline, not each other.

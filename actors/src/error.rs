@@ -58,6 +58,8 @@ pub enum Stage {
     Infer,
     /// Writing the output record.
     Emit,
+    /// `clickpipe ingest`: a document that is no valid event, caught before Kafka.
+    Ingest,
 }
 
 impl Stage {
@@ -69,6 +71,7 @@ impl Stage {
             Stage::Enrich => "enrich",
             Stage::Infer => "infer",
             Stage::Emit => "emit",
+            Stage::Ingest => "ingest",
         }
     }
 }

@@ -583,6 +583,17 @@ impl Collector {
 // ---------------------------------------------------------------------------------------------
 // `clickpipe run` as a process
 
+/// A MockCluster with the test's three topics, 4 partitions each.
+pub fn mock_with_topics(
+    names: &Names,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for t in [&names.input, &names.output, &names.dlq] {
+        mock.create_topic(t, 4, 1).expect("topic");
+    }
+    mock
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -636,6 +647,12 @@ level = "warn"
 
 /// A `clickpipe run` process, killed when dropped so a failing test leaves nothing running.
 pub struct Instance(std::process::Child);
+
+impl From<std::process::Child> for Instance {
+    fn from(child: std::process::Child) -> Self {
+        Instance(child)
+    }
+}
 
 impl Instance {
     pub fn kill(&mut self) -> std::io::Result<()> {

@@ -1,0 +1,451 @@
+//! `clickpipe ingest`: tails an Elasticsearch / OpenSearch index into `kafka.input_topic`.
+//!
+//! Every poll (each `ingest.poll_interval_ms` once caught up) reads the documents with a
+//! timestamp at or after `cursor − ingest.overlap_ms`, in (timestamp, tiebreaker) order, page by
+//! page with `search_after` — inside a point in time when the cluster has one — and skips those
+//! already sent (by `_id`, remembered inside the overlap window). Each page is written to Kafka
+//! with the idempotent producer; once the broker acknowledged it, the checkpoint (cursor and the
+//! ids in the window) is stored in Redis. So a restart resumes with no gap and repeats at most
+//! the page that was in flight; a document that becomes visible later than `overlap_ms` behind
+//! the newest one sent is missed (use an ingest-time field as `timestamp_field` when event times
+//! can be late).
+//!
+//! A document becomes an input event as it is, with `event_id` = `_id` when it has none, keyed by
+//! its `session_id`. One the pipeline would reject goes to the dead-letter topic as
+//! `invalid_event` (stage `ingest`) instead, and tailing goes on. While Kafka does not
+//! acknowledge, the tailer waits (no new search): backpressure.
+
+pub mod checkpoint;
+pub mod http;
+pub mod search;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use clickpipe_actors::config::Config;
+use clickpipe_actors::error::{ErrorKind, Retry, Stage};
+use clickpipe_actors::event::decode;
+use clickpipe_actors::metrics::Histogram;
+use clickpipe_actors::produce::deliver;
+use clickpipe_actors::record::rfc3339;
+use parking_lot::Mutex;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use checkpoint::{Checkpoint, Store};
+use search::{Hit, Pit, PitApi, SearchClient};
+
+/// Pages read in one poll before the next poll starts over from the cursor (a fresh point in
+/// time, and a look at the stop signal in between).
+const MAX_PAGES_PER_POLL: usize = 50;
+
+/// What the tailer did, for `/status` and `/metrics`.
+#[derive(Debug)]
+pub struct IngestStats {
+    /// Documents written to the input topic.
+    pub documents: AtomicU64,
+    /// Documents written to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    /// Documents read again inside the overlap window and skipped (sent already).
+    pub skipped: AtomicU64,
+    /// Polls made.
+    pub polls: AtomicU64,
+    /// Failed searches and checkpoint writes.
+    pub errors: AtomicU64,
+    /// Timestamp (epoch ms) of the newest document sent; 0 before the first.
+    pub newest_ms: AtomicI64,
+    /// The last poll found nothing more to read.
+    pub caught_up: AtomicBool,
+    /// Seconds from a document's timestamp to the broker's acknowledgement of it.
+    pub lag: Histogram,
+    /// The point-in-time API in use (`opensearch`, `elasticsearch` or `none`).
+    pub pit: Mutex<&'static str>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Default for IngestStats {
+    fn default() -> Self {
+        IngestStats {
+            documents: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            newest_ms: AtomicI64::new(0),
+            caught_up: AtomicBool::new(false),
+            lag: Histogram::latency(),
+            pit: Mutex::new("none"),
+            last_error: Mutex::new(None),
+        }
+    }
+}
+
+/// Runs `clickpipe ingest` — the tailer and its HTTP endpoint on `ingest.listen` — until
+/// `shutdown` completes; the page in flight is then finished and checkpointed.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let stats = Arc::new(IngestStats::default());
+    let state = http::IngestState {
+        stats: stats.clone(),
+        config: config.clone(),
+    };
+    let listen = config.ingest.listen.clone();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(http::routes(state.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(&listen)
+    .with_context(|| format!("cannot listen on ingest.listen {listen}"))?
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let (tx, rx) = watch::channel(false);
+    let mut tail = actix_rt::spawn(run(config, stats, rx));
+    let result = tokio::select! {
+        r = &mut tail => r,
+        () = shutdown => {
+            tracing::info!("stopping: finishing the page in flight");
+            let _ = tx.send(true);
+            tail.await
+        }
+    };
+    handle.stop(true).await;
+    result.context("the tailer panicked")?
+}
+
+/// The tailer.
+struct Tailer {
+    cfg: Arc<Config>,
+    client: SearchClient,
+    producer: FutureProducer,
+    store: Store,
+    checkpoint: Checkpoint,
+    pit_api: PitApi,
+    stats: Arc<IngestStats>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Runs the tailer until `stop` turns true (the page in flight is finished and checkpointed
+/// first). Returns an error for what retrying cannot cure (a refused query, bad credentials).
+pub async fn run(
+    cfg: Arc<Config>,
+    stats: Arc<IngestStats>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = SearchClient::new(&cfg.ingest)?;
+    let producer: FutureProducer = clickpipe_actors::group::producer_config(&cfg)
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let mut store = Store::connect(&cfg.redis.url, &cfg.ingest.checkpoint_key).await?;
+    let checkpoint = match store.load().await? {
+        Some(c) => {
+            tracing::info!(cursor_ms = ?c.cursor_ms, window = c.seen.len(), "resuming from the checkpoint");
+            c
+        }
+        None if cfg.ingest.start_from == "now" => {
+            Checkpoint::starting_at(Utc::now().timestamp_millis())
+        }
+        None => Checkpoint::default(),
+    };
+    let pit_api = match cfg.ingest.pit.as_str() {
+        "never" => PitApi::None,
+        wanted => {
+            let api = client.detect_pit().await;
+            if wanted == "always" && api == PitApi::None {
+                anyhow::bail!(
+                    "invalid config key `ingest.pit`: always, but {} opens no point in time",
+                    clickpipe_actors::config::mask_url(&cfg.ingest.url)
+                );
+            }
+            api
+        }
+    };
+    *stats.pit.lock() = match pit_api {
+        PitApi::None => "none",
+        PitApi::OpenSearch => "opensearch",
+        PitApi::Elasticsearch => "elasticsearch",
+    };
+    tracing::info!(index = %cfg.ingest.index, pit = *stats.pit.lock(), "tailing");
+    let mut tailer = Tailer {
+        cfg,
+        client,
+        producer,
+        store,
+        checkpoint,
+        pit_api,
+        stats,
+        stop,
+    };
+    tailer.run().await
+}
+
+impl Tailer {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let interval = Duration::from_millis(self.cfg.ingest.poll_interval_ms);
+        let mut failures = 0u32;
+        while !*self.stop.borrow() {
+            self.stats.polls.fetch_add(1, Ordering::Relaxed);
+            let wait = match self.poll().await {
+                Ok(more) => {
+                    failures = 0;
+                    *self.stats.last_error.lock() = None;
+                    self.stats.caught_up.store(!more, Ordering::Relaxed);
+                    if more {
+                        continue;
+                    }
+                    interval
+                }
+                Err(e) if e.retry == Retry::Never => {
+                    return Err(anyhow::anyhow!("{e}")).context("the cluster refused the search");
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    *self.stats.last_error.lock() = Some(e.message.clone());
+                    let wait = clickpipe_actors::clients::backoff(
+                        failures,
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                    );
+                    tracing::warn!(error = %e, ?wait, "search failed; retrying");
+                    wait
+                }
+            };
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = actix_rt::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// One poll: every page from the floor on (up to [`MAX_PAGES_PER_POLL`]). Ok(true) when it
+    /// stopped with more to read.
+    async fn poll(&mut self) -> Result<bool, clickpipe_actors::error::ClientError> {
+        let floor = self.checkpoint.floor(self.cfg.ingest.overlap_ms as i64);
+        let mut pit = match self.pit_api {
+            PitApi::None => None,
+            api => Some(self.client.open_pit(api).await?),
+        };
+        let result = self.pages(floor, &mut pit).await;
+        if let Some(pit) = &pit {
+            self.client.close_pit(pit).await;
+        }
+        result
+    }
+
+    async fn pages(
+        &mut self,
+        floor: Option<i64>,
+        pit: &mut Option<Pit>,
+    ) -> Result<bool, clickpipe_actors::error::ClientError> {
+        let size = self.cfg.ingest.page_size;
+        let mut after: Option<Vec<Value>> = None;
+        for _ in 0..MAX_PAGES_PER_POLL {
+            let (hits, new_id) = self
+                .client
+                .page(floor, after.as_deref(), pit.as_ref(), size)
+                .await?;
+            if let (Some(id), Some(p)) = (new_id, pit.as_mut()) {
+                *p = match p {
+                    Pit::OpenSearch(_) => Pit::OpenSearch(id),
+                    Pit::Elasticsearch(_) => Pit::Elasticsearch(id),
+                };
+            }
+            let n = hits.len();
+            after = hits.last().map(|h| h.sort.clone());
+            if n > 0 {
+                self.send(hits).await;
+            }
+            if n < size {
+                return Ok(false);
+            }
+            if *self.stop.borrow() {
+                return Ok(true);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes the page's new documents (events or dead letters), waits for every
+    /// acknowledgement, then moves the checkpoint past the whole page and stores it.
+    async fn send(&mut self, hits: Vec<Hit>) {
+        let cfg = &self.cfg;
+        let producer = &self.producer;
+        let stats = &self.stats;
+        let fresh: Vec<&Hit> = hits
+            .iter()
+            .filter(|h| self.checkpoint.is_new(&h.id))
+            .collect();
+        stats
+            .skipped
+            .fetch_add((hits.len() - fresh.len()) as u64, Ordering::Relaxed);
+        let sends = fresh.iter().map(|hit| async move {
+            let (value, key) = event_of(hit);
+            let result = match decode(&value, cfg.kafka.max_payload_bytes) {
+                Ok(_) => deliver(
+                    producer,
+                    &cfg.kafka.input_topic,
+                    Some(key.as_bytes()),
+                    &value,
+                    source_headers(cfg, hit, OwnedHeaders::new_with_capacity(2)),
+                )
+                .await
+                .map_err(|e| format!("the broker refused the event: {e}")),
+                Err(reason) => Err(reason),
+            };
+            match result {
+                Ok(()) => {
+                    stats.documents.fetch_add(1, Ordering::Relaxed);
+                    let lag_ms = (Utc::now().timestamp_millis() - hit.ts_ms).max(0);
+                    stats.lag.observe(lag_ms as f64 / 1000.0);
+                }
+                Err(reason) => dead_letter(cfg, producer, hit, &value, &reason, stats).await,
+            }
+        });
+        futures::future::join_all(sends).await;
+        let overlap = cfg.ingest.overlap_ms as i64;
+        for h in &hits {
+            self.checkpoint.sent(&h.id, h.ts_ms);
+        }
+        self.checkpoint.prune(overlap);
+        if let Some(last) = hits.last() {
+            self.checkpoint.last_sort = last.sort.clone();
+        }
+        if let Some(newest) = self.checkpoint.cursor_ms {
+            stats.newest_ms.store(newest, Ordering::Relaxed);
+        }
+        // A failed store is retried with the next page's; a crash before then repeats more.
+        if let Err(e) = self.store.save(&self.checkpoint).await {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %format!("{e:#}"), "cannot store the checkpoint");
+        }
+    }
+}
+
+/// The event a document becomes (its `_source`, with `event_id` = `_id` when absent) and its key
+/// (`session_id`, else `_id`).
+pub fn event_of(hit: &Hit) -> (Vec<u8>, String) {
+    let mut doc = hit.source.clone();
+    doc.entry("event_id")
+        .or_insert_with(|| Value::String(hit.id.clone()));
+    let key = match doc.get("session_id") {
+        Some(Value::String(s)) => s.clone(),
+        _ => hit.id.clone(),
+    };
+    let value = serde_json::to_vec(&doc).unwrap_or_default();
+    (value, key)
+}
+
+fn source_headers(cfg: &Config, hit: &Hit, headers: OwnedHeaders) -> OwnedHeaders {
+    headers
+        .insert(Header {
+            key: "clickpipe.source.index",
+            value: Some(cfg.ingest.index.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.source.id",
+            value: Some(hit.id.as_str()),
+        })
+}
+
+/// Writes a document the pipeline would reject to the dead-letter topic (truncated to 64 KiB if
+/// the broker refuses it whole).
+async fn dead_letter(
+    cfg: &Config,
+    producer: &FutureProducer,
+    hit: &Hit,
+    value: &[u8],
+    reason: &str,
+    stats: &IngestStats,
+) {
+    let failed_at = rfc3339(Utc::now());
+    let headers = source_headers(cfg, hit, OwnedHeaders::new_with_capacity(7))
+        .insert(Header {
+            key: "clickpipe.error.kind",
+            value: Some(ErrorKind::InvalidEvent.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.error.message",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "clickpipe.error.stage",
+            value: Some(Stage::Ingest.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.attempts",
+            value: Some("1"),
+        })
+        .insert(Header {
+            key: "clickpipe.failed_at",
+            value: Some(failed_at.as_str()),
+        });
+    let topic = &cfg.kafka.dlq_topic;
+    let key = Some(hit.id.as_bytes());
+    let mut result = deliver(producer, topic, key, value, headers.clone()).await;
+    if result.is_err() {
+        let cut = &value[..value
+            .len()
+            .min(clickpipe_actors::dlq::TRUNCATED_PAYLOAD_BYTES)];
+        let size = value.len().to_string();
+        let headers = headers.insert(Header {
+            key: "clickpipe.payload.truncated",
+            value: Some(size.as_str()),
+        });
+        result = deliver(producer, topic, key, cut, headers).await;
+    }
+    match result {
+        Ok(()) => {
+            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(id = %hit.id, %reason, "document dead-lettered");
+        }
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %hit.id, error = %e, "dead letter refused even truncated; document skipped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hit(id: &str, source: Value) -> Hit {
+        Hit {
+            id: id.into(),
+            ts_ms: 0,
+            source: source.as_object().cloned().unwrap_or_default(),
+            sort: vec![],
+        }
+    }
+
+    #[test]
+    fn a_document_becomes_an_event_keyed_by_session_with_its_id_as_event_id() {
+        let (value, key) = event_of(&hit(
+            "doc-1",
+            json!({"@timestamp": "2026-11-26T00:00:00Z", "session_id": "s1", "user_id": "u"}),
+        ));
+        let v: Value = serde_json::from_slice(&value).expect("json");
+        assert_eq!(v["event_id"], "doc-1");
+        assert_eq!(v["@timestamp"], "2026-11-26T00:00:00Z");
+        assert_eq!(key, "s1");
+        let (value, key) = event_of(&hit("doc-2", json!({"event_id": "e9"})));
+        let v: Value = serde_json::from_slice(&value).expect("json");
+        assert_eq!(v["event_id"], "e9", "an event_id of its own is kept");
+        assert_eq!(key, "doc-2", "no session: keyed by _id");
+    }
+}

@@ -1,0 +1,458 @@
+//! `clickpipe ingest` (the real binary) tailing a real OpenSearch-compatible server (osmem-server,
+//! in memory, one per test) into the real broker, with its checkpoint in the real Redis.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::message::Message as _;
+use serde_json::{json, Value};
+
+/// An osmem-server process on a free port, killed when dropped.
+struct Search {
+    url: String,
+    child: Child,
+}
+
+fn osmem_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLICKPIPE_OSMEM") {
+        return p.into();
+    }
+    let tools = std::env::var_os("CLICKPIPE_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/clickpipe")))
+        .expect("HOME or CLICKPIPE_TOOLS");
+    let p = tools.join("bin/osmem-server");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/services.sh install osmem",
+        p.display()
+    );
+    p
+}
+
+impl Search {
+    fn start() -> Search {
+        let port = free_port();
+        let child = Command::new(osmem_binary())
+            .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn osmem-server");
+        let s = Search {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http("GET", &format!("{}/", s.url), None).0 != 200 {
+            assert!(Instant::now() < deadline, "osmem-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn create_index(&self, index: &str) {
+        let (status, body) = http(
+            "PUT",
+            &format!("{}/{index}", self.url),
+            Some(
+                json!({"mappings": {"properties": {
+                    "@timestamp": {"type": "date"},
+                    "session_id": {"type": "keyword"},
+                    "event_id": {"type": "keyword"},
+                }}})
+                .to_string(),
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Indexes `(id, document)` pairs with `_bulk`, visible at once.
+    fn bulk(&self, index: &str, docs: &[(String, Value)]) {
+        for chunk in docs.chunks(5000) {
+            let mut body = String::new();
+            for (id, doc) in chunk {
+                body.push_str(&json!({"index": {"_index": index, "_id": id}}).to_string());
+                body.push('\n');
+                body.push_str(&doc.to_string());
+                body.push('\n');
+            }
+            let (status, answer) = http(
+                "POST",
+                &format!("{}/_bulk?refresh=true", self.url),
+                Some(body),
+            );
+            assert_eq!(status, 200, "{answer}");
+            assert!(
+                answer.contains("\"errors\":false"),
+                "{}",
+                &answer[..answer.len().min(500)]
+            );
+        }
+    }
+}
+
+impl Drop for Search {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP call (JSON or NDJSON body): (status, body).
+fn http(method: &str, url: &str, body: Option<String>) -> (u16, String) {
+    let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+    let url = url.to_string();
+    actix_rt::System::new().block_on(async move {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        let req = client
+            .request(method, &url)
+            .insert_header(("content-type", "application/json"));
+        let sent = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        };
+        match sent {
+            Ok(mut resp) => {
+                let bytes = resp.body().limit(64 << 20).await.unwrap_or_default();
+                (
+                    resp.status().as_u16(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            }
+            Err(_) => (0, String::new()),
+        }
+    })
+}
+
+fn doc(ts_ms: i64, session: &str) -> Value {
+    json!({
+        "@timestamp": chrono::DateTime::from_timestamp_millis(ts_ms).expect("ts").to_rfc3339(),
+        "session_id": session,
+        "user_id": format!("u-{session}"),
+        "event_type": "page_view",
+        "device": "desktop",
+    })
+}
+
+/// Starts `clickpipe ingest` on `search`'s index `index` writing to the broker at `bootstrap`,
+/// with `extra` TOML lines in `[ingest]`.
+fn ingest(
+    names: &Names,
+    bootstrap: &str,
+    search: &Search,
+    index: &str,
+    extra: &str,
+) -> (Instance, u16) {
+    let path = config_file(names, "http://127.0.0.1:1", bootstrap);
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str(&format!(
+        "[ingest]\nurl = \"{}\"\nindex = \"{index}\"\nlisten = \"127.0.0.1:{port}\"\ncheckpoint_key = \"{}checkpoint\"\n{extra}\n",
+        search.url, names.zip_prefix
+    ));
+    std::fs::write(&path, text).expect("config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clickpipe"));
+    cmd.arg("ingest").arg("--config").arg(&path);
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn clickpipe ingest");
+    (Instance::from(child), port)
+}
+
+/// Event ids on `topic` (each occurrence), read until `want` distinct ids or `timeout`.
+fn collect_ids(c: &mut Collector, want: usize, timeout: Duration) -> HashMap<String, usize> {
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut counted = 0;
+    c.until(timeout, |msgs| {
+        for m in &msgs[counted..] {
+            let id = json(m)["event_id"].as_str().unwrap_or_default().to_string();
+            *ids.entry(id).or_insert(0) += 1;
+        }
+        counted = msgs.len();
+        ids.len() >= want
+    });
+    ids
+}
+
+// The two big tests write to the MockCluster: tansu's sqlite store acknowledges a few hundred
+// records a second once it holds a few thousand (measured), which would make them minutes long.
+
+#[test]
+fn fifty_thousand_documents_with_equal_timestamps_across_pages_arrive_exactly_once() {
+    let names = Names::without_topics("ingest-50k");
+    let mock = mock_with_topics(&names);
+    let bootstrap = mock.bootstrap_servers();
+    let search = Search::start();
+    search.create_index("clicks");
+    // 50,000 documents in groups of 700 sharing one timestamp: with pages of 500, page
+    // boundaries fall inside groups of equal timestamps again and again.
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let docs: Vec<(String, Value)> = (0..50_000)
+        .map(|i| {
+            (
+                format!("d{i:05}"),
+                doc(base + (i / 700) as i64 * 1000, &format!("s{}", i % 97)),
+            )
+        })
+        .collect();
+    search.bulk("clicks", &docs);
+    let (_tailer, _) = ingest(&names, &bootstrap, &search, "clicks", "page_size = 500");
+    let mut c = Collector::on(&bootstrap, &names.input);
+    let ids = collect_ids(&mut c, 50_000, Duration::from_secs(240));
+    assert_eq!(ids.len(), 50_000, "every document arrived");
+    // A little longer: nothing more may come.
+    c.until(Duration::from_secs(3), |_| false);
+    let total = c.messages.len();
+    assert_eq!(total, 50_000, "each exactly once ({total} records)");
+    let m = &c.messages[0];
+    assert_eq!(
+        header(m, "clickpipe.source.index").as_deref(),
+        Some("clicks")
+    );
+    let v = json(m);
+    assert_eq!(
+        m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        v["session_id"].as_str().map(str::to_string),
+        "keyed by session"
+    );
+    assert_eq!(
+        header(m, "clickpipe.source.id").as_deref(),
+        v["event_id"].as_str()
+    );
+}
+
+fn get_json(port: u16, path: &str) -> Value {
+    let (status, body) = http("GET", &format!("http://127.0.0.1:{port}{path}"), None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn wait_live(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http("GET", &format!("http://127.0.0.1:{port}/health/live"), None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "clickpipe ingest did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the_overlap_too() {
+    let names = Names::new("ingest-live", 1);
+    let search = Search::start();
+    search.create_index("clicks");
+    let (_tailer, port) = ingest(&names, &brokers(), &search, "clicks", "");
+    wait_live(port);
+    let mut c = Collector::new(&names.input);
+    // Let the tailer make its first (empty) polls.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut indexed_at = HashMap::new();
+    for i in 0..20 {
+        let now = chrono::Utc::now().timestamp_millis();
+        let id = format!("live{i}");
+        search.bulk("clicks", &[(id.clone(), doc(now, "s1"))]);
+        indexed_at.insert(id, chrono::Utc::now().timestamp_millis());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ids = collect_ids(&mut c, 20, Duration::from_secs(30));
+    assert_eq!(ids.len(), 20);
+    for m in &c.messages {
+        let id = json(m)["event_id"].as_str().unwrap_or_default().to_string();
+        let produced = m.timestamp().to_millis().expect("record timestamp");
+        let lag = produced - indexed_at[&id];
+        assert!(
+            lag < 1000,
+            "{id} reached Kafka {lag} ms after it was indexed"
+        );
+    }
+
+    // Visible only now, 1 s older than the newest sent: inside the 2 s overlap, so still sent.
+    let newest = c
+        .messages
+        .iter()
+        .filter_map(|m| json(m)["@timestamp"].as_str().map(str::to_string))
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.timestamp_millis())
+        .max()
+        .expect("timestamps");
+    search.bulk("clicks", &[("late".to_string(), doc(newest - 1000, "s2"))]);
+    let ids = collect_ids(&mut c, 21, Duration::from_secs(10));
+    assert_eq!(ids.get("late"), Some(&1), "the late document arrives once");
+    c.until(Duration::from_secs(2), |_| false);
+    assert_eq!(c.messages.len(), 21, "nothing is sent twice");
+
+    let status = get_json(port, "/status");
+    assert_eq!(status["documents"], 21);
+    assert_eq!(status["point_in_time"], "opensearch");
+    assert_eq!(status["caught_up"], true);
+    let (_, metrics) = http("GET", &format!("http://127.0.0.1:{port}/metrics"), None);
+    assert!(
+        metrics.contains("clickpipe_ingest_documents_total 21"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clickpipe_ingest_lag_seconds_count 21"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
+    let names = Names::without_topics("ingest-kill");
+    let mock = mock_with_topics(&names);
+    let bootstrap = mock.bootstrap_servers();
+    let search = Search::start();
+    search.create_index("clicks");
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let total = 20_000;
+    let docs: Vec<(String, Value)> = (0..total)
+        .map(|i| {
+            (
+                format!("k{i:05}"),
+                doc(base + (i / 300) as i64 * 10, &format!("s{}", i % 31)),
+            )
+        })
+        .collect();
+    search.bulk("clicks", &docs);
+    let page = 500;
+    let extra = format!("page_size = {page}");
+    let (mut first, port) = ingest(&names, &bootstrap, &search, "clicks", &extra);
+    wait_live(port);
+    // Kill it by its own count, mid-way and in the middle of a page (pages of 500).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let at_kill = loop {
+        let (_, body) = http("GET", &format!("http://127.0.0.1:{port}/status"), None);
+        let sent = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["documents"].as_u64())
+            .unwrap_or(0);
+        if sent >= 5_250 {
+            first.kill().expect("kill -9");
+            let _ = first.wait();
+            break sent;
+        }
+        assert!(Instant::now() < deadline, "the tailer never reached 5,000 documents");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(at_kill < total as u64 / 2, "killed mid-way, at {at_kill}");
+    let mut c = Collector::on(&bootstrap, &names.input);
+    let (_second, _) = ingest(&names, &bootstrap, &search, "clicks", &extra);
+    let ids = collect_ids(&mut c, total, Duration::from_secs(240));
+    assert_eq!(ids.len(), total, "no gap: every document arrived");
+    c.until(Duration::from_secs(3), |_| false);
+    let repeats = c.messages.len() - total;
+    eprintln!("kill -9 and restart: {repeats} documents sent twice");
+    assert!(
+        repeats <= page,
+        "at most the page in flight repeats: {repeats} > {page}"
+    );
+}
+
+#[test]
+fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
+    let names = Names::new("ingest-bad", 1);
+    let search = Search::start();
+    search.create_index("clicks");
+    let base = chrono::Utc::now().timestamp_millis() - 60_000;
+    let mut docs: Vec<(String, Value)> = (0..10)
+        .map(|i| (format!("ok{i}"), doc(base + i, "s1")))
+        .collect();
+    let mut no_session = doc(base + 20, "s1");
+    no_session
+        .as_object_mut()
+        .expect("object")
+        .remove("session_id");
+    let mut bad_zip = doc(base + 21, "s1");
+    bad_zip["zip"] = json!("abc");
+    let mut bad_type = doc(base + 22, "s1");
+    bad_type["event_type"] = json!(42);
+    docs.push(("no-session".into(), no_session));
+    docs.push(("bad-zip".into(), bad_zip));
+    docs.push(("bad-type".into(), bad_type));
+    search.bulk("clicks", &docs);
+    let (_tailer, port) = ingest(&names, &brokers(), &search, "clicks", "");
+    let mut input = Collector::new(&names.input);
+    assert_eq!(
+        collect_ids(&mut input, 10, Duration::from_secs(60)).len(),
+        10
+    );
+    let dead = consume(&names.dlq, 3, Duration::from_secs(30));
+    assert_eq!(dead.len(), 3);
+    for m in &dead {
+        let id = header(m, "clickpipe.source.id").expect("source id");
+        assert_eq!(
+            header(m, "clickpipe.error.kind").as_deref(),
+            Some("invalid_event"),
+            "{id}"
+        );
+        assert_eq!(
+            header(m, "clickpipe.error.stage").as_deref(),
+            Some("ingest"),
+            "{id}"
+        );
+        let reason = header(m, "clickpipe.error.message").unwrap_or_default();
+        let field = match id.as_str() {
+            "no-session" => "session_id",
+            "bad-zip" => "zip",
+            "bad-type" => "event_type",
+            other => panic!("unexpected dead letter {other}"),
+        };
+        assert!(reason.contains(field), "{id}: {reason}");
+        assert_eq!(
+            json(m)["event_id"],
+            id.as_str(),
+            "the document itself, with its id"
+        );
+    }
+    // Tailing goes on.
+    search.bulk("clicks", &[("after".to_string(), doc(base + 30, "s1"))]);
+    assert_eq!(
+        collect_ids(&mut input, 11, Duration::from_secs(30)).get("after"),
+        Some(&1)
+    );
+    assert_eq!(get_json(port, "/status")["dead_letters"], 3);
+}
+
+#[test]
+fn without_a_point_in_time_the_tiebreaker_field_orders_equal_timestamps() {
+    let names = Names::new("ingest-nopit", 2);
+    let search = Search::start();
+    search.create_index("clicks");
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let docs: Vec<(String, Value)> = (0..3_000)
+        .map(|i| {
+            (
+                format!("n{i:04}"),
+                doc(base + (i / 700) as i64, &format!("s{}", i % 7)),
+            )
+        })
+        .collect();
+    search.bulk("clicks", &docs);
+    let (_tailer, port) = ingest(
+        &names,
+        &brokers(),
+        &search,
+        "clicks",
+        "pit = \"never\"\npage_size = 500",
+    );
+    let mut c = Collector::new(&names.input);
+    assert_eq!(
+        collect_ids(&mut c, 3_000, Duration::from_secs(120)).len(),
+        3_000
+    );
+    c.until(Duration::from_secs(2), |_| false);
+    assert_eq!(c.messages.len(), 3_000, "each exactly once");
+    assert_eq!(get_json(port, "/status")["point_in_time"], "none");
+}
