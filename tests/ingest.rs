@@ -343,7 +343,10 @@ fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
             let _ = first.wait();
             break sent;
         }
-        assert!(Instant::now() < deadline, "the tailer never reached 5,000 documents");
+        assert!(
+            Instant::now() < deadline,
+            "the tailer never reached 5,000 documents"
+        );
         std::thread::sleep(Duration::from_millis(2));
     };
     assert!(at_kill < total as u64 / 2, "killed mid-way, at {at_kill}");

@@ -59,7 +59,7 @@ struct Report {
     missing: u64,
     /// Document indexed → its event read from the input topic.
     lag: Option<LatencySummary>,
-    /// Events read per second, first to last.
+    /// Events written per second by the tailer, first to last (record create times).
     throughput: Option<f64>,
 }
 
@@ -153,10 +153,25 @@ fn run(args: Args) -> anyhow::Result<bool> {
         .set("fetch.wait.max.ms", "1")
         .create()
         .context("consumer")?;
-    consumer
-        .subscribe(&[&cfg.kafka.input_topic])
-        .context("subscribe")?;
-    let received: Arc<Mutex<HashMap<String, (Instant, u64)>>> = Arc::default();
+    // Assigned, not subscribed: reading starts at once, before the first document is indexed.
+    let md = consumer
+        .fetch_metadata(Some(&cfg.kafka.input_topic), Duration::from_secs(10))
+        .context("metadata")?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&cfg.kafka.input_topic, p.id(), rdkafka::Offset::Beginning)
+                .context("partition")?;
+        }
+    }
+    anyhow::ensure!(
+        tpl.count() > 0,
+        "topic {} has no partitions",
+        cfg.kafka.input_topic
+    );
+    consumer.assign(&tpl).context("assign")?;
+    // (receive time, times read, the record's create time in ms: when `clickpipe ingest` made it)
+    let received: Arc<Mutex<HashMap<String, (Instant, u64, i64)>>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let received = received.clone();
@@ -170,8 +185,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
                         .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
                         .and_then(|v| v["event_id"].as_str().map(str::to_string));
                     if let Some(id) = id {
+                        let created = m.timestamp().to_millis().unwrap_or(0);
                         let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
-                        r.entry(id).and_modify(|e| e.1 += 1).or_insert((at, 1));
+                        r.entry(id)
+                            .and_modify(|e| e.1 += 1)
+                            .or_insert((at, 1, created));
                     }
                 }
             }
@@ -223,16 +241,15 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
     let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("histogram")?;
     for (id, at) in &indexed_at {
-        if let Some((got, _)) = r.get(id) {
+        if let Some((got, _, _)) = r.get(id) {
             let us = got.saturating_duration_since(*at).as_micros() as u64;
             h.record(us.max(1)).context("record")?;
         }
     }
-    let times: Vec<Instant> = r.values().map(|v| v.0).collect();
-    let throughput = match (times.iter().min(), times.iter().max()) {
-        (Some(a), Some(b)) if b > a => {
-            Some(times.len() as f64 / b.duration_since(*a).as_secs_f64())
-        }
+    // Throughput of the tailer itself: first to last record it created (the reader may lag).
+    let created: Vec<i64> = r.values().map(|v| v.2).filter(|t| *t > 0).collect();
+    let throughput = match (created.iter().min(), created.iter().max()) {
+        (Some(a), Some(b)) if b > a => Some(created.len() as f64 * 1000.0 / (b - a) as f64),
         _ => None,
     };
     let report = Report {
