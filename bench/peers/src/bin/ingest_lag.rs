@@ -50,6 +50,10 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
+/// An event read back: when, how many times, and its record's create time in ms (when
+/// `clickpipe ingest` made it).
+type Seen = (Instant, u64, i64);
+
 #[derive(Serialize)]
 struct Report {
     rate: u64,
@@ -170,8 +174,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         cfg.kafka.input_topic
     );
     consumer.assign(&tpl).context("assign")?;
-    // (receive time, times read, the record's create time in ms: when `clickpipe ingest` made it)
-    let received: Arc<Mutex<HashMap<String, (Instant, u64, i64)>>> = Arc::default();
+    let received: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let received = received.clone();
