@@ -142,12 +142,12 @@ fn doc(ts_ms: i64, session: &str) -> Value {
     })
 }
 
-/// Starts `clickpipe ingest` on `search`'s index `index` writing to the broker at `bootstrap`,
+/// Starts `clickpipe ingest` on the index `index` at `search_url`, writing to the broker at `bootstrap`,
 /// with `extra` TOML lines in `[ingest]`.
 fn ingest(
     names: &Names,
     bootstrap: &str,
-    search: &Search,
+    search_url: &str,
     index: &str,
     extra: &str,
 ) -> (Instance, u16) {
@@ -156,7 +156,7 @@ fn ingest(
     let mut text = std::fs::read_to_string(&path).expect("config");
     text.push_str(&format!(
         "[ingest]\nurl = \"{}\"\nindex = \"{index}\"\nlisten = \"127.0.0.1:{port}\"\ncheckpoint_key = \"{}checkpoint\"\n{extra}\n",
-        search.url, names.zip_prefix
+        search_url, names.zip_prefix
     ));
     std::fs::write(&path, text).expect("config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clickpipe"));
@@ -206,7 +206,7 @@ fn fifty_thousand_documents_with_equal_timestamps_across_pages_arrive_exactly_on
         })
         .collect();
     search.bulk("clicks", &docs);
-    let (_tailer, _) = ingest(&names, &bootstrap, &search, "clicks", "page_size = 500");
+    let (_tailer, _) = ingest(&names, &bootstrap, &search.url, "clicks", "page_size = 500");
     let mut c = Collector::on(&bootstrap, &names.input);
     let ids = collect_ids(&mut c, 50_000, Duration::from_secs(240));
     assert_eq!(ids.len(), 50_000, "every document arrived");
@@ -253,7 +253,7 @@ fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the
     let names = Names::new("ingest-live", 1);
     let search = Search::start();
     search.create_index("clicks");
-    let (_tailer, port) = ingest(&names, &brokers(), &search, "clicks", "");
+    let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
     wait_live(port);
     let mut c = Collector::new(&names.input);
     // Let the tailer make its first (empty) polls.
@@ -328,7 +328,7 @@ fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
     search.bulk("clicks", &docs);
     let page = 500;
     let extra = format!("page_size = {page}");
-    let (mut first, port) = ingest(&names, &bootstrap, &search, "clicks", &extra);
+    let (mut first, port) = ingest(&names, &bootstrap, &search.url, "clicks", &extra);
     wait_live(port);
     // Kill it by its own count, mid-way and in the middle of a page (pages of 500).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -351,7 +351,7 @@ fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
     };
     assert!(at_kill < total as u64 / 2, "killed mid-way, at {at_kill}");
     let mut c = Collector::on(&bootstrap, &names.input);
-    let (_second, _) = ingest(&names, &bootstrap, &search, "clicks", &extra);
+    let (_second, _) = ingest(&names, &bootstrap, &search.url, "clicks", &extra);
     let ids = collect_ids(&mut c, total, Duration::from_secs(240));
     assert_eq!(ids.len(), total, "no gap: every document arrived");
     c.until(Duration::from_secs(3), |_| false);
@@ -385,7 +385,7 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
     docs.push(("bad-zip".into(), bad_zip));
     docs.push(("bad-type".into(), bad_type));
     search.bulk("clicks", &docs);
-    let (_tailer, port) = ingest(&names, &brokers(), &search, "clicks", "");
+    let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
     let mut input = Collector::new(&names.input);
     assert_eq!(
         collect_ids(&mut input, 10, Duration::from_secs(60)).len(),
@@ -446,7 +446,7 @@ fn without_a_point_in_time_the_tiebreaker_field_orders_equal_timestamps() {
     let (_tailer, port) = ingest(
         &names,
         &brokers(),
-        &search,
+        &search.url,
         "clicks",
         "pit = \"never\"\npage_size = 500",
     );
@@ -458,4 +458,183 @@ fn without_a_point_in_time_the_tiebreaker_field_orders_equal_timestamps() {
     c.until(Duration::from_secs(2), |_| false);
     assert_eq!(c.messages.len(), 3_000, "each exactly once");
     assert_eq!(get_json(port, "/status")["point_in_time"], "none");
+}
+
+/// A self-signed certificate for 127.0.0.1: (certificate, key).
+fn self_signed() -> (
+    openssl::x509::X509,
+    openssl::pkey::PKey<openssl::pkey::Private>,
+) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "127.0.0.1").expect("cn");
+    let name = name.build();
+    let mut b = X509Builder::new().expect("builder");
+    b.set_version(2).expect("version");
+    let serial = BigNum::from_u32(1)
+        .and_then(|n| n.to_asn1_integer())
+        .expect("serial");
+    b.set_serial_number(&serial).expect("serial");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(&name).expect("issuer");
+    b.set_pubkey(&key).expect("pubkey");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+        .expect("not before");
+    b.set_not_after(&Asn1Time::days_from_now(1).expect("time"))
+        .expect("not after");
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .expect("san");
+    b.append_extension(san).expect("extension");
+    b.sign(&key, MessageDigest::sha256()).expect("sign");
+    (b.build(), key)
+}
+
+/// An HTTPS front for `search` that answers 401 unless the request carries `authorization`, and
+/// otherwise forwards it. Returns its URL and the CA file that verifies it.
+fn tls_front(
+    search: &Search,
+    authorization: &'static str,
+) -> (
+    String,
+    PathBuf,
+    (actix_web::dev::ServerHandle, std::thread::JoinHandle<()>),
+) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let (cert, key) = self_signed();
+    let ca = std::env::temp_dir().join(format!("{}.pem", unique("clickpipe-ca")));
+    std::fs::write(&ca, cert.to_pem().expect("pem")).expect("write CA");
+    let mut tls = openssl::ssl::SslAcceptor::mozilla_intermediate(openssl::ssl::SslMethod::tls())
+        .expect("acceptor");
+    tls.set_private_key(&key).expect("key");
+    tls.set_certificate(&cert).expect("cert");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let upstream = search.url.clone();
+    let server = serve_in_thread(move || {
+        HttpServer::new(move || {
+            let upstream = upstream.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let upstream = upstream.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok());
+                    if auth != Some(authorization) {
+                        return HttpResponse::Unauthorized()
+                            .json(json!({"error": "missing or wrong credentials"}));
+                    }
+                    let client = awc::Client::default();
+                    let mut forward =
+                        client.request(req.method().clone(), format!("{upstream}{}", req.uri()));
+                    if let Some(ct) = req.headers().get("content-type") {
+                        forward = forward.insert_header(("content-type", ct.clone()));
+                    }
+                    match forward.send_body(body).await {
+                        Ok(mut resp) => {
+                            let bytes = resp.body().limit(64 << 20).await.unwrap_or_default();
+                            HttpResponse::build(resp.status())
+                                .content_type("application/json")
+                                .body(bytes)
+                        }
+                        Err(e) => HttpResponse::BadGateway().body(e.to_string()),
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen_openssl(listener, tls)
+        .expect("listen")
+        .run()
+    });
+    (url, ca, server)
+}
+
+#[test]
+fn tls_with_basic_auth_or_an_api_key_reaches_the_cluster_and_wrong_credentials_stop_start_up() {
+    let search = Search::start();
+    search.create_index("clicks");
+    let base = chrono::Utc::now().timestamp_millis() - 60_000;
+    let docs: Vec<(String, Value)> = (0..100)
+        .map(|i| (format!("t{i}"), doc(base + i, "s1")))
+        .collect();
+    search.bulk("clicks", &docs);
+    // "elastic:changeme", base64.
+    let (url, ca, _front) = tls_front(&search, "Basic ZWxhc3RpYzpjaGFuZ2VtZQ==");
+    let ca = ca.display().to_string();
+
+    let names = Names::new("ingest-tls", 1);
+    let (_tailer, port) = ingest(
+        &names,
+        &brokers(),
+        &url,
+        "clicks",
+        &format!("username = \"elastic\"\npassword = \"changeme\"\ntls_ca_file = \"{ca}\""),
+    );
+    let mut c = Collector::new(&names.input);
+    assert_eq!(collect_ids(&mut c, 100, Duration::from_secs(60)).len(), 100);
+    assert_eq!(get_json(port, "/status")["errors"], 0);
+
+    // Without the CA the certificate is not trusted: the tailer retries and reports the error.
+    let names = Names::new("ingest-tls-untrusted", 1);
+    let (_tailer, port) = ingest(
+        &names,
+        &brokers(),
+        &url,
+        "clicks",
+        "username = \"elastic\"\npassword = \"changeme\"",
+    );
+    wait_live(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = get_json(port, "/status");
+        if status["errors"].as_u64().unwrap_or(0) > 0 {
+            let e = status["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase();
+            assert!(
+                e.contains("certificate") || e.contains("ssl") || e.contains("tls"),
+                "{e}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no TLS error reported: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Wrong credentials: the cluster's 401 stops the tailer with the answer in the message.
+    let names = Names::new("ingest-tls-denied", 1);
+    let path = config_file(&names, "http://127.0.0.1:1", &brokers());
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str(&format!(
+        "[ingest]\nurl = \"{url}\"\nlisten = \"127.0.0.1:{}\"\napi_key = \"bm9wZTpub3Bl\"\ntls_ca_file = \"{ca}\"\n",
+        free_port()
+    ));
+    std::fs::write(&path, text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clickpipe"))
+        .arg("ingest")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run clickpipe ingest");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
 }

@@ -281,6 +281,8 @@ fn a_traced_event_is_followed_from_the_kafka_hop_through_the_model_call_to_its_o
     let infer = by_name(&trace, "infer");
     let emit = by_name(&trace, "emit");
     assert_eq!(emit.kind, SpanKind::Producer as i32);
+    assert_eq!(emit.attributes["messaging.destination.name"], names.output);
+    assert_eq!(emit.attributes["messaging.operation.type"], "send");
 
     // The batch calls: one client span each, the child of this event's stage span or linked to it.
     let all = receiver.spans.lock().expect("spans").clone();
@@ -355,6 +357,7 @@ fn a_traced_event_is_followed_from_the_kafka_hop_through_the_model_call_to_its_o
     assert_eq!(receive.status, StatusCode::Error as i32);
     let letter = by_name(&failed, "dead-letter");
     assert_eq!(letter.parent, process.span_id);
+    assert_eq!(letter.attributes["messaging.destination.name"], names.dlq);
     let dl_tp = header(&dead[0], "traceparent").expect("dead-letter traceparent");
     assert_eq!(
         parse_traceparent(&dl_tp),

@@ -123,6 +123,7 @@ impl Handler<DeadLetter> for DlqActor {
                 let DeadLetter { mut record, failure, done } = msg;
                 if let Some(t) = record.trace.as_deref_mut() {
                     t.enter_stage("dead-letter", 1);
+                    t.note_send(&topic);
                 }
                 let headers = dead_letter_headers(&record, &failure);
                 let key = record.key.as_deref();

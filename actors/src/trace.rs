@@ -254,6 +254,15 @@ impl RecordTrace {
         }
     }
 
+    /// Marks the current stage span as a Kafka send to `topic` (messaging attributes).
+    pub fn note_send(&self, topic: &str) {
+        if let Some(span) = self.stage_span() {
+            span.set_attribute("messaging.system", "kafka");
+            span.set_attribute("messaging.operation.type", "send");
+            span.set_attribute("messaging.destination.name", topic.to_string());
+        }
+    }
+
     /// The span of the current stage, when traced.
     pub fn stage_span(&self) -> Option<&Span> {
         match self {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use redis::AsyncCommands as _;
+use deadpool_redis::redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 
 /// The tailer's position.
@@ -56,35 +56,33 @@ impl Checkpoint {
     }
 }
 
-/// The checkpoint in Redis (one JSON string under `ingest.checkpoint_key`).
+/// The checkpoint in Redis (one JSON string under `ingest.checkpoint_key`), through a pool built
+/// like the pipeline's from `redis.*`; a lost connection is made again on the next call.
 pub struct Store {
-    conn: redis::aio::MultiplexedConnection,
+    pool: deadpool_redis::Pool,
     key: String,
 }
 
 impl Store {
-    /// Connects to `url`.
-    pub async fn connect(url: &str, key: &str) -> anyhow::Result<Store> {
-        let client = redis::Client::open(url).context("invalid config key `redis.url`")?;
-        let conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to Redis at {}",
-                    clickpipe_actors::config::mask_url(url)
-                )
-            })?;
+    /// A store in the Redis of `cfg` (connects on first use).
+    pub fn new(cfg: &clickpipe_actors::config::RedisConfig, key: &str) -> anyhow::Result<Store> {
+        let pool = clickpipe_actors::clients::redis::create_pool(cfg)
+            .map_err(|e| anyhow::anyhow!("invalid config key `redis.url`: {e}"))?;
         Ok(Store {
-            conn,
+            pool,
             key: key.to_string(),
         })
+    }
+
+    async fn conn(&self) -> anyhow::Result<deadpool_redis::Connection> {
+        self.pool.get().await.context("cannot reach Redis")
     }
 
     /// The stored checkpoint, if any.
     pub async fn load(&mut self) -> anyhow::Result<Option<Checkpoint>> {
         let text: Option<String> = self
-            .conn
+            .conn()
+            .await?
             .get(&self.key)
             .await
             .context("reading the checkpoint")?;
@@ -99,7 +97,8 @@ impl Store {
     pub async fn save(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
         let text = serde_json::to_string(checkpoint)?;
         let () = self
-            .conn
+            .conn()
+            .await?
             .set(&self.key, text)
             .await
             .context("writing the checkpoint")?;

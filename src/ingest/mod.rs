@@ -1,9 +1,10 @@
 //! `clickpipe ingest`: tails an Elasticsearch / OpenSearch index into `kafka.input_topic`.
 //!
-//! Every poll (each `ingest.poll_interval_ms` once caught up) reads the documents with a
-//! timestamp at or after `cursor − ingest.overlap_ms`, in (timestamp, tiebreaker) order, page by
-//! page with `search_after` — inside a point in time when the cluster has one — and skips those
-//! already sent (by `_id`, remembered inside the overlap window). Each page is written to Kafka
+//! Every poll (each `ingest.poll_interval_ms` once caught up) reads, in (timestamp, tiebreaker)
+//! order, page by page with `search_after` — inside a point in time when the cluster has one —
+//! first the documents of the overlap window `[cursor − ingest.overlap_ms, cursor)` not sent yet
+//! (the ids sent inside the window are remembered and left out of that search), then everything
+//! from the cursor on, skipping by id what was sent already. Each page is written to Kafka
 //! with the idempotent producer; once the broker acknowledged it, the checkpoint (cursor and the
 //! ids in the window) is stored in Redis. So a restart resumes with no gap and repeats at most
 //! the page that was in flight; a document that becomes visible later than `overlap_ms` behind
@@ -38,11 +39,15 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use checkpoint::{Checkpoint, Store};
-use search::{Hit, Pit, PitApi, SearchClient};
+use search::{Hit, Pit, PitApi, SearchClient, Span};
 
 /// Pages read in one poll before the next poll starts over from the cursor (a fresh point in
 /// time, and a look at the stop signal in between).
 const MAX_PAGES_PER_POLL: usize = 50;
+
+/// The most ids the late pass lists for the server to leave out (Elasticsearch's default
+/// `index.max_terms_count` is 65,536).
+const MAX_EXCLUDED_IDS: usize = 10_000;
 
 /// What the tailer did, for `/status` and `/metrics`.
 #[derive(Debug)]
@@ -146,7 +151,7 @@ pub async fn run(
     let producer: FutureProducer = clickpipe_actors::group::producer_config(&cfg)
         .create()
         .context("cannot create the Kafka producer")?;
-    let mut store = Store::connect(&cfg.redis.url, &cfg.ingest.checkpoint_key).await?;
+    let mut store = Store::new(&cfg.redis, &cfg.ingest.checkpoint_key)?;
     let checkpoint = match store.load().await? {
         Some(c) => {
             tracing::info!(cursor_ms = ?c.cursor_ms, window = c.seen.len(), "resuming from the checkpoint");
@@ -160,7 +165,28 @@ pub async fn run(
     let pit_api = match cfg.ingest.pit.as_str() {
         "never" => PitApi::None,
         wanted => {
-            let api = client.detect_pit().await;
+            let mut attempt = 0;
+            let api = loop {
+                match client.detect_pit().await {
+                    Ok(api) => break api,
+                    Err(e) => {
+                        attempt += 1;
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        *stats.last_error.lock() = Some(e.message.clone());
+                        let wait = clickpipe_actors::clients::backoff(
+                            attempt,
+                            Duration::from_millis(200),
+                            Duration::from_secs(10),
+                        );
+                        tracing::warn!(error = %e, ?wait, "cannot reach the search cluster; retrying");
+                        let mut stop = stop.clone();
+                        tokio::select! {
+                            () = actix_rt::time::sleep(wait) => {}
+                            _ = stop.changed() => return Ok(()),
+                        }
+                    }
+                }
+            };
             if wanted == "always" && api == PitApi::None {
                 anyhow::bail!(
                     "invalid config key `ingest.pit`: always, but {} opens no point in time",
@@ -231,24 +257,66 @@ impl Tailer {
         Ok(())
     }
 
-    /// One poll: every page from the floor on (up to [`MAX_PAGES_PER_POLL`]). Ok(true) when it
-    /// stopped with more to read.
+    /// One poll, in two passes. The late pass: documents in `[cursor − overlap, cursor)` not
+    /// sent yet — one search that leaves out the ids sent inside the window, so it is usually
+    /// empty. The new pass: everything from the cursor on, page by page (up to
+    /// [`MAX_PAGES_PER_POLL`]); documents sharing the cursor's timestamp are read again and
+    /// skipped by id. Ok(true) when it stopped with more to read.
     async fn poll(&mut self) -> Result<bool, clickpipe_actors::error::ClientError> {
-        let floor = self.checkpoint.floor(self.cfg.ingest.overlap_ms as i64);
         let mut pit = match self.pit_api {
             PitApi::None => None,
             api => Some(self.client.open_pit(api).await?),
         };
-        let result = self.pages(floor, &mut pit).await;
+        let result = self.passes(&mut pit).await;
         if let Some(pit) = &pit {
             self.client.close_pit(pit).await;
         }
         result
     }
 
+    async fn passes(
+        &mut self,
+        pit: &mut Option<Pit>,
+    ) -> Result<bool, clickpipe_actors::error::ClientError> {
+        let overlap = self.cfg.ingest.overlap_ms as i64;
+        let mut more = false;
+        if let (Some(floor), Some(cursor)) =
+            (self.checkpoint.floor(overlap), self.checkpoint.cursor_ms)
+        {
+            let sent: Vec<String> = self
+                .checkpoint
+                .seen
+                .iter()
+                .filter(|(_, ts)| **ts < cursor)
+                .map(|(id, _)| id.clone())
+                .collect();
+            // Past this many ids the window is read again whole, skipping by id (same result,
+            // more documents on the wire).
+            let exclude: Vec<&str> = if sent.len() <= MAX_EXCLUDED_IDS {
+                sent.iter().map(String::as_str).collect()
+            } else {
+                Vec::new()
+            };
+            let late = Span {
+                from_ms: Some(floor),
+                before_ms: Some(cursor),
+                exclude: &exclude,
+            };
+            more |= self.pages(&late, pit).await?;
+        }
+        let new = Span {
+            from_ms: self.checkpoint.cursor_ms,
+            ..Span::default()
+        };
+        more |= self.pages(&new, pit).await?;
+        Ok(more)
+    }
+
+    /// Reads `span` page by page (up to [`MAX_PAGES_PER_POLL`]) and sends what is new. Ok(true)
+    /// when it stopped with more to read.
     async fn pages(
         &mut self,
-        floor: Option<i64>,
+        span: &Span<'_>,
         pit: &mut Option<Pit>,
     ) -> Result<bool, clickpipe_actors::error::ClientError> {
         let size = self.cfg.ingest.page_size;
@@ -256,7 +324,7 @@ impl Tailer {
         for _ in 0..MAX_PAGES_PER_POLL {
             let (hits, new_id) = self
                 .client
-                .page(floor, after.as_deref(), pit.as_ref(), size)
+                .page(span, after.as_deref(), pit.as_ref(), size)
                 .await?;
             if let (Some(id), Some(p)) = (new_id, pit.as_mut()) {
                 *p = match p {

@@ -22,6 +22,18 @@ pub struct Hit {
     pub sort: Vec<Value>,
 }
 
+/// The documents a search reads: timestamps in `[from_ms, before_ms)` (open where None), minus
+/// the ids in `exclude`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Span<'a> {
+    /// Lowest timestamp (epoch ms), inclusive.
+    pub from_ms: Option<i64>,
+    /// Highest timestamp (epoch ms), exclusive.
+    pub before_ms: Option<i64>,
+    /// Document ids left out.
+    pub exclude: &'a [&'a str],
+}
+
 /// A point in time opened for one poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pit {
@@ -140,14 +152,23 @@ impl SearchClient {
     }
 
     /// Which point-in-time API the cluster answers to (a probe that opens and closes one).
-    pub async fn detect_pit(&self) -> PitApi {
+    /// An answer the cluster gives for an API it lacks (4xx) counts as "not this one"; a failure
+    /// to reach it (or a 5xx) is returned, so an unreachable cluster is not mistaken for one
+    /// without points in time.
+    pub async fn detect_pit(&self) -> Result<PitApi, ClientError> {
         for api in [PitApi::OpenSearch, PitApi::Elasticsearch] {
-            if let Ok(pit) = self.open_pit(api).await {
-                self.close_pit(&pit).await;
-                return api;
+            match self.open_pit(api).await {
+                Ok(pit) => {
+                    self.close_pit(&pit).await;
+                    return Ok(api);
+                }
+                Err(e) if e.retry == clickpipe_actors::error::Retry::Never => {
+                    tracing::debug!(error = %e, ?api, "no point in time of this kind");
+                }
+                Err(e) => return Err(e),
             }
         }
-        PitApi::None
+        Ok(PitApi::None)
     }
 
     /// Opens a point in time on the index.
@@ -205,11 +226,10 @@ impl SearchClient {
         }
     }
 
-    /// The search body of one page: documents with a timestamp at or after `from_ms` (all when
-    /// None), after `after` in (timestamp, tiebreaker) order.
+    /// The search body of one page of `span`, after `after` in (timestamp, tiebreaker) order.
     pub fn page_body(
         &self,
-        from_ms: Option<i64>,
+        span: &Span<'_>,
         after: Option<&[Value]>,
         pit: Option<&Pit>,
         size: usize,
@@ -218,11 +238,25 @@ impl SearchClient {
             Some(_) => json!({ "_shard_doc": "asc" }),
             None => json!({ self.tiebreaker.as_str(): "asc" }),
         };
-        let query = match from_ms {
-            Some(ms) => {
-                json!({ "range": { self.ts_field.as_str(): { "gte": ms, "format": "epoch_millis" } } })
-            }
-            None => json!({ "exists": { "field": self.ts_field } }),
+        let mut range = json!({ "format": "epoch_millis" });
+        if let Some(ms) = span.from_ms {
+            range["gte"] = json!(ms);
+        }
+        if let Some(ms) = span.before_ms {
+            range["lt"] = json!(ms);
+        }
+        let filter = if span.from_ms.is_some() || span.before_ms.is_some() {
+            json!({ "range": { self.ts_field.as_str(): range } })
+        } else {
+            json!({ "exists": { "field": self.ts_field } })
+        };
+        let query = if span.exclude.is_empty() {
+            filter
+        } else {
+            json!({ "bool": {
+                "filter": [ filter ],
+                "must_not": [ { "ids": { "values": span.exclude } } ],
+            } })
         };
         let mut body = json!({
             "size": size,
@@ -243,12 +277,12 @@ impl SearchClient {
     /// new point-in-time id, returned for the next page.
     pub async fn page(
         &self,
-        from_ms: Option<i64>,
+        span: &Span<'_>,
         after: Option<&[Value]>,
         pit: Option<&Pit>,
         size: usize,
     ) -> Result<(Vec<Hit>, Option<String>), ClientError> {
-        let body = self.page_body(from_ms, after, pit, size);
+        let body = self.page_body(span, after, pit, size);
         let path = match pit {
             Some(_) => "/_search".to_string(),
             None => format!("/{}/_search", urlencode(&self.index)),
@@ -353,12 +387,36 @@ mod tests {
     async fn a_page_is_a_range_from_the_floor_in_timestamp_then_tiebreaker_order() {
         let cfg = IngestConfig::default();
         let c = SearchClient::new(&cfg).expect("client");
-        let body = c.page_body(Some(1000), Some(&[json!(1500), json!("d7")]), None, 50);
+        let from = Span {
+            from_ms: Some(1000),
+            ..Span::default()
+        };
+        let body = c.page_body(&from, Some(&[json!(1500), json!("d7")]), None, 50);
         assert_eq!(body["sort"], json!([{"@timestamp": "asc"}, {"_id": "asc"}]));
         assert_eq!(body["query"]["range"]["@timestamp"]["gte"], 1000);
+        assert!(body["query"]["range"]["@timestamp"].get("lt").is_none());
         assert_eq!(body["search_after"], json!([1500, "d7"]));
+        let late = Span {
+            from_ms: Some(1000),
+            before_ms: Some(3000),
+            exclude: &["a", "b"],
+        };
+        let body = c.page_body(&late, None, None, 50);
+        let range = &body["query"]["bool"]["filter"][0]["range"]["@timestamp"];
+        assert_eq!(
+            (range["gte"].clone(), range["lt"].clone()),
+            (json!(1000), json!(3000))
+        );
+        assert_eq!(
+            body["query"]["bool"]["must_not"][0]["ids"]["values"],
+            json!(["a", "b"])
+        );
         let pit = Pit::OpenSearch("p1".into());
-        let body = c.page_body(None, None, Some(&pit), 50);
+        let body = c.page_body(&Span::default(), None, Some(&pit), 50);
+        assert!(
+            body["query"]["exists"].is_object(),
+            "no range: every document with a timestamp"
+        );
         assert_eq!(body["sort"][1], json!({"_shard_doc": "asc"}));
         assert_eq!(body["pit"]["id"], "p1");
         assert!(body.get("search_after").is_none());

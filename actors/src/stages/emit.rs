@@ -54,6 +54,9 @@ impl StageLogic for Emit {
                 let producer = &producer;
                 let topic = &topic;
                 async move {
+                    if let Some(t) = r.trace.as_deref() {
+                        t.note_send(topic);
+                    }
                     let Some(value) = r.output_json() else {
                         return Err(
                             "record reached emit without features or prediction".to_string()
