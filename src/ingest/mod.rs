@@ -128,6 +128,42 @@ pub async fn serve(
     result.context("the tailer panicked")?
 }
 
+/// Calls `f` until the cluster answers: failures to reach it (and 5xx, 429) are retried with
+/// backoff and counted; an answer — success or a refusal — is returned. None when `stop` turned
+/// true meanwhile.
+async fn until_reachable<T, F, Fut>(
+    stats: &IngestStats,
+    stop: &watch::Receiver<bool>,
+    mut f: F,
+) -> Option<Result<T, clickpipe_actors::error::ClientError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, clickpipe_actors::error::ClientError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.retry != Retry::Never => {
+                attempt += 1;
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                *stats.last_error.lock() = Some(e.message.clone());
+                let wait = clickpipe_actors::clients::backoff(
+                    attempt,
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                tracing::warn!(error = %e, ?wait, "cannot reach the search cluster; retrying");
+                let mut stop = stop.clone();
+                tokio::select! {
+                    () = actix_rt::time::sleep(wait) => {}
+                    _ = stop.changed() => return None,
+                }
+            }
+            answer => return Some(answer),
+        }
+    }
+}
+
 /// The tailer.
 struct Tailer {
     cfg: Arc<Config>,
@@ -162,38 +198,58 @@ pub async fn run(
         }
         None => Checkpoint::default(),
     };
+    let unreachable = || {
+        anyhow::anyhow!(
+            "cannot reach {}",
+            clickpipe_actors::config::mask_url(&cfg.ingest.url)
+        )
+    };
     let pit_api = match cfg.ingest.pit.as_str() {
         "never" => PitApi::None,
-        wanted => {
-            let mut attempt = 0;
-            let api = loop {
-                match client.detect_pit().await {
-                    Ok(api) => break api,
-                    Err(e) => {
-                        attempt += 1;
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        *stats.last_error.lock() = Some(e.message.clone());
-                        let wait = clickpipe_actors::clients::backoff(
-                            attempt,
-                            Duration::from_millis(200),
-                            Duration::from_secs(10),
-                        );
-                        tracing::warn!(error = %e, ?wait, "cannot reach the search cluster; retrying");
-                        let mut stop = stop.clone();
-                        tokio::select! {
-                            () = actix_rt::time::sleep(wait) => {}
-                            _ = stop.changed() => return Ok(()),
+        "always" => {
+            let Some(api) = until_reachable(&stats, &stop, || client.detect_pit()).await else {
+                return Ok(());
+            };
+            match api.map_err(|e| unreachable().context(e.message))? {
+                PitApi::None => anyhow::bail!(
+                    "invalid config key `ingest.pit`: always, but {} opens no point in time",
+                    clickpipe_actors::config::mask_url(&cfg.ingest.url)
+                ),
+                api => api,
+            }
+        }
+        _ => {
+            // auto: no point in time while the cluster sorts on the tiebreaker field (a search
+            // less per poll, and none of the snapshot's cost); one when it refuses to (as
+            // Elasticsearch 8 does for `_id`).
+            let everything = Span::default();
+            let probe = || client.page(&everything, None, None, 1);
+            let Some(probe) = until_reachable(&stats, &stop, probe).await else {
+                return Ok(());
+            };
+            match probe {
+                Ok(_) => PitApi::None,
+                Err(refusal) => {
+                    let Some(api) = until_reachable(&stats, &stop, || client.detect_pit()).await
+                    else {
+                        return Ok(());
+                    };
+                    match api.map_err(|e| unreachable().context(e.message))? {
+                        PitApi::None => anyhow::bail!(
+                            "invalid config key `ingest.tiebreaker_field`: the cluster refuses to \
+                             sort on `{}` and opens no point in time ({}); name a unique keyword \
+                             field such as event_id",
+                            cfg.ingest.tiebreaker_field,
+                            refusal.message
+                        ),
+                        api => {
+                            tracing::info!(reason = %refusal.message,
+                                "sorting on the tiebreaker field refused; using a point in time");
+                            api
                         }
                     }
                 }
-            };
-            if wanted == "always" && api == PitApi::None {
-                anyhow::bail!(
-                    "invalid config key `ingest.pit`: always, but {} opens no point in time",
-                    clickpipe_actors::config::mask_url(&cfg.ingest.url)
-                );
             }
-            api
         }
     };
     *stats.pit.lock() = match pit_api {
