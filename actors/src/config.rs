@@ -62,7 +62,8 @@ pub struct IngestConfig {
     /// (`_id` works on OpenSearch; Elasticsearch 8 refuses to sort on `_id`: use a keyword field
     /// such as `event_id`, or a point in time).
     pub tiebreaker_field: String,
-    /// Point in time for each poll's paging: `auto` (when the cluster has it), `always`, `never`.
+    /// Point in time for each poll's paging: `auto` (only when the cluster refuses to sort on
+    /// `tiebreaker_field`), `always`, `never`.
     pub pit: String,
     /// Documents per search request.
     pub page_size: usize,
