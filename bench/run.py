@@ -1057,6 +1057,18 @@ def main():
     return report(args, results, overloads, started, ended, workdir)
 
 
+def publish(args, md, workdir):
+    """Prints the report, keeps it in the work directory and, with --record, appends it to
+    bench/RESULTS.md."""
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if args.record:
+        with open(os.path.join(BENCH, "RESULTS.md"), "a") as f:
+            f.write("\n" + md)
+        log("appended to bench/RESULTS.md")
+
+
 def run_ingest(args, env, rates, started, workdir):
     """The `--ingest` run: lag at each rate, then catch-up throughput; its own report."""
     ingests = []
@@ -1082,14 +1094,7 @@ def run_ingest(args, env, rates, started, workdir):
            f"monotonic clock. Fixed rates run {args.duration} s; `max` preloads "
            f"{INGEST_MAX_COUNT:,} documents, then measures the catch-up (first to last event read).",
            "", ingest_table(ingests), ""]
-    md = "\n".join(out)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(md)
-    print(md)
-    if args.record:
-        with open(os.path.join(BENCH, "RESULTS.md"), "a") as f:
-            f.write("\n" + md)
-        log("appended to bench/RESULTS.md")
+    publish(args, "\n".join(out), workdir)
     failed = [r for r in ingests if not r["ok"]]
     return 1 if failed else 0
 
@@ -1110,14 +1115,7 @@ def report(args, results, overloads, started, ended, workdir):
                     f"for {args.overload_duration} s; MockCluster"):
         svgs.append(("RSS and lag under overload",
                      os.path.relpath(ov_svg, BENCH) if args.record else ov_svg))
-    md = report_md(args, results, overloads, svgs, started, ended)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(md)
-    print(md)
-    if args.record:
-        with open(os.path.join(BENCH, "RESULTS.md"), "a") as f:
-            f.write("\n" + md)
-        log("appended to bench/RESULTS.md")
+    publish(args, report_md(args, results, overloads, svgs, started, ended), workdir)
     # The sequential peers may fall behind at high rates (reported, not a failure); clickpipe and
     # the passthrough must answer every event, and in a smoke run every system must.
     failed = [r for r in results if not r["ok"]

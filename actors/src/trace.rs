@@ -297,12 +297,10 @@ impl RecordTrace {
 
 /// The client span of a call made for a whole batch: child of the first traced record's stage
 /// span, linked to the other traced records' stage spans. None when no record is traced.
-pub fn batch_span<'a>(
-    name: &'static str,
-    stage_spans: impl Iterator<Item = &'a Span>,
-    batch_size: usize,
-) -> Option<Span> {
-    let mut spans = stage_spans;
+pub fn batch_span(name: &'static str, batch: &[crate::record::Record]) -> Option<Span> {
+    let mut spans = batch
+        .iter()
+        .filter_map(|r| r.trace.as_deref().and_then(RecordTrace::stage_span));
     let first = spans.next()?;
     let span = tracing::info_span!(
         target: TARGET,
@@ -310,7 +308,7 @@ pub fn batch_span<'a>(
         "call",
         otel.name = name,
         otel.kind = "client",
-        clickpipe.batch.size = batch_size,
+        clickpipe.batch.size = batch.len(),
     );
     for other in spans {
         let cx = other.context();

@@ -18,7 +18,7 @@ use crate::features::Features;
 use crate::record::Record;
 use crate::stage::{Outcome, StageHealth, StageLogic};
 use crate::stats::Stats;
-use crate::trace::{self, RecordTrace};
+use crate::trace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The infer stage.
@@ -105,13 +105,7 @@ impl StageLogic for Infer {
                     })
                 };
                 // A traced batch gets one client span for the call; its context goes on the request.
-                let call = trace::batch_span(
-                    "POST /invocations",
-                    batch
-                        .iter()
-                        .filter_map(|r| r.trace.as_deref().and_then(RecordTrace::stage_span)),
-                    instances.len(),
-                );
+                let call = trace::batch_span("POST /invocations", &batch);
                 let headers = call
                     .as_ref()
                     .map(trace::context_headers)

@@ -17,7 +17,7 @@ use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::record::Record;
 use crate::stage::{Outcome, StageHealth, StageLogic};
-use crate::trace::{self, RecordTrace};
+use crate::trace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The lookup stage.
@@ -87,13 +87,7 @@ impl StageLogic for Lookup {
                 return rejected;
             }
             // A traced batch gets one client span for its Redis round trips.
-            let call = trace::batch_span(
-                "redis lookup",
-                batch
-                    .iter()
-                    .filter_map(|r| r.trace.as_deref().and_then(RecordTrace::stage_span)),
-                batch.len(),
-            );
+            let call = trace::batch_span("redis lookup", &batch);
             if let Some(span) = &call {
                 span.set_attribute("db.system.name", "redis");
             }
