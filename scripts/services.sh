@@ -8,7 +8,9 @@
 #                                         (PyPI, in its own virtualenv $CLICKPIPE_TOOLS/schemathesis) are
 #                                         used by the admin API tests; osmem (PyPI osmem-server, an
 #                                         in-memory OpenSearch-compatible server, linked as
-#                                         $CLICKPIPE_TOOLS/bin/osmem-server) by the ingest tests.
+#                                         $CLICKPIPE_TOOLS/bin/osmem-server) by the ingest tests;
+#                                         compose (Debian docker-compose, for `docker-compose config`)
+#                                         by the deployment tests.
 #   scripts/services.sh start [--fresh]   start Redis and tansu (installing them if missing), wait until
 #                                         both accept connections, create the default topics.
 #                                         --fresh: stop tansu if running and delete its database first.
@@ -194,7 +196,8 @@ cmd_install() {
             chromium) install_chromium ;;
             schemathesis) install_schemathesis ;;
             osmem) install_osmem ;;
-            *) die "install: unknown component '$w' (redis, tansu, chromium, schemathesis, osmem)" ;;
+            compose) command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose ;;
+            *) die "install: unknown component '$w' (redis, tansu, chromium, schemathesis, osmem, compose)" ;;
         esac
     done
     log "installed: ${what[*]}"

@@ -15,8 +15,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh deps
-# The admin API tests drive headless Chromium and schemathesis; the ingest tests run osmem-server.
-scripts/services.sh install chromium schemathesis osmem
+# The admin API tests drive headless Chromium and schemathesis; the ingest tests run osmem-server;
+# the deployment tests resolve the compose file with docker-compose.
+scripts/services.sh install chromium schemathesis osmem compose
 if [[ "${CLICKPIPE_SKIP_SERVICES:-0}" != 1 ]]; then
     scripts/services.sh start
 fi

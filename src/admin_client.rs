@@ -1,4 +1,5 @@
-//! `clickpipe status` and `clickpipe replay`: command-line clients of the admin API.
+//! `clickpipe status`, `clickpipe replay` and `clickpipe health`: command-line clients of the
+//! admin API.
 
 use std::time::Duration;
 
@@ -8,11 +9,30 @@ use serde_json::Value;
 /// How long one admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The admin API's base URL for an `admin.listen` address (`http://{listen}`), or `url` as given.
+/// The admin API's base URL for an `admin.listen` address (`http://{listen}`, a wildcard address
+/// reached on loopback), or `url` as given.
 pub fn base_url(url: Option<&str>, listen: &str) -> String {
     match url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!("http://{listen}"),
+        None => {
+            let listen = match listen.rsplit_once(':') {
+                Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+                Some(("[::]", port)) => format!("[::1]:{port}"),
+                _ => listen.to_string(),
+            };
+            format!("http://{listen}")
+        }
+    }
+}
+
+/// `GET {path}` (e.g. `/health/live`): Ok when it answers 200, else why not.
+pub async fn health(base: &str, path: &str) -> anyhow::Result<()> {
+    let (code, body) =
+        request(awc::http::Method::GET, &format!("{base}{path}"), None, None).await?;
+    if code == 200 {
+        Ok(())
+    } else {
+        bail!("{path} answered {code}: {body}")
     }
 }
 

@@ -101,6 +101,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Probe a running instance's health (exit 0 when it answers 200, 1 when not): for
+    /// container health checks. `--url` points it elsewhere (`clickpipe ingest` on
+    /// ingest.listen; the model server with `--path /ping`).
+    Health {
+        #[command(flatten)]
+        admin: AdminArg,
+        /// The path probed.
+        #[arg(long, default_value = "/health/live")]
+        path: String,
+    },
     /// Show a running instance's status (from its admin API).
     Status {
         #[command(flatten)]
@@ -175,6 +185,17 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Health { admin, path } => {
+            let config = load(&admin.config)?;
+            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            match actix_rt::System::new().block_on(admin_client::health(&base, &path)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("clickpipe: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Status { admin, json } => {
             let config = load(&admin.config)?;
             let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);

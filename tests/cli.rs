@@ -99,3 +99,39 @@ fn mock_broker_serves_the_configured_topics_until_stopped() {
     }
     assert_eq!(code, Some(0), "stops cleanly on SIGTERM");
 }
+
+#[test]
+fn health_exits_0_when_the_probed_endpoint_answers_200_and_1_when_not() {
+    // The reference model server answers GET /ping.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_clickpipe"))
+        .args(["model-server", "--listen", &url["http://".len()..]])
+        .env_remove("CLICKPIPE_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("model server");
+    drop(listener);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, _, stderr) = clickpipe(&["health", "--url", &url, "--path", "/ping"], &[]);
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "model server never healthy: {stderr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, _, stderr) = clickpipe(&["health", "--url", &url], &[]);
+    assert_eq!(code, 1, "no /health/live there");
+    assert!(stderr.contains("404"), "{stderr}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let (code, _, stderr) = clickpipe(&["health", "--url", &url, "--path", "/ping"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+}
