@@ -34,12 +34,30 @@ pub fn load_from(path: Option<&Path>, env: Env) -> anyhow::Result<Config> {
         .extract()
         .map_err(|e| anyhow::anyhow!(describe(e)))
         .context("invalid configuration")?;
+    librdkafka_names(&mut config);
     apply_otel_env(&mut config, |name| {
         std::env::var(name).ok().filter(|v| !v.trim().is_empty())
     })
     .context("invalid configuration")?;
     config.validate().context("invalid configuration")?;
     Ok(config)
+}
+
+/// librdkafka property names have dots, which environment variable names cannot carry through
+/// the `__` nesting: `CLICKPIPE__KAFKA__CLIENT__SECURITY_PROTOCOL` sets `security.protocol`. No
+/// librdkafka property has an underscore, so in `kafka.client`, `kafka.consumer` and
+/// `kafka.producer` every `_` is read as `.`.
+fn librdkafka_names(config: &mut Config) {
+    let k = &mut config.kafka;
+    for map in [&mut k.client, &mut k.consumer, &mut k.producer] {
+        let renamed: Vec<(String, String)> = map
+            .iter()
+            .filter(|(key, _)| key.contains('_'))
+            .map(|(key, value)| (key.replace('_', "."), value.clone()))
+            .collect();
+        map.retain(|key, _| !key.contains('_'));
+        map.extend(renamed);
+    }
 }
 
 /// Applies the standard OpenTelemetry variables (`var` returns a set, non-empty one) over the
@@ -156,6 +174,32 @@ mod tests {
                 c.kafka.client.get("socket.timeout.ms").map(String::as_str),
                 Some("5000")
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn librdkafka_properties_come_from_the_environment_with_underscores_for_dots() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CLICKPIPE__KAFKA__CLIENT__SECURITY_PROTOCOL", "SASL_SSL");
+            jail.set_env("CLICKPIPE__KAFKA__CLIENT__SASL_MECHANISM", "SCRAM-SHA-512");
+            jail.set_env("CLICKPIPE__KAFKA__PRODUCER__LINGER_MS", "5");
+            let c = load(None).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(
+                c.kafka.client.get("security.protocol").map(String::as_str),
+                Some("SASL_SSL")
+            );
+            assert_eq!(
+                c.kafka.client.get("sasl.mechanism").map(String::as_str),
+                Some("SCRAM-SHA-512")
+            );
+            assert_eq!(
+                c.kafka.producer.get("linger.ms").map(String::as_str),
+                Some("5")
+            );
+            jail.set_env("CLICKPIPE__KAFKA__CLIENT__GROUP_ID", "sneaky");
+            let e = format!("{:#}", load(None).expect_err("managed key"));
+            assert!(e.contains("group.id"), "{e}");
             Ok(())
         });
     }

@@ -180,3 +180,50 @@ fn the_collector_configurations_are_valid_yaml_with_a_traces_pipeline() {
         );
     }
 }
+
+#[test]
+fn the_ecs_task_definition_gives_clickpipe_a_valid_configuration() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docker/ecs/clickpipe-task.json"))
+        .expect("task definition");
+    let task: Value = serde_json::from_str(&text).expect("task definition is JSON");
+    let containers = task["containerDefinitions"].as_array().expect("containers");
+    let app = containers
+        .iter()
+        .find(|c| c["name"] == "clickpipe")
+        .expect("the clickpipe container");
+    assert!(
+        containers.iter().any(|c| c["name"] == "adot-collector"),
+        "an ADOT sidecar"
+    );
+    let mut env = image_env();
+    for e in app["environment"].as_array().into_iter().flatten() {
+        env.insert(
+            e["name"].as_str().expect("name").to_string(),
+            e["value"].as_str().expect("value").to_string(),
+        );
+    }
+    // Secrets arrive as environment variables too; stand-ins of the right shape.
+    for s in app["secrets"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().expect("name");
+        let value = if name == "CLICKPIPE__REDIS__URL" {
+            "rediss://clickpipe:stand-in@master.clicks.abc123.euw1.cache.amazonaws.com:6379/0"
+        } else {
+            "stand-in"
+        };
+        env.insert(name.to_string(), value.to_string());
+    }
+    let out = config_check(&env);
+    assert!(
+        out.status.success(),
+        "clickpipe config check refused the task's environment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"security.protocol\" = \"SASL_SSL\""),
+        "{text}"
+    );
+    assert!(!text.contains("stand-in"), "secrets are masked: {text}");
+    assert_eq!(app["healthCheck"]["command"][1], "clickpipe");
+    assert_eq!(app["portMappings"][0]["containerPort"], 9090);
+}
