@@ -35,6 +35,11 @@ pub fn load_from(path: Option<&Path>, env: Env) -> anyhow::Result<Config> {
         .map_err(|e| anyhow::anyhow!(describe(e)))
         .context("invalid configuration")?;
     librdkafka_names(&mut config);
+    if config.model.region.trim().is_empty() {
+        config.model.region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_default();
+    }
     apply_otel_env(&mut config, |name| {
         std::env::var(name).ok().filter(|v| !v.trim().is_empty())
     })

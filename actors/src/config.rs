@@ -297,6 +297,42 @@ pub struct ModelConfig {
     /// is dead-lettered) or `dead_letter` (`inference_failed` after `retry_budget_ms`, and at once
     /// while the circuit is open).
     pub on_unavailable: UnavailablePolicy,
+    /// `http`: `url` serves the SageMaker container contract. `sagemaker`: InvokeEndpoint on the
+    /// endpoint `sagemaker_endpoint`, signed with SigV4 (same batching, retries and breaker).
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// `sagemaker`: the endpoint's name.
+    #[serde(default)]
+    pub sagemaker_endpoint: String,
+    /// `sagemaker`: the AWS region (default: `AWS_REGION`, else `AWS_DEFAULT_REGION`).
+    #[serde(default)]
+    pub region: String,
+    /// `sagemaker`: the runtime API's base URL when not `https://runtime.sagemaker.{region}.amazonaws.com`
+    /// (a VPC interface endpoint).
+    #[serde(default)]
+    pub sagemaker_url: String,
+}
+
+/// How the model is called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Plain HTTP to `model.url`.
+    #[default]
+    Http,
+    /// A SageMaker endpoint (InvokeEndpoint, SigV4).
+    Sagemaker,
+}
+
+impl ModelConfig {
+    /// The runtime API's base URL of a `sagemaker` model.
+    pub fn sagemaker_base(&self) -> String {
+        if self.sagemaker_url.trim().is_empty() {
+            format!("https://runtime.sagemaker.{}.amazonaws.com", self.region)
+        } else {
+            self.sagemaker_url.trim().trim_end_matches('/').to_string()
+        }
+    }
 }
 
 /// Feature computation settings.
@@ -630,6 +666,32 @@ impl Config {
         }
         if m.url.parse::<awc::http::Uri>().is_err() {
             return Err(bad("model.url", "is not a valid URL"));
+        }
+        if m.kind == ModelKind::Sagemaker {
+            let name_ok = !m.sagemaker_endpoint.is_empty()
+                && m.sagemaker_endpoint.len() <= 63
+                && m.sagemaker_endpoint
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !name_ok {
+                return Err(bad(
+                    "model.sagemaker_endpoint",
+                    "must name the endpoint (1 to 63 letters, digits and hyphens)",
+                ));
+            }
+            if m.region.trim().is_empty() {
+                return Err(bad(
+                    "model.region",
+                    "must be set for model.kind = sagemaker (or AWS_REGION)",
+                ));
+            }
+            let url = m.sagemaker_url.trim();
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad(
+                    "model.sagemaker_url",
+                    "must start with http:// or https://",
+                ));
+            }
         }
         if m.max_batch_size == 0 {
             return Err(bad("model.max_batch_size", "must be greater than 0"));

@@ -8,6 +8,7 @@ use actix::Addr;
 use deadpool_redis::Pool;
 use rdkafka::producer::FutureProducer;
 
+use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
 use crate::clients::zip_cache::ZipCache;
 use crate::config::Config;
@@ -33,6 +34,8 @@ pub struct Deps {
     pub stats: Arc<Stats>,
     /// The model circuit breaker, shared by all partitions.
     pub breaker: Arc<CircuitBreaker>,
+    /// AWS credentials (a SageMaker model), shared by all partitions.
+    pub credentials: Arc<CredentialsProvider>,
     /// Per-partition state for the admin API.
     pub status: Arc<StatusBoard>,
     /// Fault injection for tests; inert unless a test arms it.

@@ -15,6 +15,7 @@ use actix::prelude::*;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::{FutureProducer, Producer};
 
+use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::ModelClient;
 use crate::clients::redis::{create_pool, LookupClient};
@@ -65,6 +66,7 @@ pub struct PipelineHandle {
     redis: deadpool_redis::Pool,
     zip_cache: Arc<ZipCache>,
     breaker: Arc<CircuitBreaker>,
+    credentials: Arc<CredentialsProvider>,
     config: Arc<Config>,
 }
 
@@ -145,7 +147,9 @@ impl PipelineHandle {
     pub async fn ping_model(&self) -> Result<(), ClientError> {
         let mut cfg = self.config.model.clone();
         cfg.timeout_ms = cfg.timeout_ms.min(1000);
-        ModelClient::new(&cfg, self.breaker.clone()).ping().await
+        ModelClient::new(&cfg, self.breaker.clone(), self.credentials.clone())
+            .ping()
+            .await
     }
 
     /// ZIP look-ups answered by the in-process cache and those that went to Redis.
@@ -212,6 +216,7 @@ impl Pipeline {
                 redis_unavailable: config.redis.on_unavailable.as_str(),
             },
         ));
+        let credentials = Arc::new(CredentialsProvider::default());
         let deps = Deps {
             config: config.clone(),
             producer: producer.clone(),
@@ -220,6 +225,7 @@ impl Pipeline {
             zip_cache: zip_cache.clone(),
             stats: stats.clone(),
             breaker: breaker.clone(),
+            credentials: credentials.clone(),
             status: status.clone(),
             hooks,
             sampling: Sampling::from_config(&config.tracing),
@@ -237,6 +243,7 @@ impl Pipeline {
             redis,
             zip_cache,
             breaker,
+            credentials,
             config,
         };
         Ok(Pipeline {

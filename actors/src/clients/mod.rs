@@ -1,5 +1,7 @@
-//! Clients of the services the pipeline calls: Redis (ZIP data and session state) and the model.
+//! Clients of the services the pipeline calls: Redis (ZIP data and session state) and the model
+//! (plain HTTP, or a SageMaker endpoint signed with AWS credentials).
 
+pub mod aws;
 pub mod breaker;
 pub mod model;
 pub mod redis;

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clients::aws::{self, CredentialsProvider};
 use crate::clients::backoff;
 use crate::clients::breaker::{Admission, CircuitBreaker};
-use crate::config::{ModelConfig, UnavailablePolicy};
+use crate::config::{ModelConfig, ModelKind, UnavailablePolicy};
 use crate::error::{ClientError, Retry};
 use crate::features::Features;
 
@@ -61,30 +62,61 @@ pub struct ModelClient {
     backoff_max: Duration,
     breaker: Arc<CircuitBreaker>,
     policy: UnavailablePolicy,
+    sagemaker: Option<SageMaker>,
+}
+
+/// What calling a SageMaker endpoint needs besides the URL.
+#[derive(Clone)]
+struct SageMaker {
+    region: String,
+    credentials: Arc<CredentialsProvider>,
 }
 
 /// Told when the model becomes unavailable (`Some(reason)`) and available again (`None`).
 pub type HealthReport<'a> = &'a dyn Fn(Option<String>);
 
 impl ModelClient {
-    /// A client for `cfg.url`, sharing `breaker` with the other partitions. Must be called on the
-    /// thread that will use it.
-    pub fn new(cfg: &ModelConfig, breaker: Arc<CircuitBreaker>) -> Self {
-        let base = cfg.url.trim_end_matches('/');
+    /// A client for `cfg.url` (or, with `model.kind = sagemaker`, the SageMaker endpoint), sharing
+    /// `breaker` and `credentials` with the other partitions. Must be called on the thread that
+    /// will use it.
+    pub fn new(
+        cfg: &ModelConfig,
+        breaker: Arc<CircuitBreaker>,
+        credentials: Arc<CredentialsProvider>,
+    ) -> Self {
+        let (invocations, ping, sagemaker) = match cfg.kind {
+            ModelKind::Http => {
+                let base = cfg.url.trim_end_matches('/');
+                (format!("{base}/invocations"), format!("{base}/ping"), None)
+            }
+            ModelKind::Sagemaker => (
+                format!(
+                    "{}/endpoints/{}/invocations",
+                    cfg.sagemaker_base(),
+                    cfg.sagemaker_endpoint
+                ),
+                String::new(),
+                Some(SageMaker {
+                    region: cfg.region.clone(),
+                    credentials,
+                }),
+            ),
+        };
         let timeout = Duration::from_millis(cfg.timeout_ms);
         ModelClient {
             http: awc::Client::builder()
                 .timeout(timeout)
                 .disable_redirects()
                 .finish(),
-            invocations: format!("{base}/invocations"),
-            ping: format!("{base}/ping"),
+            invocations,
+            ping,
             timeout,
             budget: Duration::from_millis(cfg.retry_budget_ms),
             backoff_initial: Duration::from_millis(cfg.backoff_initial_ms),
             backoff_max: Duration::from_millis(cfg.backoff_max_ms),
             breaker,
             policy: cfg.on_unavailable,
+            sagemaker,
         }
     }
 
@@ -93,8 +125,12 @@ impl ModelClient {
         &self.invocations
     }
 
-    /// `GET /ping`: Ok when the model answers 200.
+    /// `GET /ping`: Ok when the model answers 200. A SageMaker endpoint has no such call for its
+    /// callers: Ok when AWS credentials are at hand.
     pub async fn ping(&self) -> Result<(), ClientError> {
+        if let Some(sm) = &self.sagemaker {
+            return sm.credentials.get().await.map(|_| ());
+        }
         let resp = self
             .http
             .get(&self.ping)
@@ -208,6 +244,26 @@ impl ModelClient {
         for (name, value) in headers {
             request = request.insert_header((name.as_str(), value.as_str()));
         }
+        if let Some(sm) = &self.sagemaker {
+            let credentials = sm.credentials.get().await?;
+            let unsigned = aws::Unsigned {
+                method: "POST",
+                url: &self.invocations,
+                headers: &[("content-type", "application/json")],
+                body: &body,
+            };
+            let signed = aws::sign_headers(
+                &credentials,
+                &sm.region,
+                "sagemaker",
+                &unsigned,
+                std::time::SystemTime::now(),
+            )?;
+            for (name, value) in &signed {
+                request = request.insert_header((name.as_str(), value.as_str()));
+            }
+            request = request.insert_header(("accept", "application/json"));
+        }
         let mut resp = request
             .send_body(body)
             .await
@@ -218,7 +274,11 @@ impl ModelClient {
             .limit(64 * 1024 * 1024)
             .await
             .map_err(|e| ClientError::transient(format!("model: reading response: {e}")))?;
-        if status.as_u16() == 429 || status.is_server_error() {
+        // SageMaker answers throttling with 400 ThrottlingException; retry it like a 429.
+        let throttled = self.sagemaker.is_some()
+            && status.as_u16() == 400
+            && String::from_utf8_lossy(&payload).contains("Throttling");
+        if status.as_u16() == 429 || status.is_server_error() || throttled {
             return Err(ClientError::transient(format!(
                 "model: HTTP {status}: {}",
                 snippet(&payload)

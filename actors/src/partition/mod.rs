@@ -217,6 +217,7 @@ impl PartitionActor {
                 &cfg,
                 self.deps.stats.clone(),
                 self.deps.breaker.clone(),
+                self.deps.credentials.clone(),
                 me.clone().recipient(),
             ),
             wiring(emit.clone().recipient()),

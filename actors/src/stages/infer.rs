@@ -10,6 +10,7 @@ use actix::Recipient;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::ModelClient;
 use crate::config::{Config, ModelConfig};
@@ -27,6 +28,7 @@ pub struct Infer {
     client: Option<ModelClient>,
     stats: Arc<Stats>,
     breaker: Arc<CircuitBreaker>,
+    credentials: Arc<CredentialsProvider>,
     health: Recipient<StageHealth>,
 }
 
@@ -36,6 +38,7 @@ impl Infer {
         config: &Config,
         stats: Arc<Stats>,
         breaker: Arc<CircuitBreaker>,
+        credentials: Arc<CredentialsProvider>,
         health: Recipient<StageHealth>,
     ) -> Self {
         Infer {
@@ -43,6 +46,7 @@ impl Infer {
             client: None,
             stats,
             breaker,
+            credentials,
             health,
         }
     }
@@ -62,7 +66,11 @@ impl StageLogic for Infer {
     }
 
     fn started(&mut self) {
-        self.client = Some(ModelClient::new(&self.config, self.breaker.clone()));
+        self.client = Some(ModelClient::new(
+            &self.config,
+            self.breaker.clone(),
+            self.credentials.clone(),
+        ));
     }
 
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
@@ -84,7 +92,9 @@ impl StageLogic for Infer {
             .collect();
         let client = self
             .client
-            .get_or_insert_with(|| ModelClient::new(&self.config, self.breaker.clone()))
+            .get_or_insert_with(|| {
+                ModelClient::new(&self.config, self.breaker.clone(), self.credentials.clone())
+            })
             .clone();
         let stats = self.stats.clone();
         let health = self.health.clone();

@@ -1,0 +1,332 @@
+//! AWS request signing (SigV4, through `aws-sigv4`) and credentials, for calling a SageMaker
+//! endpoint. Credentials come, in this order, from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), the ECS container credentials endpoint
+//! (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, or `AWS_CONTAINER_CREDENTIALS_FULL_URI` with
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)`), then the EC2 instance profile (IMDSv2;
+//! `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_DISABLED`). Temporary credentials are
+//! cached and fetched again five minutes before they expire.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_smithy_runtime_api::client::identity::Identity;
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use crate::error::ClientError;
+
+/// A set of AWS credentials.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key (never logged).
+    pub secret_access_key: String,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// When temporary credentials expire.
+    pub expires: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of the ECS and EC2 credential endpoints.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Endpoint {
+    access_key_id: String,
+    secret_access_key: String,
+    token: Option<String>,
+    expiration: Option<String>,
+}
+
+impl From<Endpoint> for Credentials {
+    fn from(e: Endpoint) -> Self {
+        Credentials {
+            access_key_id: e.access_key_id,
+            secret_access_key: e.secret_access_key,
+            session_token: e.token,
+            expires: e
+                .expiration
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(SystemTime::from),
+        }
+    }
+}
+
+/// How long before expiry cached credentials are fetched again.
+const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+/// The process's credentials, shared by every caller; fetched on first use and when they near
+/// expiry.
+#[derive(Default)]
+pub struct CredentialsProvider {
+    cached: Mutex<Option<Credentials>>,
+}
+
+impl std::fmt::Debug for CredentialsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsProvider")
+            .finish_non_exhaustive()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl CredentialsProvider {
+    /// Current credentials (from the cache while they are fresh).
+    pub async fn get(&self) -> Result<Credentials, ClientError> {
+        if let Some(c) = self.cached.lock().as_ref() {
+            let fresh = c
+                .expires
+                .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE);
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let c = fetch().await?;
+        *self.cached.lock() = Some(c.clone());
+        Ok(c)
+    }
+}
+
+async fn fetch() -> Result<Credentials, ClientError> {
+    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Ok(Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: env("AWS_SESSION_TOKEN"),
+            expires: None,
+        });
+    }
+    let http = awc::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .finish();
+    let container = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .map(|uri| format!("http://169.254.170.2{uri}"))
+        .or_else(|| env("AWS_CONTAINER_CREDENTIALS_FULL_URI"));
+    if let Some(url) = container {
+        let token = match env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| {
+                    ClientError::permanent(format!(
+                        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {path}: {e}"
+                    ))
+                })?,
+            None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        };
+        let mut req = http.get(&url);
+        if let Some(t) = token {
+            req = req.insert_header(("authorization", t));
+        }
+        let endpoint: Endpoint = json(req.send().await, "container credentials").await?;
+        return Ok(endpoint.into());
+    }
+    if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(ClientError::permanent(
+            "no AWS credentials: none in the environment, no container credentials, instance metadata disabled",
+        ));
+    }
+    let base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .unwrap_or_else(|| "http://169.254.169.254".to_string());
+    let base = base.trim_end_matches('/');
+    let token = text(
+        http.put(format!("{base}/latest/api/token"))
+            .insert_header(("x-aws-ec2-metadata-token-ttl-seconds", "21600"))
+            .send()
+            .await,
+        "instance metadata token",
+    )
+    .await?;
+    let roles = text(
+        http.get(format!("{base}/latest/meta-data/iam/security-credentials/"))
+            .insert_header(("x-aws-ec2-metadata-token", token.as_str()))
+            .send()
+            .await,
+        "instance profile",
+    )
+    .await?;
+    let role = roles
+        .lines()
+        .next()
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| ClientError::permanent("the instance has no IAM role"))?
+        .trim()
+        .to_string();
+    let endpoint: Endpoint = json(
+        http.get(format!(
+            "{base}/latest/meta-data/iam/security-credentials/{role}"
+        ))
+        .insert_header(("x-aws-ec2-metadata-token", token.as_str()))
+        .send()
+        .await,
+        "instance profile credentials",
+    )
+    .await?;
+    Ok(endpoint.into())
+}
+
+type Sent = Result<awc::ClientResponse, awc::error::SendRequestError>;
+
+async fn text(sent: Sent, what: &str) -> Result<String, ClientError> {
+    let mut resp = sent.map_err(|e| ClientError::transient(format!("{what}: {e}")))?;
+    let body = resp
+        .body()
+        .limit(1 << 20)
+        .await
+        .map_err(|e| ClientError::transient(format!("{what}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(ClientError::transient(format!(
+            "{what}: HTTP {}",
+            resp.status()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn json<T: serde::de::DeserializeOwned>(sent: Sent, what: &str) -> Result<T, ClientError> {
+    let body = text(sent, what).await?;
+    serde_json::from_str(&body).map_err(|e| ClientError::permanent(format!("{what}: {e}")))
+}
+
+/// A request to sign: what is sent, besides the `host` header.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsigned<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Full URL.
+    pub url: &'a str,
+    /// Headers sent (and signed) besides `host`.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Body.
+    pub body: &'a [u8],
+}
+
+/// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token` for temporary
+/// credentials) for `request` to `service` in `region` at `time`.
+pub fn sign_headers(
+    credentials: &Credentials,
+    region: &str,
+    service: &str,
+    request: &Unsigned<'_>,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, ClientError> {
+    let identity: Identity = aws_credential_types::Credentials::new(
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.clone(),
+        credentials.session_token.clone(),
+        credentials.expires,
+        "clickpipe",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| ClientError::permanent(format!("SigV4: {e}")))?
+        .into();
+    let signable = SignableRequest::new(
+        request.method,
+        request.url,
+        request.headers.iter().copied(),
+        SignableBody::Bytes(request.body),
+    )
+    .map_err(|e| ClientError::permanent(format!("SigV4: {e}")))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| ClientError::permanent(format!("SigV4: {e}")))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The credentials of AWS's published SigV4 test suite.
+    fn example() -> Credentials {
+        Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: None,
+            expires: None,
+        }
+    }
+
+    /// 2015-08-30T12:36:00Z, the suite's request time.
+    fn suite_time() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160)
+    }
+
+    fn authorization(url: &str) -> String {
+        let request = Unsigned {
+            method: "GET",
+            url,
+            headers: &[],
+            body: b"",
+        };
+        let headers = sign_headers(&example(), "us-east-1", "service", &request, suite_time())
+            .expect("signed");
+        headers
+            .into_iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v)
+            .expect("authorization header")
+    }
+
+    #[test]
+    fn get_vanilla_matches_the_published_test_vector() {
+        assert_eq!(
+            authorization("https://example.amazonaws.com/"),
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-date, \
+             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        );
+    }
+
+    #[test]
+    fn get_vanilla_query_order_key_case_matches_the_published_test_vector() {
+        assert!(
+            authorization("https://example.amazonaws.com/?Param2=value2&Param1=value1").ends_with(
+                "Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
+            )
+        );
+    }
+
+    #[test]
+    fn temporary_credentials_add_the_security_token_and_the_date() {
+        let mut c = example();
+        c.session_token = Some("token-1".into());
+        let request = Unsigned {
+            method: "POST",
+            url: "https://runtime.sagemaker.eu-west-1.amazonaws.com/endpoints/m/invocations",
+            headers: &[("content-type", "application/json")],
+            body: b"{}",
+        };
+        let h = sign_headers(&c, "eu-west-1", "sagemaker", &request, suite_time()).expect("signed");
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-amz-security-token"), Some("token-1"));
+        assert_eq!(get("x-amz-date"), Some("20150830T123600Z"));
+        let auth = get("authorization").expect("authorization");
+        assert!(
+            auth.contains("/20150830/eu-west-1/sagemaker/aws4_request"),
+            "{auth}"
+        );
+        assert!(auth.contains("content-type;host;x-amz-date"), "{auth}");
+    }
+}
