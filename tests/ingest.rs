@@ -609,3 +609,34 @@ fn tls_with_basic_auth_reaches_the_cluster_and_refused_credentials_stop_start_up
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("401"), "{stderr}");
 }
+
+#[test]
+fn start_from_now_leaves_out_what_the_index_already_held() {
+    let names = Names::new("ingest-now", 1);
+    let search = Search::start();
+    search.create_index("clicks");
+    let old = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let docs: Vec<(String, Value)> = (0..50)
+        .map(|i| (format!("old{i}"), doc(old + i, "s1")))
+        .collect();
+    search.bulk("clicks", &docs);
+    let (_tailer, port) = ingest(
+        &names,
+        &brokers(),
+        &search.url,
+        "clicks",
+        "start_from = \"now\"",
+    );
+    wait_live(port);
+    std::thread::sleep(Duration::from_millis(500));
+    let now = chrono::Utc::now().timestamp_millis();
+    let fresh: Vec<(String, Value)> = (0..5)
+        .map(|i| (format!("new{i}"), doc(now + i, "s2")))
+        .collect();
+    search.bulk("clicks", &fresh);
+    let mut c = Collector::new(&names.input);
+    let ids = collect_ids(&mut c, 5, Duration::from_secs(30));
+    c.until(Duration::from_secs(2), |_| false);
+    assert_eq!(c.messages.len(), 5, "only the new documents: {ids:?}");
+    assert!(ids.keys().all(|id| id.starts_with("new")), "{ids:?}");
+}
