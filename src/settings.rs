@@ -36,8 +36,9 @@ pub fn load_from(path: Option<&Path>, env: Env) -> anyhow::Result<Config> {
         .context("invalid configuration")?;
     librdkafka_names(&mut config);
     if config.model.region.trim().is_empty() {
-        config.model.region = std::env::var("AWS_REGION")
-            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        config.model.region = set("AWS_REGION")
+            .or_else(|| set("AWS_DEFAULT_REGION"))
             .unwrap_or_default();
     }
     apply_otel_env(&mut config, |name| {
@@ -93,13 +94,17 @@ pub fn apply_otel_env(
     }
     if let Some(v) = var("OTEL_TRACES_SAMPLER") {
         let v = v.trim();
-        if !SAMPLERS.contains(&v) {
-            bail!(
-                "environment variable OTEL_TRACES_SAMPLER: `{v}` is not supported (one of {})",
-                SAMPLERS.join(", ")
+        if SAMPLERS.contains(&v) {
+            t.sampler = v.to_string();
+        } else {
+            // Other SDKs in the same task may use a sampler we lack (`xray`); that must not stop
+            // every clickpipe command, health probes included. The logger is not up yet.
+            eprintln!(
+                "clickpipe: warning: OTEL_TRACES_SAMPLER `{v}` is not supported (one of {}); using tracing.sampler `{}`",
+                SAMPLERS.join(", "),
+                t.sampler
             );
         }
-        t.sampler = v.to_string();
     }
     if let Some(v) = var("OTEL_TRACES_SAMPLER_ARG") {
         t.sampling_ratio = v
@@ -248,7 +253,6 @@ mod tests {
             for (name, value) in [
                 ("OTEL_TRACES_SAMPLER_ARG", "often"),
                 ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
-                ("OTEL_TRACES_SAMPLER", "xray"),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
             ] {
                 jail.set_env(name, value);
@@ -256,6 +260,13 @@ mod tests {
                 assert!(e.contains(name), "{e}");
                 jail.clear_env();
             }
+            jail.set_env("OTEL_TRACES_SAMPLER", "xray");
+            let c = load(None).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(
+                c.tracing.sampler, "parentbased_traceidratio",
+                "unsupported: warned, kept"
+            );
+            jail.clear_env();
             jail.create_file("t.toml", "[tracing]\nsampling_ratio = 2.0\n")?;
             let e = format!("{:#}", load(Some(Path::new("t.toml"))).expect_err("ratio"));
             assert!(e.contains("tracing.sampling_ratio"), "{e}");

@@ -11,6 +11,9 @@ use anyhow::Context as _;
 use deadpool_redis::redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 
+/// How far ahead of the clock a document's timestamp may move the cursor.
+pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
 /// The tailer's position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -42,9 +45,13 @@ impl Checkpoint {
         !self.seen.contains_key(id)
     }
 
-    /// Notes that `id` (at `ts_ms`) was sent and moves the cursor.
+    /// Notes that `id` (at `ts_ms`) was sent and moves the cursor — never past
+    /// [`FUTURE_TOLERANCE_MS`] ahead of now: one document from a skewed clock (year 2099) must not
+    /// make every later query start after the present.
     pub fn sent(&mut self, id: &str, ts_ms: i64) {
-        self.cursor_ms = Some(self.cursor_ms.map_or(ts_ms, |c| c.max(ts_ms)));
+        let limit = chrono::Utc::now().timestamp_millis() + FUTURE_TOLERANCE_MS;
+        let ts = ts_ms.min(limit);
+        self.cursor_ms = Some(self.cursor_ms.map_or(ts, |c| c.max(ts)));
         self.seen.insert(id.to_string(), ts_ms);
     }
 
@@ -137,6 +144,19 @@ mod tests {
         assert!(c.is_new("a"));
         assert!(!c.is_new("b") && !c.is_new("c"));
         assert_eq!(c.seen.len(), 2);
+    }
+
+    #[test]
+    fn a_document_from_the_future_does_not_move_the_cursor_past_now() {
+        let mut c = Checkpoint::default();
+        let now = chrono::Utc::now().timestamp_millis();
+        c.sent("skewed", now + 10 * 365 * 86_400_000);
+        let cursor = c.cursor_ms.expect("cursor");
+        assert!(
+            cursor <= now + FUTURE_TOLERANCE_MS + 1000,
+            "{cursor} vs {now}"
+        );
+        assert!(!c.is_new("skewed"), "still remembered, so not sent again");
     }
 
     #[test]

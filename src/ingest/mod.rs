@@ -41,10 +41,6 @@ use tokio::sync::watch;
 use checkpoint::{Checkpoint, Store};
 use search::{Hit, Pit, PitApi, SearchClient, Span};
 
-/// Pages read in one poll before the next poll starts over from the cursor (a fresh point in
-/// time, and a look at the stop signal in between).
-const MAX_PAGES_PER_POLL: usize = 50;
-
 /// The most ids the late pass lists for the server to leave out (Elasticsearch's default
 /// `index.max_terms_count` is 65,536).
 const MAX_EXCLUDED_IDS: usize = 10_000;
@@ -229,6 +225,16 @@ pub async fn run(
             };
             match probe {
                 Ok(_) => PitApi::None,
+                // Only a refusal about sorting calls for a point in time; a missing index or bad
+                // credentials are reported as they are.
+                Err(refusal)
+                    if !["sort", "fielddata", "_id"]
+                        .iter()
+                        .any(|w| refusal.message.contains(w)) =>
+                {
+                    return Err(anyhow::anyhow!("{}", refusal.message))
+                        .context("the cluster refused the search");
+                }
                 Err(refusal) => {
                     let Some(api) = until_reachable(&stats, &stop, || client.detect_pit()).await
                     else {
@@ -315,9 +321,11 @@ impl Tailer {
 
     /// One poll, in two passes. The late pass: documents in `[cursor − overlap, cursor)` not
     /// sent yet — one search that leaves out the ids sent inside the window, so it is usually
-    /// empty. The new pass: everything from the cursor on, page by page (up to
-    /// [`MAX_PAGES_PER_POLL`]); documents sharing the cursor's timestamp are read again and
-    /// skipped by id. Ok(true) when it stopped with more to read.
+    /// empty. The new pass: everything from the cursor on, page by page to its end (a pass that
+    /// stopped early would start over from the cursor and could re-read the same pages forever
+    /// when many documents share one timestamp); documents sharing the cursor's timestamp are
+    /// read again and skipped by id. Ok(true) when it stopped (on the stop signal) with more to
+    /// read.
     async fn poll(&mut self) -> Result<bool, clickpipe_actors::error::ClientError> {
         let mut pit = match self.pit_api {
             PitApi::None => None,
@@ -368,8 +376,8 @@ impl Tailer {
         Ok(more)
     }
 
-    /// Reads `span` page by page (up to [`MAX_PAGES_PER_POLL`]) and sends what is new. Ok(true)
-    /// when it stopped with more to read.
+    /// Reads `span` page by page to its end and sends what is new. Ok(true) when the stop signal
+    /// ended it with more to read.
     async fn pages(
         &mut self,
         span: &Span<'_>,
@@ -377,7 +385,7 @@ impl Tailer {
     ) -> Result<bool, clickpipe_actors::error::ClientError> {
         let size = self.cfg.ingest.page_size;
         let mut after: Option<Vec<Value>> = None;
-        for _ in 0..MAX_PAGES_PER_POLL {
+        loop {
             let (hits, new_id) = self
                 .client
                 .page(span, after.as_deref(), pit.as_ref(), size)
@@ -400,7 +408,6 @@ impl Tailer {
                 return Ok(true);
             }
         }
-        Ok(true)
     }
 
     /// Writes the page's new documents (events or dead letters), waits for every
@@ -451,10 +458,23 @@ impl Tailer {
         if let Some(newest) = self.checkpoint.cursor_ms {
             stats.newest_ms.store(newest, Ordering::Relaxed);
         }
-        // A failed store is retried with the next page's; a crash before then repeats more.
-        if let Err(e) = self.store.save(&self.checkpoint).await {
+        // No next page before the checkpoint is stored: "a crash repeats at most one page" holds
+        // while Redis is down too (the tailer waits, as it does for Kafka).
+        let mut attempt = 0;
+        while let Err(e) = self.store.save(&self.checkpoint).await {
+            attempt += 1;
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %format!("{e:#}"), "cannot store the checkpoint");
+            *stats.last_error.lock() = Some(format!("{e:#}"));
+            let wait = clickpipe_actors::clients::backoff(
+                attempt,
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+            );
+            tracing::warn!(error = %format!("{e:#}"), ?wait, "cannot store the checkpoint; retrying");
+            if *self.stop.borrow() {
+                break;
+            }
+            actix_rt::time::sleep(wait).await;
         }
     }
 }

@@ -141,11 +141,17 @@ impl SearchClient {
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).replace('\n', " ");
             let message = format!("{path}: HTTP {status}: {text}");
-            return Err(if status.as_u16() == 429 || status.is_server_error() {
-                ClientError::transient(message)
-            } else {
-                ClientError::permanent(message)
-            });
+            // A point in time that expired (a long Kafka outage held the page) is reopened by the
+            // next poll: not a refusal.
+            let lost_context = status.as_u16() == 404
+                && (text.contains("search_context_missing") || text.contains("No search context"));
+            return Err(
+                if status.as_u16() == 429 || status.is_server_error() || lost_context {
+                    ClientError::transient(message)
+                } else {
+                    ClientError::permanent(message)
+                },
+            );
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::permanent(format!("{path}: the answer is not JSON: {e}")))
@@ -288,6 +294,15 @@ impl SearchClient {
             None => format!("/{}/_search", urlencode(&self.index)),
         };
         let v = self.call("POST", &path, Some(&body)).await?;
+        // A shard that failed or timed out leaves its documents out of a 200 answer: moving the
+        // cursor past them would lose them for good, so the page is tried again.
+        let failed_shards = v["_shards"]["failed"].as_u64().unwrap_or(0);
+        if failed_shards > 0 || v["timed_out"].as_bool() == Some(true) {
+            return Err(ClientError::transient(format!(
+                "{path}: partial answer ({failed_shards} shards failed, timed out: {})",
+                v["timed_out"]
+            )));
+        }
         let new_pit = v["pit_id"].as_str().map(str::to_string);
         let hits = v["hits"]["hits"]
             .as_array()

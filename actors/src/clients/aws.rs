@@ -84,8 +84,12 @@ fn env(name: &str) -> Option<String> {
 
 impl CredentialsProvider {
     /// Current credentials (from the cache while they are fresh).
+    /// A refresh that fails while the cached credentials are still valid keeps using them.
+    /// Failures to get credentials are transient: the model counts as unavailable (the
+    /// `model.on_unavailable` policy applies) rather than every event being dead-lettered.
     pub async fn get(&self) -> Result<Credentials, ClientError> {
-        if let Some(c) = self.cached.lock().as_ref() {
+        let cached = self.cached.lock().clone();
+        if let Some(c) = &cached {
             let fresh = c
                 .expires
                 .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE);
@@ -93,9 +97,19 @@ impl CredentialsProvider {
                 return Ok(c.clone());
             }
         }
-        let c = fetch().await?;
-        *self.cached.lock() = Some(c.clone());
-        Ok(c)
+        match fetch().await {
+            Ok(c) => {
+                *self.cached.lock() = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => match cached {
+                Some(c) if c.expires.is_some_and(|t| t > SystemTime::now()) => {
+                    tracing::warn!(error = %e, "refreshing AWS credentials failed; using the current ones until they expire");
+                    Ok(c)
+                }
+                _ => Err(ClientError::transient(e.message)),
+            },
+        }
     }
 }
 
