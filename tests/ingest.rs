@@ -184,16 +184,27 @@ fn collect_ids(c: &mut Collector, want: usize, timeout: Duration) -> HashMap<Str
     ids
 }
 
+/// A MockCluster with the test's topics and a search server with an empty `clicks` index.
+fn mock_and_search(
+    names: &Names,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Search,
+) {
+    let mock = mock_with_topics(names);
+    let search = Search::start();
+    search.create_index("clicks");
+    (mock, search)
+}
+
 // The two big tests write to the MockCluster: tansu's sqlite store acknowledges a few hundred
 // records a second once it holds a few thousand (measured), which would make them minutes long.
 
 #[test]
 fn fifty_thousand_documents_with_equal_timestamps_across_pages_arrive_exactly_once() {
     let names = Names::without_topics("ingest-50k");
-    let mock = mock_with_topics(&names);
+    let (mock, search) = mock_and_search(&names);
     let bootstrap = mock.bootstrap_servers();
-    let search = Search::start();
-    search.create_index("clicks");
     // 50,000 documents in groups of 700 sharing one timestamp: with pages of 500, page
     // boundaries fall inside groups of equal timestamps again and again.
     let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
@@ -322,10 +333,8 @@ fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the
 #[test]
 fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
     let names = Names::without_topics("ingest-kill");
-    let mock = mock_with_topics(&names);
+    let (mock, search) = mock_and_search(&names);
     let bootstrap = mock.bootstrap_servers();
-    let search = Search::start();
-    search.create_index("clicks");
     let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let total = 20_000;
     let docs: Vec<(String, Value)> = (0..total)

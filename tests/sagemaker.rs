@@ -176,6 +176,17 @@ fn fake_aws(secret: &'static str) -> FakeAws {
     }
 }
 
+/// The test config with the model at a SageMaker endpoint served from `url`.
+fn sagemaker_config(names: &Names, url: &str) -> clickpipe_actors::config::Config {
+    let mut cfg = config(names, "http://127.0.0.1:1");
+    cfg.model.kind = clickpipe_actors::config::ModelKind::Sagemaker;
+    cfg.model.sagemaker_endpoint = "clicks-propensity".into();
+    cfg.model.region = REGION.into();
+    cfg.model.sagemaker_url = url.to_string();
+    cfg.validate().expect("valid sagemaker config");
+    cfg
+}
+
 #[test]
 fn signed_invocations_with_container_credentials_score_events_and_a_bad_signature_is_refused() {
     let aws = fake_aws(SECRET_KEY);
@@ -189,13 +200,7 @@ fn signed_invocations_with_container_credentials_score_events_and_a_bad_signatur
     std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_AUTH);
 
     let names = Names::new("sagemaker", 1);
-    let mut cfg = config(&names, "http://127.0.0.1:1");
-    cfg.model.kind = clickpipe_actors::config::ModelKind::Sagemaker;
-    cfg.model.sagemaker_endpoint = "clicks-propensity".into();
-    cfg.model.region = REGION.into();
-    cfg.model.sagemaker_url = aws.url.clone();
-    cfg.validate().expect("valid sagemaker config");
-    let running = run_pipeline(cfg);
+    let running = run_pipeline(sagemaker_config(&names, &aws.url));
     produce(&names.input, &events("sm", 20, 3));
     let out = consume(&names.output, 20, Duration::from_secs(60));
     assert_eq!(out.len(), 20, "every event scored by the signed endpoint");
@@ -218,12 +223,7 @@ fn signed_invocations_with_container_credentials_score_events_and_a_bad_signatur
         format!("{}/creds", strict.url),
     );
     let names = Names::new("sagemaker-refused", 1);
-    let mut cfg = config(&names, "http://127.0.0.1:1");
-    cfg.model.kind = clickpipe_actors::config::ModelKind::Sagemaker;
-    cfg.model.sagemaker_endpoint = "clicks-propensity".into();
-    cfg.model.region = REGION.into();
-    cfg.model.sagemaker_url = strict.url.clone();
-    let _running = run_pipeline(cfg);
+    let _running = run_pipeline(sagemaker_config(&names, &strict.url));
     produce(&names.input, &events("bad", 3, 1));
     let dead = consume(&names.dlq, 3, Duration::from_secs(60));
     assert_eq!(dead.len(), 3);
