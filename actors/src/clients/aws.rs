@@ -190,9 +190,14 @@ async fn fetch() -> Result<Credentials, ClientError> {
     Ok(endpoint.into())
 }
 
-type Sent = Result<awc::ClientResponse, awc::error::SendRequestError>;
+/// An answer as awc gives it; its body stream type depends on awc's features (decompression),
+/// which the workspace's other crates may turn on.
+type Sent<S> = Result<awc::ClientResponse<S>, awc::error::SendRequestError>;
 
-async fn text(sent: Sent, what: &str) -> Result<String, ClientError> {
+async fn text<S>(sent: Sent<S>, what: &str) -> Result<String, ClientError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
     let mut resp = sent.map_err(|e| ClientError::transient(format!("{what}: {e}")))?;
     let body = resp
         .body()
@@ -208,7 +213,11 @@ async fn text(sent: Sent, what: &str) -> Result<String, ClientError> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn json<T: serde::de::DeserializeOwned>(sent: Sent, what: &str) -> Result<T, ClientError> {
+async fn json<T, S>(sent: Sent<S>, what: &str) -> Result<T, ClientError>
+where
+    T: serde::de::DeserializeOwned,
+    S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
     let body = text(sent, what).await?;
     serde_json::from_str(&body).map_err(|e| ClientError::permanent(format!("{what}: {e}")))
 }
