@@ -35,11 +35,12 @@ pub fn load_from(path: Option<&Path>, env: Env) -> anyhow::Result<Config> {
         .map_err(|e| anyhow::anyhow!(describe(e)))
         .context("invalid configuration")?;
     librdkafka_names(&mut config);
-    if config.model.region.trim().is_empty() {
-        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        config.model.region = set("AWS_REGION")
-            .or_else(|| set("AWS_DEFAULT_REGION"))
-            .unwrap_or_default();
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let region = set("AWS_REGION").or_else(|| set("AWS_DEFAULT_REGION"));
+    for slot in [&mut config.model.region, &mut config.kafka.region] {
+        if slot.trim().is_empty() {
+            *slot = region.clone().unwrap_or_default();
+        }
     }
     apply_otel_env(&mut config, |name| {
         std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -210,6 +211,20 @@ mod tests {
             jail.set_env("CLICKPIPE__KAFKA__CLIENT__GROUP_ID", "sneaky");
             let e = format!("{:#}", load(None).expect_err("managed key"));
             assert!(e.contains("group.id"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn msk_iam_needs_a_region_which_aws_region_gives() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CLICKPIPE__KAFKA__AUTH", "msk_iam");
+            let e = format!("{:#}", load(None).expect_err("no region"));
+            assert!(e.contains("kafka.region"), "{e}");
+            jail.set_env("AWS_REGION", "eu-west-1");
+            let c = load(None).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(c.kafka.region, "eu-west-1");
+            assert_eq!(c.model.region, "eu-west-1");
             Ok(())
         });
     }

@@ -193,6 +193,24 @@ pub struct KafkaConfig {
     /// Properties passed to the producers only (e.g. `linger.ms`, `compression.type`).
     #[serde(default, deserialize_with = "scalar_map")]
     pub producer: BTreeMap<String, String>,
+    /// `none`, or `msk_iam`: Amazon MSK IAM authentication (SASL_SSL + OAUTHBEARER with a token
+    /// signed by the task's AWS credentials; MSK's IAM port is 9098).
+    #[serde(default)]
+    pub auth: KafkaAuth,
+    /// The cluster's AWS region for `msk_iam` (default: `AWS_REGION`, else `AWS_DEFAULT_REGION`).
+    #[serde(default)]
+    pub region: String,
+}
+
+/// How clickpipe authenticates to Kafka besides `kafka.client` properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaAuth {
+    /// Whatever `kafka.client` says (plaintext, TLS, SCRAM…).
+    #[default]
+    None,
+    /// Amazon MSK IAM.
+    MskIam,
 }
 
 /// librdkafka takes every property as a string; accept TOML (and environment) strings, numbers and
@@ -610,6 +628,12 @@ impl Config {
             return Err(bad(
                 "kafka.input_topic",
                 "must differ from kafka.output_topic and kafka.dlq_topic",
+            ));
+        }
+        if k.auth == KafkaAuth::MskIam && k.region.trim().is_empty() {
+            return Err(bad(
+                "kafka.region",
+                "must be set for kafka.auth = msk_iam (or AWS_REGION)",
             ));
         }
         if k.max_payload_bytes == 0 {

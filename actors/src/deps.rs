@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use actix::Addr;
 use deadpool_redis::Pool;
-use rdkafka::producer::FutureProducer;
 
 use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
@@ -23,7 +22,7 @@ pub struct Deps {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Producer for output records (idempotent; shared by all partitions).
-    pub producer: FutureProducer,
+    pub producer: crate::produce::Producer,
     /// The dead-letter actor.
     pub dlq: Addr<DlqActor>,
     /// Redis connection pool.

@@ -14,10 +14,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 
 use crate::error::Failure;
-use crate::produce::deliver;
+use crate::produce::{deliver, Producer};
 use crate::record::{rfc3339, Record};
 use crate::stats::Stats;
 
@@ -46,7 +45,7 @@ pub struct Completed {
 
 /// The dead-letter actor.
 pub struct DlqActor {
-    producer: FutureProducer,
+    producer: Producer,
     topic: Arc<str>,
     stats: Arc<Stats>,
     mailbox: usize,
@@ -54,7 +53,7 @@ pub struct DlqActor {
 
 impl DlqActor {
     /// A dead-letter actor writing to `topic`.
-    pub fn new(producer: FutureProducer, topic: &str, stats: Arc<Stats>, mailbox: usize) -> Self {
+    pub fn new(producer: Producer, topic: &str, stats: Arc<Stats>, mailbox: usize) -> Self {
         DlqActor {
             producer,
             topic: topic.into(),

@@ -203,6 +203,21 @@ pub struct GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    /// With `kafka.auth = msk_iam`: a fresh MSK IAM token (librdkafka asks before the last one
+    /// expires).
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        let deps = &self.shared.deps;
+        match crate::produce::MskAuth::for_config(&deps.config.kafka, deps.credentials.clone()) {
+            Some(msk) => msk.oauth_token(),
+            None => Err("OAUTHBEARER asked for, but kafka.auth is not msk_iam".into()),
+        }
+    }
+
     /// librdkafka's statistics (every `statistics.interval.ms`): keeps the input partitions'
     /// high watermarks for `/status` and `/metrics`. Read from the raw JSON so a field librdkafka
     /// leaves out never costs more than that one value.
@@ -307,6 +322,7 @@ pub fn consumer_config(deps: &Deps) -> ClientConfig {
     for (key, value) in k.client.iter().chain(k.consumer.iter()) {
         c.set(key, value);
     }
+    crate::produce::apply_auth(k, &mut c);
     c
 }
 
@@ -321,6 +337,7 @@ pub fn producer_config(config: &crate::config::Config) -> ClientConfig {
     for (key, value) in k.client.iter().chain(k.producer.iter()) {
         c.set(key, value);
     }
+    crate::produce::apply_auth(k, &mut c);
     c
 }
 

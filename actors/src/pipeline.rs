@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rdkafka::consumer::Consumer as _;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer as _;
 
 use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
@@ -26,6 +26,7 @@ use crate::dlq::DlqActor;
 use crate::error::ClientError;
 use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
 use crate::partition::{Control, ControlError, DrainReport};
+use crate::produce::{create_producer, AuthContext, MskAuth};
 use crate::stats::Stats;
 use crate::status::{Policies, StatusBoard};
 use crate::trace::Sampling;
@@ -163,7 +164,7 @@ pub struct Pipeline {
     group: Addr<ConsumerGroup>,
     dlq: Addr<DlqActor>,
     shared: Arc<GroupShared>,
-    producer: FutureProducer,
+    producer: crate::produce::Producer,
     stats: Arc<Stats>,
     status: Arc<StatusBoard>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
@@ -183,7 +184,11 @@ impl Pipeline {
         hooks: Arc<FaultHooks>,
     ) -> Result<Pipeline, StartError> {
         let stats = Arc::new(Stats::default());
-        let producer: FutureProducer = producer_config(&config).create()?;
+        let credentials = Arc::new(CredentialsProvider::default());
+        let producer = create_producer(
+            &producer_config(&config),
+            AuthContext::new(MskAuth::for_config(&config.kafka, credentials.clone())),
+        )?;
         let redis = create_pool(&config.redis)?;
         let zip_cache = Arc::new(ZipCache::new(
             config.redis.zip_cache_capacity,
@@ -216,7 +221,6 @@ impl Pipeline {
                 redis_unavailable: config.redis.on_unavailable.as_str(),
             },
         ));
-        let credentials = Arc::new(CredentialsProvider::default());
         let deps = Deps {
             config: config.clone(),
             producer: producer.clone(),

@@ -288,7 +288,6 @@ mod tests {
     use std::sync::Arc;
 
     use futures::FutureExt;
-    use rdkafka::producer::FutureProducer;
     use rdkafka::ClientConfig;
 
     use crate::stats::Stats;
@@ -365,10 +364,11 @@ mod tests {
         let sizes = Rc::new(RefCell::new(Vec::new()));
         let seen = Rc::new(RefCell::new(Vec::new()));
         let sink = Sink(seen.clone()).start();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .create()
-            .expect("producer (no connection is made)");
+        let producer = crate::produce::create_producer(
+            ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1"),
+            crate::produce::AuthContext::default(),
+        )
+        .expect("producer (no connection is made)");
         let stats = Arc::new(Stats::default());
         let dlq = DlqActor::new(producer, "dlq", stats.clone(), 4).start();
         let wiring = Wiring {

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::DateTime;
+use clickpipe_actors::clients::aws::CredentialsProvider;
 use clickpipe_actors::config::Config;
+use clickpipe_actors::produce::{create_producer, AuthContext, MskAuth};
 use clickpipe_actors::record::{replay_count, REPLAY_COUNT_HEADER};
 use parking_lot::Mutex;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -276,8 +278,12 @@ fn run(config: &Config, filter: &ReplayFilter, job: &ReplayJob) -> Result<(), St
     cc.set("group.id", format!("clickpipe-{}", job.id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cc
-        .create()
+    clickpipe_actors::produce::apply_auth(k, &mut cc);
+    // Its own credentials cache: the job runs on a thread of its own.
+    let credentials = std::sync::Arc::new(CredentialsProvider::default());
+    let context = AuthContext::new(MskAuth::for_config(k, credentials));
+    let consumer: BaseConsumer<AuthContext> = cc
+        .create_with_context(context.clone())
         .map_err(|e| format!("cannot create the replay consumer: {e}"))?;
     let mut pc = ClientConfig::new();
     pc.set("bootstrap.servers", &k.brokers)
@@ -285,8 +291,8 @@ fn run(config: &Config, filter: &ReplayFilter, job: &ReplayJob) -> Result<(), St
     for (key, value) in k.client.iter().chain(k.producer.iter()) {
         pc.set(key, value);
     }
-    let producer: FutureProducer = pc
-        .create()
+    clickpipe_actors::produce::apply_auth(k, &mut pc);
+    let producer = create_producer(&pc, context)
         .map_err(|e| format!("cannot create the replay producer: {e}"))?;
 
     let md = consumer

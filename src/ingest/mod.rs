@@ -31,10 +31,10 @@ use clickpipe_actors::error::{ErrorKind, Retry, Stage};
 use clickpipe_actors::event::decode;
 use clickpipe_actors::metrics::Histogram;
 use clickpipe_actors::produce::deliver;
+use clickpipe_actors::produce::{create_producer, AuthContext, MskAuth, Producer};
 use clickpipe_actors::record::rfc3339;
 use parking_lot::Mutex;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -164,7 +164,7 @@ where
 struct Tailer {
     cfg: Arc<Config>,
     client: SearchClient,
-    producer: FutureProducer,
+    producer: Producer,
     store: Store,
     checkpoint: Checkpoint,
     pit_api: PitApi,
@@ -180,9 +180,12 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let client = SearchClient::new(&cfg.ingest)?;
-    let producer: FutureProducer = clickpipe_actors::group::producer_config(&cfg)
-        .create()
-        .context("cannot create the Kafka producer")?;
+    let credentials = Arc::new(clickpipe_actors::clients::aws::CredentialsProvider::default());
+    let producer = create_producer(
+        &clickpipe_actors::group::producer_config(&cfg),
+        AuthContext::new(MskAuth::for_config(&cfg.kafka, credentials)),
+    )
+    .context("cannot create the Kafka producer")?;
     let mut store = Store::new(&cfg.redis, &cfg.ingest.checkpoint_key)?;
     let checkpoint = match store.load().await? {
         Some(c) => {
@@ -509,7 +512,7 @@ fn source_headers(cfg: &Config, hit: &Hit, headers: OwnedHeaders) -> OwnedHeader
 /// the broker refuses it whole).
 async fn dead_letter(
     cfg: &Config,
-    producer: &FutureProducer,
+    producer: &Producer,
     hit: &Hit,
     value: &[u8],
     reason: &str,

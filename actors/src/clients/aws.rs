@@ -113,6 +113,176 @@ impl CredentialsProvider {
     }
 }
 
+impl CredentialsProvider {
+    /// [`CredentialsProvider::get`] for a thread that may block (librdkafka's, asking for an MSK
+    /// token): the same sources over a minimal blocking HTTP client (the container and instance
+    /// endpoints are plain HTTP on link-local addresses).
+    pub fn get_blocking(&self) -> Result<Credentials, ClientError> {
+        let cached = self.cached.lock().clone();
+        if let Some(c) = &cached {
+            if c.expires
+                .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE)
+            {
+                return Ok(c.clone());
+            }
+        }
+        match fetch_blocking() {
+            Ok(c) => {
+                *self.cached.lock() = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => match cached {
+                Some(c) if c.expires.is_some_and(|t| t > SystemTime::now()) => Ok(c),
+                _ => Err(ClientError::transient(e.message)),
+            },
+        }
+    }
+}
+
+/// One plain-HTTP request: (status, body).
+fn http_blocking(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), ClientError> {
+    use std::io::{Read as _, Write as _};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| ClientError::permanent(format!("{url}: only http:// is supported here")))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let failed = |e: std::io::Error| ClientError::transient(format!("{url}: {e}"));
+    let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .map_err(failed)?
+        .next()
+        .ok_or_else(|| ClientError::transient(format!("{url}: no address")))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).map_err(failed)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(failed)?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).map_err(failed)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(failed)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClientError::transient(format!("{url}: not an HTTP answer")))?;
+    // Chunked answers: take the chunks' data.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn fetch_blocking() -> Result<Credentials, ClientError> {
+    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Ok(Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: env("AWS_SESSION_TOKEN"),
+            expires: None,
+        });
+    }
+    let ok = |(status, body): (u16, String), what: &str| {
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(ClientError::transient(format!("{what}: HTTP {status}")))
+        }
+    };
+    let parse = |body: String, what: &str| {
+        serde_json::from_str::<Endpoint>(&body)
+            .map(Credentials::from)
+            .map_err(|e| ClientError::transient(format!("{what}: {e}")))
+    };
+    let container = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .map(|uri| format!("http://169.254.170.2{uri}"))
+        .or_else(|| env("AWS_CONTAINER_CREDENTIALS_FULL_URI"));
+    if let Some(url) = container {
+        let token = match env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+            Some(path) => std::fs::read_to_string(&path)
+                .ok()
+                .map(|t| t.trim().to_string()),
+            None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        };
+        let headers: Vec<(&str, &str)> = token
+            .iter()
+            .map(|t| ("Authorization", t.as_str()))
+            .collect();
+        let body = ok(
+            http_blocking("GET", &url, &headers)?,
+            "container credentials",
+        )?;
+        return parse(body, "container credentials");
+    }
+    if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(ClientError::transient("no AWS credentials available"));
+    }
+    let base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .unwrap_or_else(|| "http://169.254.169.254".to_string());
+    let base = base.trim_end_matches('/');
+    let token = ok(
+        http_blocking(
+            "PUT",
+            &format!("{base}/latest/api/token"),
+            &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
+        )?,
+        "instance metadata token",
+    )?;
+    let auth = [("X-aws-ec2-metadata-token", token.trim())];
+    let roles = ok(
+        http_blocking(
+            "GET",
+            &format!("{base}/latest/meta-data/iam/security-credentials/"),
+            &auth,
+        )?,
+        "instance profile",
+    )?;
+    let role = roles.lines().next().unwrap_or_default().trim().to_string();
+    if role.is_empty() {
+        return Err(ClientError::transient("the instance has no IAM role"));
+    }
+    let body = ok(
+        http_blocking(
+            "GET",
+            &format!("{base}/latest/meta-data/iam/security-credentials/{role}"),
+            &auth,
+        )?,
+        "instance profile credentials",
+    )?;
+    parse(body, "instance profile credentials")
+}
+
 async fn fetch() -> Result<Credentials, ClientError> {
     if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         return Ok(Credentials {

@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use rdkafka::producer::FutureProducer;
 
 use crate::error::{ErrorKind, Failure, Stage};
-use crate::produce::deliver;
+use crate::produce::{deliver, Producer};
 use crate::record::Record;
 use crate::stage::{Outcome, StageLogic};
 use crate::stats::Stats;
 
 /// The emit stage.
 pub struct Emit {
-    producer: FutureProducer,
+    producer: Producer,
     topic: Arc<str>,
     max_batch: usize,
     stats: Arc<Stats>,
@@ -25,7 +24,7 @@ pub struct Emit {
 
 impl Emit {
     /// An emit stage writing to `topic`.
-    pub fn new(producer: FutureProducer, topic: &str, max_batch: usize, stats: Arc<Stats>) -> Self {
+    pub fn new(producer: Producer, topic: &str, max_batch: usize, stats: Arc<Stats>) -> Self {
         Emit {
             producer,
             topic: topic.into(),

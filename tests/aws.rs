@@ -1,7 +1,9 @@
-//! `model.kind = "sagemaker"`: the pipeline calls a local server that speaks SageMaker's
-//! InvokeEndpoint and verifies every request's SigV4 signature with its own implementation (HMAC
-//! and SHA-256 from OpenSSL, following AWS's signing steps), with credentials the pipeline fetched
-//! from a local ECS container-credentials endpoint.
+//! The AWS paths, against local stand-ins that verify SigV4 with their own implementation (HMAC
+//! and SHA-256 from OpenSSL, following AWS's signing steps), with credentials fetched from a
+//! local ECS container-credentials endpoint:
+//! - `model.kind = "sagemaker"`: the pipeline calls a local InvokeEndpoint server;
+//! - `kafka.auth = "msk_iam"`: the OAUTHBEARER token librdkafka gets is a presigned
+//!   `kafka-cluster:Connect` URL whose signature checks out.
 
 mod common;
 
@@ -17,6 +19,9 @@ use openssl::hash::{hash, MessageDigest};
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde_json::{json, Value};
+
+/// The tests set the process's AWS_* variables: one at a time.
+static ENV: Mutex<()> = Mutex::new(());
 
 const ACCESS_KEY: &str = "ASIATESTCLICKPIPE";
 const SECRET_KEY: &str = "c2VjcmV0LWtleS1mb3ItY2xpY2twaXBlLXRlc3Rz";
@@ -189,6 +194,7 @@ fn sagemaker_config(names: &Names, url: &str) -> clickpipe_actors::config::Confi
 
 #[test]
 fn signed_invocations_with_container_credentials_score_events_and_a_bad_signature_is_refused() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let aws = fake_aws(SECRET_KEY);
     // This test binary is its own process: the pipeline reads these as it would on ECS.
     std::env::remove_var("AWS_ACCESS_KEY_ID");
@@ -242,4 +248,85 @@ fn signed_invocations_with_container_credentials_score_events_and_a_bad_signatur
         .expect("refusals")
         .iter()
         .all(|why| why.starts_with("signature mismatch")));
+}
+
+fn base64url_decode(s: &str) -> Vec<u8> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
+    for c in s.bytes() {
+        let v = T.iter().position(|&t| t == c).expect("base64url") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_msk_iam_token_is_a_presigned_connect_url_with_a_valid_signature() {
+    use rdkafka::client::ClientContext as _;
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let aws = fake_aws(SECRET_KEY);
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::set_var(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        format!("{}/creds", aws.url),
+    );
+    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_AUTH);
+
+    let names = Names::without_topics("msk-iam");
+    let mut cfg = config(&names, "http://127.0.0.1:1");
+    cfg.kafka.auth = clickpipe_actors::config::KafkaAuth::MskIam;
+    cfg.kafka.region = REGION.into();
+    cfg.validate().expect("valid msk_iam config");
+    let producer_config = clickpipe_actors::group::producer_config(&cfg);
+    assert_eq!(producer_config.get("security.protocol"), Some("SASL_SSL"));
+    assert_eq!(producer_config.get("sasl.mechanism"), Some("OAUTHBEARER"));
+
+    // What librdkafka calls on its own thread: a blocking fetch of the container credentials.
+    let credentials = Arc::new(clickpipe_actors::clients::aws::CredentialsProvider::default());
+    let context = clickpipe_actors::produce::AuthContext::new(
+        clickpipe_actors::produce::MskAuth::for_config(&cfg.kafka, credentials),
+    );
+    let token = context.generate_oauth_token(None).expect("token");
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    assert!((now_ms + 890_000..=now_ms + 901_000).contains(&token.lifetime_ms));
+
+    let url = String::from_utf8(base64url_decode(&token.token)).expect("utf-8");
+    let (base, query) = url.split_once('?').expect("query");
+    assert_eq!(base, format!("https://kafka.{REGION}.amazonaws.com/"));
+    let params: BTreeMap<&str, &str> = query.split('&').filter_map(|p| p.split_once('=')).collect();
+    assert_eq!(params["Action"], "kafka-cluster%3AConnect");
+    assert_eq!(params["X-Amz-Expires"], "900");
+    assert!(params["X-Amz-Credential"].starts_with(&format!("{ACCESS_KEY}%2F")));
+    assert!(params["X-Amz-Security-Token"].contains("session-token"));
+    // Verify the signature: canonical query of the signed parameters, host header, empty body.
+    let canonical_query = params
+        .iter()
+        .filter(|(k, _)| **k != "X-Amz-Signature" && **k != "User-Agent")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let canonical = format!(
+        "GET\n/\n{canonical_query}\nhost:kafka.{REGION}.amazonaws.com\n\nhost\n{}",
+        sha256(b"")
+    );
+    let date = params["X-Amz-Date"];
+    let scope = format!("{}/{REGION}/kafka-cluster/aws4_request", &date[..8]);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+        sha256(canonical.as_bytes())
+    );
+    let mut key = hmac(format!("AWS4{SECRET_KEY}").as_bytes(), &date[..8]);
+    for part in [REGION, "kafka-cluster", "aws4_request"] {
+        key = hmac(&key, part);
+    }
+    assert_eq!(
+        params["X-Amz-Signature"],
+        hex(&hmac(&key, &to_sign)),
+        "{canonical}"
+    );
 }
