@@ -172,6 +172,22 @@ mod tests {
     }
 
     #[test]
+    fn the_compose_and_aws_example_configs_are_valid() {
+        Jail::expect_with(|jail| {
+            let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+            let c = load(Some(&dir.join("compose.toml"))).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(c.kafka.brokers, "kafka:9092");
+            // The AWS example takes its region from the environment, as on ECS.
+            jail.set_env("AWS_REGION", "eu-west-1");
+            let c = load(Some(&dir.join("aws.toml"))).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(c.kafka.auth, clickpipe_actors::config::KafkaAuth::MskIam);
+            assert_eq!(c.model.kind, clickpipe_actors::config::ModelKind::Sagemaker);
+            assert_eq!(c.model.region, "eu-west-1");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn file_then_environment_override_the_defaults() {
         Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[kafka]\nbrokers = \"h1:9092,h2:9092\"\n[kafka.client]\n\"socket.timeout.ms\" = 5000\n")?;
