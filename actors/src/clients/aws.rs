@@ -88,16 +88,45 @@ impl CredentialsProvider {
     /// Failures to get credentials are transient: the model counts as unavailable (the
     /// `model.on_unavailable` policy applies) rather than every event being dead-lettered.
     pub async fn get(&self) -> Result<Credentials, ClientError> {
+        let cached = match self.fresh() {
+            Ok(fresh) => return Ok(fresh),
+            Err(cached) => cached,
+        };
+        self.settle(fetch().await, cached)
+    }
+
+    /// [`CredentialsProvider::get`] for a thread that may block (librdkafka's, asking for an MSK
+    /// token): the same sources over a minimal blocking HTTP client (the container and instance
+    /// endpoints are plain HTTP on link-local addresses).
+    pub fn get_blocking(&self) -> Result<Credentials, ClientError> {
+        let cached = match self.fresh() {
+            Ok(fresh) => return Ok(fresh),
+            Err(cached) => cached,
+        };
+        self.settle(fetch_blocking(), cached)
+    }
+
+    /// The cached credentials when fresh; else Err with whatever is cached.
+    fn fresh(&self) -> Result<Credentials, Option<Credentials>> {
         let cached = self.cached.lock().clone();
-        if let Some(c) = &cached {
-            let fresh = c
-                .expires
-                .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE);
-            if fresh {
-                return Ok(c.clone());
+        match cached {
+            Some(c)
+                if c.expires
+                    .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE) =>
+            {
+                Ok(c)
             }
+            other => Err(other),
         }
-        match fetch().await {
+    }
+
+    /// Keeps what a refresh fetched; when it failed, the cached credentials while still valid.
+    fn settle(
+        &self,
+        fetched: Result<Credentials, ClientError>,
+        cached: Option<Credentials>,
+    ) -> Result<Credentials, ClientError> {
+        match fetched {
             Ok(c) => {
                 *self.cached.lock() = Some(c.clone());
                 Ok(c)
@@ -113,29 +142,17 @@ impl CredentialsProvider {
     }
 }
 
-impl CredentialsProvider {
-    /// [`CredentialsProvider::get`] for a thread that may block (librdkafka's, asking for an MSK
-    /// token): the same sources over a minimal blocking HTTP client (the container and instance
-    /// endpoints are plain HTTP on link-local addresses).
-    pub fn get_blocking(&self) -> Result<Credentials, ClientError> {
-        let cached = self.cached.lock().clone();
-        if let Some(c) = &cached {
-            if c.expires
-                .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE)
-            {
-                return Ok(c.clone());
-            }
-        }
-        match fetch_blocking() {
-            Ok(c) => {
-                *self.cached.lock() = Some(c.clone());
-                Ok(c)
-            }
-            Err(e) => match cached {
-                Some(c) if c.expires.is_some_and(|t| t > SystemTime::now()) => Ok(c),
-                _ => Err(ClientError::transient(e.message)),
-            },
-        }
+impl Credentials {
+    /// The signer's view of these credentials.
+    pub fn identity(&self) -> Identity {
+        aws_credential_types::Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.clone(),
+            self.session_token.clone(),
+            self.expires,
+            "clickpipe",
+        )
+        .into()
     }
 }
 
@@ -414,14 +431,7 @@ pub fn sign_headers(
     request: &Unsigned<'_>,
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, ClientError> {
-    let identity: Identity = aws_credential_types::Credentials::new(
-        credentials.access_key_id.clone(),
-        credentials.secret_access_key.clone(),
-        credentials.session_token.clone(),
-        credentials.expires,
-        "clickpipe",
-    )
-    .into();
+    let identity = credentials.identity();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(region)

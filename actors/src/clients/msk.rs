@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use aws_sigv4::http_request::{
     sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
 };
-use aws_smithy_runtime_api::client::identity::Identity;
 
 use crate::clients::aws::Credentials;
 use crate::error::ClientError;
@@ -32,14 +31,7 @@ pub fn token(
     time: SystemTime,
 ) -> Result<Token, ClientError> {
     let url = format!("https://kafka.{region}.amazonaws.com/?Action=kafka-cluster%3AConnect");
-    let identity: Identity = aws_credential_types::Credentials::new(
-        credentials.access_key_id.clone(),
-        credentials.secret_access_key.clone(),
-        credentials.session_token.clone(),
-        credentials.expires,
-        "clickpipe",
-    )
-    .into();
+    let identity = credentials.identity();
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(TOKEN_LIFETIME);
