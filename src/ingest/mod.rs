@@ -402,7 +402,7 @@ impl Tailer {
             let n = hits.len();
             after = hits.last().map(|h| h.sort.clone());
             if n > 0 {
-                self.send(hits).await;
+                self.send(hits).await?;
             }
             if n < size {
                 return Ok(false);
@@ -414,8 +414,10 @@ impl Tailer {
     }
 
     /// Writes the page's new documents (events or dead letters), waits for every
-    /// acknowledgement, then moves the checkpoint past the whole page and stores it.
-    async fn send(&mut self, hits: Vec<Hit>) {
+    /// acknowledgement, then moves the checkpoint past the whole page and stores it. A document
+    /// the dead-letter topic refuses even truncated stops the tailer (permanent error) before the
+    /// checkpoint moves: it is never skipped silently, and a restart reads the page again.
+    async fn send(&mut self, hits: Vec<Hit>) -> Result<(), clickpipe_actors::error::ClientError> {
         let cfg = &self.cfg;
         let producer = &self.producer;
         let stats = &self.stats;
@@ -445,11 +447,18 @@ impl Tailer {
                     stats.documents.fetch_add(1, Ordering::Relaxed);
                     let lag_ms = (Utc::now().timestamp_millis() - hit.ts_ms).max(0);
                     stats.lag.observe(lag_ms as f64 / 1000.0);
+                    Ok(())
                 }
                 Err(reason) => dead_letter(cfg, producer, hit, &value, &reason, stats).await,
             }
         });
-        futures::future::join_all(sends).await;
+        if let Some(refused) = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .find_map(Result::err)
+        {
+            return Err(clickpipe_actors::error::ClientError::permanent(refused));
+        }
         let overlap = cfg.ingest.overlap_ms as i64;
         for h in &hits {
             self.checkpoint.sent(&h.id, h.ts_ms);
@@ -479,6 +488,7 @@ impl Tailer {
             }
             actix_rt::time::sleep(wait).await;
         }
+        Ok(())
     }
 }
 
@@ -517,7 +527,7 @@ async fn dead_letter(
     value: &[u8],
     reason: &str,
     stats: &IngestStats,
-) {
+) -> Result<(), String> {
     let failed_at = rfc3339(Utc::now());
     let headers = source_headers(cfg, hit, OwnedHeaders::new_with_capacity(7))
         .insert(Header {
@@ -558,10 +568,14 @@ async fn dead_letter(
         Ok(()) => {
             stats.dead_letters.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(id = %hit.id, %reason, "document dead-lettered");
+            Ok(())
         }
         Err(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(id = %hit.id, error = %e, "dead letter refused even truncated; document skipped");
+            Err(format!(
+                "document {} ({reason}): the dead-letter topic refused it even truncated: {e}",
+                hit.id
+            ))
         }
     }
 }

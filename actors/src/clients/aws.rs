@@ -4,7 +4,9 @@
 //! (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, or `AWS_CONTAINER_CREDENTIALS_FULL_URI` with
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)`), then the EC2 instance profile (IMDSv2;
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_DISABLED`). Temporary credentials are
-//! cached and fetched again five minutes before they expire.
+//! cached and fetched again five minutes before they expire. One fetch implementation (a minimal
+//! blocking HTTP client: the container and instance endpoints are plain HTTP) serves both
+//! callers: librdkafka's thread directly, async callers through a blocking task.
 
 use std::time::{Duration, SystemTime};
 
@@ -92,7 +94,11 @@ impl CredentialsProvider {
             Ok(fresh) => return Ok(fresh),
             Err(cached) => cached,
         };
-        self.settle(fetch().await, cached)
+        // One credential chain (the blocking one), run off the actor's thread.
+        let fetched = actix_rt::task::spawn_blocking(fetch_blocking)
+            .await
+            .unwrap_or_else(|e| Err(ClientError::transient(format!("credentials fetch: {e}"))));
+        self.settle(fetched, cached)
     }
 
     /// [`CredentialsProvider::get`] for a thread that may block (librdkafka's, asking for an MSK
@@ -298,115 +304,6 @@ fn fetch_blocking() -> Result<Credentials, ClientError> {
         "instance profile credentials",
     )?;
     parse(body, "instance profile credentials")
-}
-
-async fn fetch() -> Result<Credentials, ClientError> {
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok(Credentials {
-            access_key_id: id,
-            secret_access_key: secret,
-            session_token: env("AWS_SESSION_TOKEN"),
-            expires: None,
-        });
-    }
-    let http = awc::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .finish();
-    let container = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        .map(|uri| format!("http://169.254.170.2{uri}"))
-        .or_else(|| env("AWS_CONTAINER_CREDENTIALS_FULL_URI"));
-    if let Some(url) = container {
-        let token = match env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-            Some(path) => std::fs::read_to_string(&path)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| {
-                    ClientError::permanent(format!(
-                        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {path}: {e}"
-                    ))
-                })?,
-            None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
-        };
-        let mut req = http.get(&url);
-        if let Some(t) = token {
-            req = req.insert_header(("authorization", t));
-        }
-        let endpoint: Endpoint = json(req.send().await, "container credentials").await?;
-        return Ok(endpoint.into());
-    }
-    if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err(ClientError::permanent(
-            "no AWS credentials: none in the environment, no container credentials, instance metadata disabled",
-        ));
-    }
-    let base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-        .unwrap_or_else(|| "http://169.254.169.254".to_string());
-    let base = base.trim_end_matches('/');
-    let token = text(
-        http.put(format!("{base}/latest/api/token"))
-            .insert_header(("x-aws-ec2-metadata-token-ttl-seconds", "21600"))
-            .send()
-            .await,
-        "instance metadata token",
-    )
-    .await?;
-    let roles = text(
-        http.get(format!("{base}/latest/meta-data/iam/security-credentials/"))
-            .insert_header(("x-aws-ec2-metadata-token", token.as_str()))
-            .send()
-            .await,
-        "instance profile",
-    )
-    .await?;
-    let role = roles
-        .lines()
-        .next()
-        .filter(|r| !r.trim().is_empty())
-        .ok_or_else(|| ClientError::permanent("the instance has no IAM role"))?
-        .trim()
-        .to_string();
-    let endpoint: Endpoint = json(
-        http.get(format!(
-            "{base}/latest/meta-data/iam/security-credentials/{role}"
-        ))
-        .insert_header(("x-aws-ec2-metadata-token", token.as_str()))
-        .send()
-        .await,
-        "instance profile credentials",
-    )
-    .await?;
-    Ok(endpoint.into())
-}
-
-/// An answer as awc gives it; its body stream type depends on awc's features (decompression),
-/// which the workspace's other crates may turn on.
-type Sent<S> = Result<awc::ClientResponse<S>, awc::error::SendRequestError>;
-
-async fn text<S>(sent: Sent<S>, what: &str) -> Result<String, ClientError>
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
-{
-    let mut resp = sent.map_err(|e| ClientError::transient(format!("{what}: {e}")))?;
-    let body = resp
-        .body()
-        .limit(1 << 20)
-        .await
-        .map_err(|e| ClientError::transient(format!("{what}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(ClientError::transient(format!(
-            "{what}: HTTP {}",
-            resp.status()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn json<T, S>(sent: Sent<S>, what: &str) -> Result<T, ClientError>
-where
-    T: serde::de::DeserializeOwned,
-    S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
-{
-    let body = text(sent, what).await?;
-    serde_json::from_str(&body).map_err(|e| ClientError::permanent(format!("{what}: {e}")))
 }
 
 /// A request to sign: what is sent, besides the `host` header.
