@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline locally, end to end, on a fresh Debian machine:
-#   services (Redis, tansu) → seeded Redis → model server → clickpipe run → load generator (~30 s)
+#   services (Redis, Apache Kafka) → seeded Redis → model server → clickpipe run → load generator (~30 s)
 # and ends with a summary: events in, predictions out, dead letters, p50/p99 latency.
 #
 #   scripts/demo.sh [RATE] [SECONDS]      defaults: 200 events/s for 30 s
@@ -14,12 +14,22 @@ STATE="${CLICKPIPE_STATE:-$PWD/.services}"
 mkdir -p "$STATE"
 
 scripts/services.sh deps
-scripts/services.sh install
-scripts/services.sh start --fresh   # a fresh broker database: tansu slows down as its store grows
+# Redis and Kafka install and start while clickpipe builds (a fresh broker: the summary counts only
+# this run's records).
+echo "==> installing and starting Redis and Kafka in the background (log: $STATE/services.log)"
+scripts/services.sh start --fresh >"$STATE/services.log" 2>&1 &
+services_pid=$!
 
 echo "==> building clickpipe (release)"
 cargo build --release --bin clickpipe
 BIN="$PWD/target/release/clickpipe"
+
+if ! wait "$services_pid"; then
+    tail -n 30 "$STATE/services.log" >&2
+    echo "demo: starting the services failed (log: $STATE/services.log)" >&2
+    exit 1
+fi
+cat "$STATE/services.log"
 
 pids=()
 cleanup() {

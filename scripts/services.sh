@@ -1,59 +1,73 @@
 #!/usr/bin/env bash
-# Local services for clickpipe development, tests and CI: Redis and the Kafka-protocol broker tansu.
+# Local services for clickpipe development, tests and CI: Redis and an Apache Kafka broker (KRaft).
 #
 #   scripts/services.sh deps              install the Debian packages the Rust build needs (if missing)
-#   scripts/services.sh install [WHAT...] install what is missing (WHAT: redis, tansu, chromium,
-#                                         schemathesis, osmem; default redis and tansu). Building tansu
-#                                         takes ~16 min on 2 cores. chromium (Debian) and schemathesis
-#                                         (PyPI, in its own virtualenv $CLICKPIPE_TOOLS/schemathesis) are
-#                                         used by the admin API tests; osmem (PyPI osmem-server, an
-#                                         in-memory OpenSearch-compatible server, linked as
-#                                         $CLICKPIPE_TOOLS/bin/osmem-server) by the ingest tests;
-#                                         compose (Debian docker-compose, for `docker-compose config`)
-#                                         by the deployment tests.
-#   scripts/services.sh start [--fresh]   start Redis and tansu (installing them if missing), wait until
-#                                         both accept connections, create the default topics.
-#                                         --fresh: stop tansu if running and delete its database first.
+#   scripts/services.sh install [WHAT...] install what is missing (WHAT: redis, kafka, chromium,
+#                                         schemathesis, osmem, compose; default redis and kafka).
+#                                         kafka: the broker's jars (version pinned in
+#                                         scripts/kafka/pom.xml) resolved from Maven Central into
+#                                         $CLICKPIPE_TOOLS/kafka-<version> (~45 MB, ~30 s the first
+#                                         time), plus a JDK and Maven from Debian when missing.
+#                                         chromium (Debian) and schemathesis (PyPI, in its own
+#                                         virtualenv) are used by the admin API tests; osmem (PyPI
+#                                         osmem-server, an in-memory OpenSearch-compatible server) by
+#                                         the ingest tests; compose (Debian docker-compose, for
+#                                         `docker-compose config`) by the deployment tests.
+#   scripts/services.sh start [--fresh]   start Redis and Kafka (installing them if missing), wait until
+#                                         both answer, create the default topics. Kafka's storage is
+#                                         formatted on first use (data in $CLICKPIPE_STATE/kafka).
+#                                         --fresh: stop Kafka if running and delete its data first.
 #   scripts/services.sh stop              stop both
 #   scripts/services.sh status            print whether each is up (exit 0 if both are, 3 if not)
 #   scripts/services.sh topics NAME...    create more topics (PARTITIONS, default 4), existing ones are kept
+#   scripts/services.sh kafka-run DIR PORT CONTROLLER_PORT
+#                                         run a single-node Kafka broker+controller in the foreground
+#                                         on 127.0.0.1:PORT with its data in DIR (formatted when new);
+#                                         what `start` runs in the background, and what the tests run
+#                                         to own a broker they can stop and kill.
 #
 # Environment:
-#   CLICKPIPE_TOOLS       where tansu is installed (bin/tansu)   default: $HOME/.cache/clickpipe
-#   CLICKPIPE_STATE       pid files, logs, tansu's sqlite db     default: <repo>/.services
+#   CLICKPIPE_TOOLS       where Kafka's jars and the tools live  default: $HOME/.cache/clickpipe
+#   CLICKPIPE_STATE       pid files, logs, Kafka's data          default: <repo>/.services
 #   CLICKPIPE_REDIS_PORT  Redis port on 127.0.0.1                default: 6379
-#   CLICKPIPE_KAFKA_PORT  tansu port on 127.0.0.1                default: 9092
-#   CLICKPIPE_START_TIMEOUT  seconds to wait for each service    default: 30
+#   CLICKPIPE_KAFKA_PORT  Kafka port on 127.0.0.1                default: 9092
+#                         (its KRaft controller listens on the next port)
+#   CLICKPIPE_KAFKA_HEAP  the broker JVM's heap options          default: -Xms512m -Xmx1g
+#   CLICKPIPE_START_TIMEOUT  seconds to wait for each service    default: 60
 #   PARTITIONS            partitions for `topics`                default: 4
-#
-# tansu always runs with sqlite storage: never `memory://`, which loses messages when a consumer
-# group resumes mid-batch (see shared/ENVIRONMENT.md). It does not auto-create topics.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${CLICKPIPE_TOOLS:-$HOME/.cache/clickpipe}"
-TANSU_VERSION="0.6.0"
 STATE="${CLICKPIPE_STATE:-$REPO_ROOT/.services}"
 HOST="127.0.0.1"
 REDIS_PORT="${CLICKPIPE_REDIS_PORT:-6379}"
 KAFKA_PORT="${CLICKPIPE_KAFKA_PORT:-9092}"
-TIMEOUT="${CLICKPIPE_START_TIMEOUT:-30}"
-BROKER_URL="tcp://$HOST:$KAFKA_PORT"
-# Absolute paths: tansu runs with $STATE as its working directory.
+KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+TIMEOUT="${CLICKPIPE_START_TIMEOUT:-60}"
 [[ "$STATE" == /* ]] || STATE="$PWD/$STATE"
 [[ "$TOOLS" == /* ]] || TOOLS="$PWD/$TOOLS"
-TANSU="$TOOLS/bin/tansu"
 SCHEMATHESIS_VERSION="4.32.5"
 SCHEMATHESIS_VENV="$TOOLS/schemathesis"
 OSMEM_VERSION="0.1.6"
 OSMEM_VENV="$TOOLS/osmem"
 OSMEM="$TOOLS/bin/osmem-server"
 
+# Kafka: the version is the one pinned in the pom (one place to bump it).
+KAFKA_SRC="$REPO_ROOT/scripts/kafka"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_SRC/pom.xml")"
+[[ -n "$KAFKA_VERSION" ]] || {
+    echo "[services] ERROR: no <kafka.version> in $KAFKA_SRC/pom.xml" >&2
+    exit 1
+}
+KAFKA_HOME="$TOOLS/kafka-$KAFKA_VERSION"
+KAFKA_HEAP="${CLICKPIPE_KAFKA_HEAP:--Xms512m -Xmx1g}"
+KAFKA_DATA="$STATE/kafka"
+KAFKA_PID="$STATE/kafka.pid"
+KAFKA_LOG="$STATE/kafka.log"
+
 REDIS_PID="$STATE/redis.pid"
 REDIS_LOG="$STATE/redis.log"
-TANSU_PID="$STATE/tansu.pid"
-TANSU_LOG="$STATE/tansu.log"
-TANSU_DB="tansu.db" # relative to $STATE, tansu's working directory
 
 # name:partitions
 DEFAULT_TOPICS=(clicks:4 predictions:4 clicks-dlq:4)
@@ -160,44 +174,56 @@ install_osmem() {
     [[ -x "$OSMEM" ]] || die "osmem-server install failed"
 }
 
-install_tansu() {
-    [[ -x "$TANSU" ]] && return 0
-    command -v cargo >/dev/null 2>&1 || die "cargo is needed to build tansu"
+# The stamp names what the installed tree was made from: the pom and the admin tool's source.
+kafka_stamp() { cat "$KAFKA_SRC/pom.xml" "$KAFKA_SRC/KafkaAdmin.java" | sha256sum | cut -d' ' -f1; }
+
+kafka_installed() {
+    [[ -f "$KAFKA_HOME/.stamp" ]] && [[ "$(cat "$KAFKA_HOME/.stamp")" == "$(kafka_stamp)" ]]
+}
+
+install_kafka() {
+    kafka_installed && return 0
+    # Java 17+ runs the broker; javac compiles the admin tool; Maven resolves the jars.
+    command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
+    command -v mvn >/dev/null 2>&1 || apt_install maven
     command -v flock >/dev/null 2>&1 || die "flock (util-linux) is needed"
     mkdir -p "$TOOLS"
-    # One build at a time, even when several scripts ask for it (e.g. CI's background install and
-    # scripts/test.sh): the others wait for it and then find the binary.
-    exec 9>"$TOOLS/.tansu-install.lock"
-    if ! flock -n 9; then
-        log "another tansu build is running (lock $TOOLS/.tansu-install.lock); waiting for it"
-        flock 9
-    fi
-    if [[ ! -x "$TANSU" ]]; then
-        # cargo-install compiles C (libsql's sqlite): needs the C toolchain.
-        apt_install build-essential pkg-config
-        log "building tansu $TANSU_VERSION into $TOOLS with cargo install: this takes about 16 minutes on 2 cores"
-        local t0=$SECONDS
-        cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$TOOLS"
-        log "tansu built in $((SECONDS - t0)) s: $TANSU"
+    # One install at a time (CI and a test script may ask at once): the others wait, then find it.
+    exec 9>"$TOOLS/.kafka-install.lock"
+    flock 9
+    if ! kafka_installed; then
+        local t0=$SECONDS tmp="$KAFKA_HOME.tmp"
+        log "installing Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
+        rm -rf "$tmp"
+        mkdir -p "$tmp"
+        # Maven's own repository stays under $TOOLS too: one cache to keep between CI runs.
+        mvn -q -B -f "$KAFKA_SRC/pom.xml" -Dmaven.repo.local="$TOOLS/m2" \
+            dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp/libs" ||
+            die "resolving Kafka $KAFKA_VERSION from Maven Central failed (see the output above)"
+        javac -d "$tmp/classes" -cp "$tmp/libs/*" "$KAFKA_SRC/KafkaAdmin.java" ||
+            die "compiling scripts/kafka/KafkaAdmin.java failed"
+        kafka_stamp >"$tmp/.stamp"
+        rm -rf "$KAFKA_HOME"
+        mv "$tmp" "$KAFKA_HOME"
+        log "kafka: installed in $((SECONDS - t0)) s ($(du -sh "$KAFKA_HOME" | cut -f1), $(ls "$KAFKA_HOME/libs" | wc -l) jars)"
     fi
     flock -u 9
     exec 9>&-
-    [[ -x "$TANSU" ]] || die "tansu not found at $TANSU after cargo install"
 }
 
 cmd_install() {
     local what=("$@")
-    [[ ${#what[@]} -eq 0 ]] && what=(redis tansu)
+    [[ ${#what[@]} -eq 0 ]] && what=(redis kafka)
     local w
     for w in "${what[@]}"; do
         case "$w" in
             redis) install_redis ;;
-            tansu) install_tansu ;;
+            kafka) install_kafka ;;
             chromium) install_chromium ;;
             schemathesis) install_schemathesis ;;
             osmem) install_osmem ;;
             compose) command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose ;;
-            *) die "install: unknown component '$w' (redis, tansu, chromium, schemathesis, osmem, compose)" ;;
+            *) die "install: unknown component '$w' (redis, kafka, chromium, schemathesis, osmem, compose)" ;;
         esac
     done
     log "installed: ${what[*]}"
@@ -219,7 +245,6 @@ redis_up() { redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PO
 
 tcp_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
-tansu_up() { tcp_open "$KAFKA_PORT"; }
 
 show_log_tail() {
     local file=$1
@@ -261,124 +286,144 @@ start_redis() {
     log "redis: started on $HOST:$REDIS_PORT (pid $(cat "$REDIS_PID" 2>/dev/null || echo '?'))"
 }
 
-stop_tansu() {
-    if ! pid_alive "$TANSU_PID" tansu; then
-        rm -f "$TANSU_PID"
-        if tansu_up; then
-            log "tansu: port $KAFKA_PORT is in use but not by a tansu this script started; leaving it"
+kafka_up() { tcp_open "$KAFKA_PORT"; }
+
+# kafka_admin TIMEOUT [NAME:PARTITIONS...]: waits until the broker answers metadata requests, then
+# creates the topics that are missing and waits for their leaders (scripts/kafka/KafkaAdmin.java).
+kafka_admin() {
+    local timeout=$1
+    shift
+    java -Xshare:auto -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.properties" \
+        -cp "$KAFKA_HOME/classes:$KAFKA_HOME/libs/*" KafkaAdmin "$HOST:$KAFKA_PORT" "$timeout" "$@" |
+        sed 's/^/[services] /'
+    return "${PIPESTATUS[0]}"
+}
+
+# kafka_run DIR PORT CONTROLLER_PORT: a single-node KRaft broker+controller in the foreground (exec).
+cmd_kafka_run() {
+    [[ $# -eq 3 ]] || die "usage: scripts/services.sh kafka-run DIR PORT CONTROLLER_PORT"
+    local dir=$1 port=$2 cport=$3
+    [[ "$dir" == /* ]] || dir="$PWD/$dir"
+    install_kafka
+    mkdir -p "$dir/data"
+    # Written every start (ports may change); the data stays. Replication 1 everywhere: one node.
+    cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$cport
+listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$cport
+advertised.listeners=PLAINTEXT://$HOST:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=4
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# A group's first member starts at once instead of waiting 3 s for others (tests, demo).
+group.initial.rebalance.delay.ms=0
+PROPS
+    local java_opts=(-server $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+        -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.properties")
+    if [[ ! -f "$dir/data/meta.properties" ]]; then
+        # A cluster id is 16 random bytes in URL-safe base64 without padding.
+        local id
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        java -Xshare:auto -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.properties" \
+            -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >/dev/null ||
+            die "formatting Kafka storage in $dir/data failed"
+    fi
+    exec java "${java_opts[@]}" -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties"
+}
+
+stop_kafka() {
+    if ! pid_alive "$KAFKA_PID" kafka.Kafka; then
+        rm -f "$KAFKA_PID"
+        if kafka_up; then
+            log "kafka: port $KAFKA_PORT is in use but not by a broker this script started; leaving it"
         else
-            log "tansu: not running"
+            log "kafka: not running"
         fi
         return 0
     fi
     local pid
-    pid="$(cat "$TANSU_PID")"
+    pid="$(cat "$KAFKA_PID")"
     kill "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 10))
+    # A controlled shutdown takes a few seconds.
+    local deadline=$((SECONDS + 30))
     while kill -0 "$pid" 2>/dev/null; do
         if ((SECONDS >= deadline)); then
-            log "tansu: pid $pid did not exit after SIGTERM; sending SIGKILL"
+            log "kafka: pid $pid did not exit 30 s after SIGTERM; sending SIGKILL"
             kill -9 "$pid" 2>/dev/null || true
             break
         fi
         sleep 0.1
     done
-    rm -f "$TANSU_PID"
-    log "tansu: stopped (pid $pid)"
+    rm -f "$KAFKA_PID"
+    log "kafka: stopped (pid $pid)"
 }
 
-start_tansu() {
+start_kafka() {
     local fresh=$1
-    if pid_alive "$TANSU_PID" tansu; then
+    if pid_alive "$KAFKA_PID" kafka.Kafka; then
         if [[ $fresh -eq 1 ]]; then
-            log "tansu: --fresh: stopping the running broker to delete its database"
-            stop_tansu
-        elif tansu_up; then
-            log "tansu: already running on $HOST:$KAFKA_PORT (pid $(cat "$TANSU_PID"))"
+            log "kafka: --fresh: stopping the running broker to delete its data"
+            stop_kafka
+        elif kafka_up; then
+            log "kafka: already running on $HOST:$KAFKA_PORT (pid $(cat "$KAFKA_PID"))"
             return 0
         fi
-        # else: process alive but not listening (still starting): fall through to the wait below
-    elif tansu_up; then
+        # else: alive but not listening yet (still starting): fall through to the wait below
+    elif kafka_up; then
         [[ $fresh -eq 1 ]] && die "--fresh: port $KAFKA_PORT is served by a broker this script did not start; stop it first"
-        log "tansu: something already listens on $HOST:$KAFKA_PORT (not started by this script); using it"
+        log "kafka: something already listens on $HOST:$KAFKA_PORT (not started by this script); using it"
         return 0
     fi
 
-    if ! pid_alive "$TANSU_PID" tansu; then
+    if ! pid_alive "$KAFKA_PID" kafka.Kafka; then
         if [[ $fresh -eq 1 ]]; then
-            rm -f "$STATE/$TANSU_DB" "$STATE/$TANSU_DB"-*
-            log "tansu: --fresh: deleted $STATE/$TANSU_DB"
+            rm -rf "$KAFKA_DATA"
+            log "kafka: --fresh: deleted $KAFKA_DATA"
         fi
-        [[ -x "$TANSU" ]] || install_tansu
-        # Own session (setsid) so the broker outlives the calling shell and its terminal; stdio is
-        # detached so callers that capture our output do not wait for the broker. setsid may fork,
-        # so the process writes its own pid before exec'ing tansu.
-        # Run in $STATE: the sqlite file is relative to it, and tansu reads a .env from its cwd.
-        rm -f "$TANSU_PID"
-        printf '\n===== %s tansu broker starting on %s =====\n' "$(date -u +%FT%TZ)" "$BROKER_URL" >>"$TANSU_LOG"
-        (
-            cd "$STATE"
-            # shellcheck disable=SC2016 # expanded by the inner bash
-            exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$TANSU_PID" \
-                "$TANSU" broker \
-                --listener-url "$BROKER_URL" \
-                --advertised-listener-url "$BROKER_URL" \
-                --storage-engine "sqlite://$TANSU_DB" \
-                </dev/null >>"$TANSU_LOG" 2>&1
-        ) &
+        install_kafka
+        # Own session (setsid) so the broker outlives the calling shell; stdio detached so callers
+        # that capture our output do not wait for it. The shell writes its pid, then becomes the
+        # broker (kafka-run ends in exec), so the pid file names the JVM.
+        rm -f "$KAFKA_PID"
+        printf '\n===== %s kafka starting on %s:%s =====\n' "$(date -u +%FT%TZ)" "$HOST" "$KAFKA_PORT" >>"$KAFKA_LOG"
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
+            "${BASH_SOURCE[0]}" kafka-run "$KAFKA_DATA" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" \
+            </dev/null >>"$KAFKA_LOG" 2>&1 &
     fi
 
-    local pid="" deadline=$((SECONDS + TIMEOUT))
-    until [[ -s "$TANSU_PID" ]] && pid="$(cat "$TANSU_PID")" && [[ "$pid" =~ ^[0-9]+$ ]]; do
-        if ((SECONDS >= deadline)); then
-            show_log_tail "$TANSU_LOG"
-            die "tansu did not start (no pid file $TANSU_PID after ${TIMEOUT}s)"
-        fi
+    local pid="" t0=$SECONDS deadline=$((SECONDS + TIMEOUT))
+    until [[ -s "$KAFKA_PID" ]] && pid="$(cat "$KAFKA_PID")" && [[ "$pid" =~ ^[0-9]+$ ]]; do
+        ((SECONDS < deadline)) || die "kafka did not start (no pid file $KAFKA_PID after ${TIMEOUT}s)"
         sleep 0.05
     done
-    until tansu_up; do
+    until kafka_up; do
         if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$TANSU_PID"
-            show_log_tail "$TANSU_LOG"
-            die "tansu exited during startup (see $TANSU_LOG)"
+            rm -f "$KAFKA_PID"
+            show_log_tail "$KAFKA_LOG"
+            die "kafka exited during startup (see $KAFKA_LOG)"
         fi
         if ((SECONDS >= deadline)); then
-            show_log_tail "$TANSU_LOG"
+            show_log_tail "$KAFKA_LOG"
             kill "$pid" 2>/dev/null || true
-            rm -f "$TANSU_PID"
-            die "tansu did not accept connections on $HOST:$KAFKA_PORT within ${TIMEOUT}s; stopped it (pid $pid; see $TANSU_LOG)"
+            rm -f "$KAFKA_PID"
+            die "kafka did not listen on $HOST:$KAFKA_PORT within ${TIMEOUT}s; stopped it (pid $pid; see $KAFKA_LOG)"
         fi
         sleep 0.1
     done
-    log "tansu: started on $HOST:$KAFKA_PORT (pid $pid, sqlite db $STATE/$TANSU_DB, log $TANSU_LOG)"
-}
-
-# topic_exists NAME: the broker lists the topic (`tansu topic list` prints the metadata as JSON).
-topic_exists() {
-    local list
-    list="$("$TANSU" topic list --broker "$BROKER_URL" 2>/dev/null)" || return 1
-    grep -qF "\"name\":\"$1\"" <<<"$list"
-}
-
-# create_topic NAME PARTITIONS: creates the topic; an existing topic is kept as it is.
-create_topic() {
-    local name=$1 partitions=$2 out rc=0
-    [[ -x "$TANSU" ]] || die "tansu not installed at $TANSU (run: scripts/services.sh install tansu)"
-    # Checking first keeps the broker log free of TopicAlreadyExists errors on every start.
-    if topic_exists "$name"; then
-        log "topic $name: already exists"
-        return 0
-    fi
-    out="$("$TANSU" topic create "$name" --broker "$BROKER_URL" --partitions "$partitions" 2>&1)" || rc=$?
-    if [[ $rc -eq 0 ]]; then
-        log "topic $name: created ($partitions partitions)"
-    elif grep -qi 'already exists' <<<"$out"; then
-        # tansu 0.6.0 exits 1 and logs "ERROR tansu: 40: Topic with this name already exists."
-        log "topic $name: already exists"
-    else
-        printf '%s\n' "$out" >&2
-        die "creating topic $name failed (exit $rc)"
-    fi
+    log "kafka: listening on $HOST:$KAFKA_PORT after $((SECONDS - t0)) s (pid $pid, data $KAFKA_DATA, log $KAFKA_LOG)"
 }
 
 cmd_start() {
@@ -391,13 +436,14 @@ cmd_start() {
     done
     mkdir -p "$STATE"
     install_redis
-    install_tansu
+    install_kafka
     start_redis
-    start_tansu "$fresh"
-    local t
-    for t in "${DEFAULT_TOPICS[@]}"; do
-        create_topic "${t%%:*}" "${t##*:}"
-    done
+    start_kafka "$fresh"
+    # Listening is not serving: wait for metadata answers, then make the default topics.
+    kafka_admin "$TIMEOUT" "${DEFAULT_TOPICS[@]}" || {
+        show_log_tail "$KAFKA_LOG"
+        die "kafka on $HOST:$KAFKA_PORT is not serving (see $KAFKA_LOG)"
+    }
     log "up: redis://$HOST:$REDIS_PORT/  kafka $HOST:$KAFKA_PORT"
 }
 
@@ -424,7 +470,7 @@ cmd_stop() {
             log "redis: not running"
         fi
     fi
-    stop_tansu
+    stop_kafka
 }
 
 cmd_status() {
@@ -439,14 +485,14 @@ cmd_status() {
         log "redis: down ($HOST:$REDIS_PORT)"
         ok=3
     fi
-    if tansu_up; then
-        if pid_alive "$TANSU_PID" tansu; then
-            log "tansu: up on $HOST:$KAFKA_PORT (pid $(cat "$TANSU_PID"), db $STATE/$TANSU_DB)"
+    if kafka_up; then
+        if pid_alive "$KAFKA_PID" kafka.Kafka; then
+            log "kafka: up on $HOST:$KAFKA_PORT (pid $(cat "$KAFKA_PID"), data $KAFKA_DATA)"
         else
-            log "tansu: up on $HOST:$KAFKA_PORT (not started by this script)"
+            log "kafka: up on $HOST:$KAFKA_PORT (not started by this script)"
         fi
     else
-        log "tansu: down ($HOST:$KAFKA_PORT)"
+        log "kafka: down ($HOST:$KAFKA_PORT)"
         ok=3
     fi
     return $ok
@@ -456,11 +502,13 @@ cmd_topics() {
     [[ $# -gt 0 ]] || die "usage: scripts/services.sh topics NAME..."
     local partitions="${PARTITIONS:-4}"
     [[ "$partitions" =~ ^[1-9][0-9]*$ ]] || die "PARTITIONS must be a positive integer, got '$partitions'"
-    tansu_up || die "no broker on $HOST:$KAFKA_PORT (run: scripts/services.sh start)"
-    local t
+    kafka_up || die "no broker on $HOST:$KAFKA_PORT (run: scripts/services.sh start)"
+    install_kafka
+    local specs=() t
     for t in "$@"; do
-        create_topic "$t" "$partitions"
+        specs+=("$t:$partitions")
     done
+    kafka_admin "$TIMEOUT" "${specs[@]}"
 }
 
 usage() {
@@ -477,6 +525,7 @@ main() {
         stop) cmd_stop "$@" ;;
         status) cmd_status "$@" ;;
         topics) cmd_topics "$@" ;;
+        kafka-run) cmd_kafka_run "$@" ;;
         -h | --help | help) usage ;;
         *)
             usage >&2

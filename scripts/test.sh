@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against local Redis + tansu (started here if they are not running).
+# Runs the whole test suite against local Redis + Apache Kafka (started here if they are not running).
 #
 #   scripts/test.sh [TEST-BINARY ARGS...]   e.g. scripts/test.sh session   (filters by test name)
 #
 # With no arguments it ends with a smoke run of the benchmark harness (bench/run.py --smoke: a few
 # seconds per system on a MockCluster broker; figures are printed, never asserted).
+#
+# Tests that stop, kill or restart a broker start their own (scripts/services.sh kafka-run on free
+# ports, jars from $CLICKPIPE_TOOLS); the shared broker serves the others.
 #
 # CLICKPIPE_TEST_BROKERS (default 127.0.0.1:$CLICKPIPE_KAFKA_PORT, i.e. 127.0.0.1:9092) and
 # CLICKPIPE_TEST_REDIS (default redis://127.0.0.1:$CLICKPIPE_REDIS_PORT/) are passed to the tests;
@@ -17,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/services.sh deps
 # The admin API tests drive headless Chromium and schemathesis; the ingest tests run osmem-server;
 # the deployment tests resolve the compose file with docker-compose.
-scripts/services.sh install chromium schemathesis osmem compose
+scripts/services.sh install redis kafka chromium schemathesis osmem compose
 if [[ "${CLICKPIPE_SKIP_SERVICES:-0}" != 1 ]]; then
     scripts/services.sh start
 fi

@@ -232,6 +232,53 @@ mod tests {
     }
 
     #[test]
+    fn group_protocol_and_static_membership_reach_the_consumer() {
+        Jail::expect_with(|jail| {
+            let c = load(None).map_err(|e| format!("{e:#}"))?;
+            let classic = clickpipe_actors::group::consumer_config(&c);
+            assert_eq!(
+                classic.get("partition.assignment.strategy"),
+                Some("cooperative-sticky")
+            );
+            assert_eq!(classic.get("group.protocol"), None);
+            assert_eq!(classic.get("group.instance.id"), None);
+
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_PROTOCOL", "consumer");
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "clickpipe-0");
+            let c = load(None).map_err(|e| format!("{e:#}"))?;
+            let kip848 = clickpipe_actors::group::consumer_config(&c);
+            assert_eq!(kip848.get("group.protocol"), Some("consumer"));
+            assert_eq!(kip848.get("group.instance.id"), Some("clickpipe-0"));
+            assert_eq!(kip848.get("partition.assignment.strategy"), None);
+
+            // The broker owns the session under KIP-848: a client session timeout is an error
+            // naming the key, not a consumer that fails to start.
+            jail.set_env("CLICKPIPE__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "10000");
+            let e = format!(
+                "{:#}",
+                load(None).expect_err("session timeout with consumer")
+            );
+            assert!(e.contains("session.timeout.ms"), "{e}");
+            jail.clear_env();
+
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_PROTOCOL", "eager");
+            let e = format!("{:#}", load(None).expect_err("unknown protocol"));
+            assert!(e.contains("group_protocol"), "{e}");
+            jail.clear_env();
+
+            jail.set_env("CLICKPIPE__KAFKA__CONSUMER__GROUP_INSTANCE_ID", "x");
+            let e = format!("{:#}", load(None).expect_err("managed key"));
+            assert!(e.contains("group.instance.id"), "{e}");
+            jail.clear_env();
+
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "i".repeat(250));
+            let e = format!("{:#}", load(None).expect_err("bad instance id"));
+            assert!(e.contains("kafka.group_instance_id"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn msk_iam_needs_a_region_which_aws_region_gives() {
         Jail::expect_with(|jail| {
             jail.set_env("CLICKPIPE__KAFKA__AUTH", "msk_iam");

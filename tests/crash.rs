@@ -1,11 +1,8 @@
 //! The `clickpipe run` process killed with SIGKILL mid-stream and started again: every event still
 //! ends up in the output or the dead-letter topic (at-least-once: some may repeat, none is lost).
 //!
-//! The broker here is librdkafka's MockCluster (a Kafka-protocol server on loopback, in the test
-//! process), not tansu: measured on tansu 0.6, its group coordinator stops answering heartbeats in
-//! time under this load (members lose their assignment) and, after a `kill -9`, can elect the dead
-//! member as the leader of the next generation, stalling the group for minutes. Those are broker
-//! defects, not pipeline behaviour; the pipeline's tests on tansu are in `tests/pipeline.rs`.
+//! The broker is the shared Apache Kafka broker (`scripts/services.sh start`): the group protocol,
+//! session expiry and offset commits are Kafka's own.
 
 mod common;
 
@@ -57,9 +54,8 @@ fn committed_total(names: &Names, bootstrap: &str) -> i64 {
 #[test]
 fn a_killed_pipeline_restarted_loses_no_event() {
     let _serial = serial();
-    let names = Names::without_topics("crash");
-    let mock = mock_with_topics(&names);
-    let bootstrap = mock.bootstrap_servers();
+    let names = Names::new("crash", 4);
+    let bootstrap = brokers();
     let model = ModelServer::start(0);
     let config = config_file(&names, &model.url, &bootstrap);
     let total = 4000usize;
@@ -118,9 +114,8 @@ fn terminate(child: &mut Instance) -> Option<i32> {
 #[test]
 fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bound() {
     let _serial = serial();
-    let names = Names::without_topics("kills");
-    let mock = mock_with_topics(&names);
-    let bootstrap = mock.bootstrap_servers();
+    let names = Names::new("kills", 4);
+    let bootstrap = brokers();
     let model = ModelServer::start(0);
     let config = config_file(&names, &model.url, &bootstrap);
     let total = 20_000usize;
@@ -174,9 +169,8 @@ fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bo
 #[test]
 fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_nothing() {
     let _serial = serial();
-    let names = Names::without_topics("pair");
-    let mock = mock_with_topics(&names);
-    let bootstrap = mock.bootstrap_servers();
+    let names = Names::new("pair", 4);
+    let bootstrap = brokers();
     let model = ModelServer::start(0);
     let config = config_file(&names, &model.url, &bootstrap);
     let total = 4000usize;

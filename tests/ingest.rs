@@ -184,27 +184,18 @@ fn collect_ids(c: &mut Collector, want: usize, timeout: Duration) -> HashMap<Str
     ids
 }
 
-/// A MockCluster with the test's topics and a search server with an empty `clicks` index.
-fn mock_and_search(
-    names: &Names,
-) -> (
-    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    Search,
-) {
-    let mock = mock_with_topics(names);
+/// The test's topics on the shared Kafka broker and a search server with an empty `clicks` index.
+fn topics_and_search(test: &str) -> (Names, Search) {
+    let names = Names::new(test, 4);
     let search = Search::start();
     search.create_index("clicks");
-    (mock, search)
+    (names, search)
 }
-
-// The two big tests write to the MockCluster: tansu's sqlite store acknowledges a few hundred
-// records a second once it holds a few thousand (measured), which would make them minutes long.
 
 #[test]
 fn fifty_thousand_documents_with_equal_timestamps_across_pages_arrive_exactly_once() {
-    let names = Names::without_topics("ingest-50k");
-    let (mock, search) = mock_and_search(&names);
-    let bootstrap = mock.bootstrap_servers();
+    let (names, search) = topics_and_search("ingest-50k");
+    let bootstrap = brokers();
     // 50,000 documents in groups of 700 sharing one timestamp: with pages of 500, page
     // boundaries fall inside groups of equal timestamps again and again.
     let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
@@ -332,9 +323,8 @@ fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the
 
 #[test]
 fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
-    let names = Names::without_topics("ingest-kill");
-    let (mock, search) = mock_and_search(&names);
-    let bootstrap = mock.bootstrap_servers();
+    let (names, search) = topics_and_search("ingest-kill");
+    let bootstrap = brokers();
     let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let total = 20_000;
     let docs: Vec<(String, Value)> = (0..total)

@@ -1,6 +1,6 @@
 //! Overload: a model far slower than the input. The pipeline's memory must stay flat while lag
 //! grows, and nothing may be lost. The pipeline runs as its own process (its RSS is what is
-//! measured) against librdkafka's MockCluster, which takes 2,000 events/s on this machine.
+//! measured) against the shared Apache Kafka broker.
 
 mod common;
 
@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer};
 
 /// Kills the child process when dropped (a failing assertion leaves nothing running).
@@ -33,12 +32,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 #[test]
 fn a_model_ten_times_too_slow_keeps_memory_flat_and_loses_nothing() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    let bootstrap = mock.bootstrap_servers();
-    let names = Names::without_topics("overload");
-    for t in [&names.input, &names.output, &names.dlq] {
-        mock.create_topic(t, 4, 1).expect("topic");
-    }
+    let names = Names::new("overload", 4);
+    let bootstrap = brokers();
     let model = ModelServer::start(0);
     model.delay_ms.store(200, Ordering::SeqCst);
     let config = std::env::temp_dir().join(format!("{}.toml", unique("clickpipe-overload")));

@@ -182,6 +182,17 @@ pub struct KafkaConfig {
     pub max_payload_bytes: usize,
     /// Interval at which stored (fully processed) offsets are committed, in milliseconds.
     pub commit_interval_ms: u64,
+    /// The consumer group protocol: `classic` (JoinGroup/SyncGroup with cooperative-sticky
+    /// assignment, every broker version) or `consumer` (KIP-848: the broker assigns partitions
+    /// incrementally, no group-wide barrier; Kafka 4.0+, session timeout set broker side).
+    #[serde(default)]
+    pub group_protocol: GroupProtocol,
+    /// Static membership: this instance's `group.instance.id` (empty: dynamic membership). An
+    /// instance restarted with the same id takes its partitions back at once instead of waiting
+    /// for its old session to expire; but a stopped static member does not leave the group, so its
+    /// partitions wait for the session timeout. Give each instance a stable, unique id.
+    #[serde(default)]
+    pub group_instance_id: String,
     /// Properties passed to librdkafka as-is, for both the consumer and the producers
     /// (TLS, SASL, `fetch.wait.max.ms`, `linger.ms`…). Keys clickpipe manages itself
     /// (`bootstrap.servers`, `group.id`, `enable.auto.offset.store`…) are rejected.
@@ -200,6 +211,17 @@ pub struct KafkaConfig {
     /// The cluster's AWS region for `msk_iam` (default: `AWS_REGION`, else `AWS_DEFAULT_REGION`).
     #[serde(default)]
     pub region: String,
+}
+
+/// The consumer group protocol (`kafka.group_protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupProtocol {
+    /// The classic protocol with the cooperative-sticky assignor.
+    #[default]
+    Classic,
+    /// KIP-848's consumer protocol (Kafka 4.0+).
+    Consumer,
 }
 
 /// How clickpipe authenticates to Kafka besides `kafka.client` properties.
@@ -594,6 +616,17 @@ pub const MANAGED_CLIENT_KEYS: &[&str] = &[
     "enable.auto.commit",
     "auto.commit.interval.ms",
     "enable.idempotence",
+    "group.protocol",
+    "group.instance.id",
+];
+
+/// Consumer properties the broker owns under `kafka.group_protocol = consumer` (librdkafka refuses
+/// them there).
+const CLASSIC_ONLY_CONSUMER_KEYS: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
 ];
 
 impl Config {
@@ -655,6 +688,23 @@ impl Config {
                     "is managed by clickpipe; use the kafka.* keys instead",
                 ));
             }
+            if k.group_protocol == GroupProtocol::Consumer
+                && CLASSIC_ONLY_CONSUMER_KEYS.contains(&key.as_str())
+            {
+                return Err(bad(
+                    &format!("kafka.{table}.\"{key}\""),
+                    "is set by the broker with kafka.group_protocol = consumer; remove it",
+                ));
+            }
+        }
+        if k.group_instance_id.len() > 249
+            || k.group_instance_id.trim() != k.group_instance_id
+            || k.group_instance_id.chars().any(char::is_control)
+        {
+            return Err(bad(
+                "kafka.group_instance_id",
+                "must be at most 249 characters, without surrounding spaces or control characters",
+            ));
         }
 
         let r = &self.redis;

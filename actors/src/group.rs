@@ -16,6 +16,7 @@ use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
+use crate::config::GroupProtocol;
 use crate::deps::Deps;
 use crate::partition::{Drain, DrainReport, PartitionActor, PartitionRestarted, Stray};
 use crate::supervision::{Intensity, RestartTracker};
@@ -307,8 +308,8 @@ impl ConsumerContext for GroupContext {
 
 /// Builds the consumer's librdkafka config: clickpipe's managed keys, then `[kafka.client]` and
 /// `[kafka.consumer]` as given.
-pub fn consumer_config(deps: &Deps) -> ClientConfig {
-    let k = &deps.config.kafka;
+pub fn consumer_config(config: &crate::config::Config) -> ClientConfig {
+    let k = &config.kafka;
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)
         .set("group.id", &k.group_id)
@@ -319,6 +320,15 @@ pub fn consumer_config(deps: &Deps) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // High watermarks for the admin API's lag (overridable; 0 turns them off).
         .set("statistics.interval.ms", "1000");
+    match k.group_protocol {
+        // Incremental rebalancing: a member joining or leaving moves only the partitions that
+        // change owner; the others keep working (and keep their uncommitted progress).
+        GroupProtocol::Classic => c.set("partition.assignment.strategy", "cooperative-sticky"),
+        GroupProtocol::Consumer => c.set("group.protocol", "consumer"),
+    };
+    if !k.group_instance_id.is_empty() {
+        c.set("group.instance.id", &k.group_instance_id);
+    }
     for (key, value) in k.client.iter().chain(k.consumer.iter()) {
         c.set(key, value);
     }
@@ -408,7 +418,8 @@ impl ConsumerGroup {
         self.shared.clone()
     }
 
-    /// Resolves with the reason when the root gives up (restart intensity exceeded).
+    /// Resolves with the reason when the root gives up (restart intensity exceeded) or the
+    /// consumer hits a fatal error.
     pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.shared.fatal.subscribe()
     }
@@ -428,14 +439,15 @@ impl Actor for ConsumerGroup {
         let context = GroupContext {
             shared: self.shared.clone(),
         };
-        let consumer: GroupConsumer = match consumer_config(deps).create_with_context(context) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create the Kafka consumer");
-                System::current().stop_with_code(1);
-                return;
-            }
-        };
+        let consumer: GroupConsumer =
+            match consumer_config(&deps.config).create_with_context(context) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create the Kafka consumer");
+                    System::current().stop_with_code(1);
+                    return;
+                }
+            };
         let consumer = Arc::new(consumer);
         let _ = self.shared.consumer.set(Arc::downgrade(&consumer));
         if let Err(e) = consumer.subscribe(&[&deps.config.kafka.input_topic]) {
@@ -472,6 +484,16 @@ impl Actor for ConsumerGroup {
                         }
                     }
                     Err(e) => {
+                        // A fatal error (e.g. UNRELEASED_INSTANCE_ID: a static member restarted
+                        // before the broker released its old self) ends this consumer for good:
+                        // hand it to the process, which exits so the orchestrator starts anew,
+                        // instead of living on without partitions.
+                        if let Some((code, reason)) = c.client().fatal_error() {
+                            let msg = format!("fatal Kafka consumer error {code:?}: {reason}");
+                            tracing::error!("{msg}");
+                            shared.fatal.send_replace(Some(msg));
+                            break;
+                        }
                         tracing::warn!(error = %e, "consumer error");
                         actix_rt::time::sleep(Duration::from_millis(200)).await;
                     }

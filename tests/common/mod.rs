@@ -3,7 +3,12 @@
 //! model server over loopback, and the pipeline running on its own actix system. Every test makes
 //! its own topics, group and Redis key prefixes.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
+
+mod broker;
+mod load;
+pub use broker::OwnBroker;
+pub use load::{PacedProducer, Produced};
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -601,8 +606,33 @@ pub fn free_port() -> u16 {
         .expect("port")
 }
 
+/// The group settings of [`config_file`]: the classic protocol with a 6 s session.
+pub const CLASSIC_GROUP: &str = r#"[kafka.consumer]
+"fetch.wait.max.ms" = "5"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "10000"
+"#;
+
+/// KIP-848's consumer protocol: the session and heartbeat belong to the broker.
+pub const CONSUMER_PROTOCOL_GROUP: &str = r#"group_protocol = "consumer"
+[kafka.consumer]
+"fetch.wait.max.ms" = "5"
+"max.poll.interval.ms" = "10000"
+"#;
+
 /// A config file for `clickpipe run` (a process of its own) with the test's names and services.
 pub fn config_file(names: &Names, model_url: &str, bootstrap: &str) -> std::path::PathBuf {
+    config_file_with_group(names, model_url, bootstrap, CLASSIC_GROUP)
+}
+
+/// [`config_file`] with other group settings (TOML inserted at the end of the `[kafka]` table).
+pub fn config_file_with_group(
+    names: &Names,
+    model_url: &str,
+    bootstrap: &str,
+    group: &str,
+) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("clickpipe-run")));
     let text = format!(
         r#"
@@ -613,11 +643,7 @@ input_topic = "{input}"
 output_topic = "{output}"
 dlq_topic = "{dlq}"
 commit_interval_ms = 200
-[kafka.consumer]
-"fetch.wait.max.ms" = "5"
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"max.poll.interval.ms" = "10000"
+{group_settings}
 [pipeline]
 drain_timeout_ms = 4000
 [redis]
@@ -640,6 +666,7 @@ level = "warn"
         zp = names.zip_prefix,
         sp = names.session_prefix,
         port = free_port(),
+        group_settings = group,
     );
     std::fs::write(&path, text).expect("config file");
     path
@@ -665,6 +692,20 @@ impl Instance {
 
     pub fn id(&self) -> u32 {
         self.0.id()
+    }
+
+    /// The exit status if the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM (a clean stop: drain, commit, leave) and the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        self.0.wait().ok().and_then(|s| s.code())
     }
 }
 

@@ -1,0 +1,78 @@
+//! Rebalances under load on the shared Apache Kafka broker: instances join and leave a running
+//! group while input arrives at a steady rate. Partitions move between instances; every event
+//! comes out, and since every leave is a clean stop (drain, commit, then release), none twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::message::Message;
+
+#[test]
+fn instances_joining_and_leaving_under_load_lose_nothing_and_repeat_nothing() {
+    join_and_leave("rebalance", CLASSIC_GROUP);
+}
+
+#[test]
+fn under_the_consumer_protocol_joins_and_leaves_under_load_lose_and_repeat_nothing() {
+    join_and_leave("rebalance-848", CONSUMER_PROTOCOL_GROUP);
+}
+
+/// A runs alone; B joins, B leaves; C joins, A leaves; C finishes. 1,000 events/s throughout.
+fn join_and_leave(test: &str, group: &str) {
+    let names = Names::new(test, 4);
+    let bootstrap = brokers();
+    let model = ModelServer::start(0);
+    let config = config_file_with_group(&names, &model.url, &bootstrap, group);
+    // 1,000 events/s for 24 s.
+    let total = 24_000usize;
+    let mut outputs = Collector::on(&bootstrap, &names.output);
+    let mut a = spawn(&config);
+    let input = PacedProducer::start(&bootstrap, &names.input, events("r", total, 301), 1_000);
+
+    let step = |outputs: &mut Collector, what: &str| {
+        let target = outputs.messages.len() + 4_000;
+        assert!(
+            outputs.until(Duration::from_secs(60), |m| m.len() >= target),
+            "progress before: {what} ({} outputs)",
+            outputs.messages.len()
+        );
+        eprintln!("{test}: {what} at {} outputs", outputs.messages.len());
+    };
+    step(&mut outputs, "b joins");
+    let mut b = spawn(&config);
+    step(&mut outputs, "b leaves");
+    assert_eq!(b.terminate(), Some(0), "b stopped cleanly");
+    step(&mut outputs, "c joins");
+    let mut c = spawn(&config);
+    step(&mut outputs, "a leaves");
+    assert_eq!(a.terminate(), Some(0), "a stopped cleanly");
+
+    let produced = input.finish();
+    assert_eq!(produced.failed, 0);
+    let ids = outputs.event_ids(total, Duration::from_secs(120));
+    outputs.until(Duration::from_secs(2), |_| false);
+    assert_eq!(c.terminate(), Some(0), "c stopped cleanly");
+    let _ = std::fs::remove_file(&config);
+
+    // The longest stretch without an output (by the outputs' create times): what a rebalance
+    // costs the stream, printed for the record.
+    let mut times: Vec<i64> = outputs
+        .messages
+        .iter()
+        .filter_map(|m| m.timestamp().to_millis())
+        .collect();
+    times.sort_unstable();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let missing = (0..total)
+        .filter(|i| !ids.contains(&format!("r{i}")))
+        .count();
+    let repeats = outputs.messages.len() - ids.len();
+    eprintln!(
+        "{test}: {} outputs for {total} events, {repeats} repeats, longest pause in outputs {gap} ms",
+        outputs.messages.len()
+    );
+    assert_eq!(missing, 0, "events lost");
+    assert_eq!(repeats, 0, "clean joins and leaves repeat nothing");
+}
