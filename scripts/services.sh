@@ -334,10 +334,14 @@ PROPS
         -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.properties")
     if [[ ! -f "$dir/data/meta.properties" ]]; then
         # A cluster id is 16 random bytes in URL-safe base64 without padding.
-        local id
-        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        # Like Kafka's own Uuid.randomUuid, never one that starts with "-" (an option to a parser).
+        local id="-"
+        while [[ "$id" == -* ]]; do
+            id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        done
         java -Xshare:auto -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.properties" \
-            -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >/dev/null ||
+            -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format --cluster-id="$id" \
+            --config="$dir/server.properties" >/dev/null ||
             die "formatting Kafka storage in $dir/data failed"
     fi
     exec java "${java_opts[@]}" -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties"

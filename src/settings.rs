@@ -240,6 +240,8 @@ mod tests {
                 classic.get("partition.assignment.strategy"),
                 Some("cooperative-sticky")
             );
+            assert_eq!(classic.get("session.timeout.ms"), Some("8000"));
+            assert_eq!(classic.get("heartbeat.interval.ms"), Some("1000"));
             assert_eq!(classic.get("group.protocol"), None);
             assert_eq!(classic.get("group.instance.id"), None);
 
@@ -250,6 +252,8 @@ mod tests {
             assert_eq!(kip848.get("group.protocol"), Some("consumer"));
             assert_eq!(kip848.get("group.instance.id"), Some("clickpipe-0"));
             assert_eq!(kip848.get("partition.assignment.strategy"), None);
+            assert_eq!(kip848.get("session.timeout.ms"), None);
+            assert_eq!(kip848.get("heartbeat.interval.ms"), None);
 
             // The broker owns the session under KIP-848: a client session timeout is an error
             // naming the key, not a consumer that fails to start.
@@ -378,13 +382,23 @@ mod tests {
             assert!(e.contains("kafka.brokers"), "{e}");
             jail.clear_env();
 
-            jail.set_env("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "50000");
+            jail.set_env("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "300000");
             let e = format!(
                 "{:#}",
-                load(None).expect_err("drain above the session timeout")
+                load(None).expect_err("drain above the rebalance timeout")
             );
             assert!(
-                e.contains("pipeline.drain_timeout_ms") && e.contains("45000"),
+                e.contains("pipeline.drain_timeout_ms") && e.contains("300000"),
+                "{e}"
+            );
+            jail.clear_env();
+
+            // librdkafka refuses a poll interval below the session: say so naming the key.
+            jail.set_env("CLICKPIPE__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "5000");
+            jail.set_env("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "1000");
+            let e = format!("{:#}", load(None).expect_err("poll interval below session"));
+            assert!(
+                e.contains("max.poll.interval.ms") && e.contains("8000"),
                 "{e}"
             );
             jail.clear_env();

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -103,14 +102,6 @@ fn a_killed_pipeline_restarted_loses_no_event() {
     );
 }
 
-fn terminate(child: &mut Instance) -> Option<i32> {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    child.wait().ok().and_then(|s| s.code())
-}
-
 #[test]
 fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bound() {
     let _serial = serial();
@@ -147,7 +138,7 @@ fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bo
     let mut last = spawn_with(&config, &env);
     let ids = outputs.event_ids(total, Duration::from_secs(300));
     outputs.until(Duration::from_secs(2), |_| false);
-    let code = terminate(&mut last);
+    let code = last.terminate();
     let _ = std::fs::remove_file(&config);
 
     let missing = (0..total)
@@ -188,7 +179,7 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
     let before_stop = outputs.messages.len();
 
     // A clean stop of one: its partitions move to the other without repeats.
-    assert_eq!(terminate(&mut a), Some(0));
+    assert_eq!(a.terminate(), Some(0));
     produce_on(
         &bootstrap,
         &names.input,
@@ -210,7 +201,7 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
     b.kill().expect("SIGKILL");
     let _ = b.wait();
     let all = outputs.event_ids(total, Duration::from_secs(120));
-    let _ = terminate(&mut c);
+    let _ = c.terminate();
     let _ = std::fs::remove_file(&config);
     let missing = (0..total)
         .filter(|i| !all.contains(&format!("t{i}")))

@@ -76,3 +76,56 @@ fn join_and_leave(test: &str, group: &str) {
     assert_eq!(missing, 0, "events lost");
     assert_eq!(repeats, 0, "clean joins and leaves repeat nothing");
 }
+
+#[test]
+fn a_revoke_draining_longer_than_the_session_loses_and_repeats_nothing() {
+    // Session 6 s; model calls take 7 s while b joins, so a's revoked partitions drain for up to
+    // the 9 s drain timeout. librdkafka heartbeats while the revoke callback drains (a member is
+    // not evicted for a drain longer than its session; the bound is max.poll.interval.ms): a keeps
+    // its other partitions, and what the drain finished is committed before the rest moves.
+    let names = Names::new("long-drain", 4);
+    let bootstrap = brokers();
+    let model = ModelServer::start(0);
+    let config = config_file(&names, &model.url, &bootstrap);
+    let env = [
+        ("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "9000"),
+        ("CLICKPIPE__MODEL__TIMEOUT_MS", "8000"),
+    ];
+    let total = 3_000usize;
+    let mut outputs = Collector::on(&bootstrap, &names.output);
+    let mut a = spawn_with(&config, &env);
+    let input = PacedProducer::start(&bootstrap, &names.input, events("d", total, 97), 200);
+    assert!(
+        outputs.until(Duration::from_secs(60), |m| m.len() >= 500),
+        "a works alone"
+    );
+    model
+        .delay_ms
+        .store(7_000, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut b = spawn_with(&config, &env);
+    // The join and the long drain happen now; then the model is fast again.
+    std::thread::sleep(Duration::from_secs(12));
+    model.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+
+    let produced = input.finish();
+    assert_eq!(produced.failed, 0);
+    let ids = outputs.event_ids(total, Duration::from_secs(120));
+    outputs.until(Duration::from_secs(2), |_| false);
+    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(a.terminate(), Some(0));
+    let _ = std::fs::remove_file(&config);
+    let missing = (0..total)
+        .filter(|i| !ids.contains(&format!("d{i}")))
+        .count();
+    let repeats = outputs.messages.len() - ids.len();
+    eprintln!(
+        "long drain: {} outputs for {total} events, {repeats} repeats",
+        outputs.messages.len()
+    );
+    assert_eq!(missing, 0, "events lost");
+    assert_eq!(
+        repeats, 0,
+        "a drain longer than the session repeats nothing"
+    );
+}

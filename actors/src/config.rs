@@ -620,6 +620,14 @@ pub const MANAGED_CLIENT_KEYS: &[&str] = &[
     "group.instance.id",
 ];
 
+/// The classic protocol's session timeout unless `session.timeout.ms` says otherwise: a crashed
+/// instance's partitions move to the others (or to its restarted self) within ~9 s instead of
+/// librdkafka's 45 s. Heartbeats come from librdkafka's own thread every
+/// [`CLASSIC_HEARTBEAT_INTERVAL_MS`], eight per session.
+pub const CLASSIC_SESSION_TIMEOUT_MS: u64 = 8_000;
+/// The classic protocol's heartbeat interval unless `heartbeat.interval.ms` says otherwise.
+pub const CLASSIC_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+
 /// Consumer properties the broker owns under `kafka.group_protocol = consumer` (librdkafka refuses
 /// them there).
 const CLASSIC_ONLY_CONSUMER_KEYS: &[&str] = &[
@@ -862,30 +870,42 @@ impl Config {
                 ),
             ));
         }
-        // A drain that outlives the group session gets the member evicted mid-drain: its
-        // partitions move while it still works on them, and records repeat.
-        let session_ms = self
-            .kafka
-            .consumer
-            .get("session.timeout.ms")
-            .or_else(|| self.kafka.client.get("session.timeout.ms"))
-            .map(|v| v.parse::<u64>())
-            .transpose()
-            .map_err(|_| {
-                bad(
-                    "kafka.consumer.\"session.timeout.ms\"",
-                    "must be a number of milliseconds",
-                )
-            })?
-            .unwrap_or(45_000);
-        if p.drain_timeout_ms >= session_ms {
+        // librdkafka keeps heartbeating while a revoke callback drains (the session is safe),
+        // but a member that has not rejoined within max.poll.interval.ms (the rebalance timeout)
+        // is evicted mid-drain: its partitions move while it still works on them.
+        let consumer_ms = |key: &str| {
+            self.kafka
+                .consumer
+                .get(key)
+                .or_else(|| self.kafka.client.get(key))
+                .map(|v| v.parse::<u64>())
+                .transpose()
+                .map_err(|_| {
+                    bad(
+                        &format!("kafka.consumer.\"{key}\""),
+                        "must be a number of milliseconds",
+                    )
+                })
+        };
+        let poll_ms = consumer_ms("max.poll.interval.ms")?.unwrap_or(300_000);
+        if p.drain_timeout_ms >= poll_ms {
             return Err(bad(
                 "pipeline.drain_timeout_ms",
                 format!(
-                    "{} must be below the consumer's session.timeout.ms ({session_ms})",
+                    "{} must be below the consumer's max.poll.interval.ms ({poll_ms})",
                     p.drain_timeout_ms
                 ),
             ));
+        }
+        if k.group_protocol == GroupProtocol::Classic {
+            let session_ms =
+                consumer_ms("session.timeout.ms")?.unwrap_or(CLASSIC_SESSION_TIMEOUT_MS);
+            if poll_ms < session_ms {
+                return Err(bad(
+                    "kafka.consumer.\"max.poll.interval.ms\"",
+                    format!("{poll_ms} must be at least the session.timeout.ms ({session_ms})"),
+                ));
+            }
         }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(bad("admin.listen", "must be an ip:port address"));

@@ -16,7 +16,7 @@ use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
-use crate::config::GroupProtocol;
+use crate::config::{GroupProtocol, CLASSIC_HEARTBEAT_INTERVAL_MS, CLASSIC_SESSION_TIMEOUT_MS};
 use crate::deps::Deps;
 use crate::partition::{Drain, DrainReport, PartitionActor, PartitionRestarted, Stray};
 use crate::supervision::{Intensity, RestartTracker};
@@ -323,7 +323,13 @@ pub fn consumer_config(config: &crate::config::Config) -> ClientConfig {
     match k.group_protocol {
         // Incremental rebalancing: a member joining or leaving moves only the partitions that
         // change owner; the others keep working (and keep their uncommitted progress).
-        GroupProtocol::Classic => c.set("partition.assignment.strategy", "cooperative-sticky"),
+        GroupProtocol::Classic => c
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", CLASSIC_SESSION_TIMEOUT_MS.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                CLASSIC_HEARTBEAT_INTERVAL_MS.to_string(),
+            ),
         GroupProtocol::Consumer => c.set("group.protocol", "consumer"),
     };
     if !k.group_instance_id.is_empty() {

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
@@ -42,24 +40,7 @@ impl OwnBroker {
 
     /// Creates topics with the given partition counts (replication 1).
     pub fn create_topics(&self, topics: &[(&str, i32)]) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()
-            .expect("admin client");
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-            .collect();
-        let rt = actix_rt::Runtime::new().expect("runtime");
-        let res = rt
-            .block_on(admin.create_topics(
-                &new,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            ))
-            .expect("create topics");
-        for r in res {
-            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-        }
+        super::create_topics_on(&self.bootstrap(), topics)
     }
 
     fn spawn(&mut self) {

@@ -77,8 +77,13 @@ impl Names {
 }
 
 pub fn create_topics(topics: &[(&str, i32)]) {
+    create_topics_on(&brokers(), topics)
+}
+
+/// Creates topics (replication 1) on the cluster at `bootstrap`.
+pub fn create_topics_on(bootstrap: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let new: Vec<NewTopic<'_>> = topics
@@ -92,10 +97,7 @@ pub fn create_topics(topics: &[(&str, i32)]) {
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         ))
         .unwrap_or_else(|e| {
-            panic!(
-                "create topics on {} (is the broker running? scripts/services.sh start): {e}",
-                brokers()
-            )
+            panic!("create topics on {bootstrap} (is the broker running? scripts/services.sh start): {e}")
         });
     for r in res {
         r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
@@ -612,6 +614,11 @@ pub const CLASSIC_GROUP: &str = r#"[kafka.consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
 "max.poll.interval.ms" = "10000"
+"#;
+
+/// clickpipe's own group defaults (classic, session 8 s, heartbeat 1 s).
+pub const DEFAULT_GROUP: &str = r#"[kafka.consumer]
+"fetch.wait.max.ms" = "5"
 "#;
 
 /// KIP-848's consumer protocol: the session and heartbeat belong to the broker.
