@@ -6,8 +6,8 @@ consumer, a Quix Streams application) on the same broker, the same Redis, the sa
 and the same generated data, one after the other, and reports end-to-end latency (HdrHistogram
 p50/p90/p99/p99.9/max), throughput, CPU and peak RSS per system and rate.
 
-Every measurement gets a fresh broker (a new Apache Kafka broker with its own data directory, or
-a new MockCluster process) so no run sees another's records. Per measurement:
+Every measurement sees only its own records: new topics on the run's one Apache Kafka broker
+(started and warmed up once, see SharedKafka), or a new MockCluster process. Per measurement:
 
   start broker → start system → warm-up (200 events through, not counted) →
   `clickpipe loadgen` at the rate (it is also the latency consumer) while /proc is sampled →
@@ -66,6 +66,8 @@ TOPICS = ("clicks", "predictions", "clicks-dlq")
 WARMUP_TOPICS = ("warmup-in", "warmup-out")
 KAFKA_WARMUP_EVENTS = 60_000
 KAFKA_WARMUP_RATE = 6_000
+# The shared broker of a run (SharedKafka) is warmed up longer, once.
+KAFKA_SHARED_WARMUP_S = 40
 
 ALL_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix", "clickpipe-traced-1",
                "clickpipe-traced-100")
@@ -207,6 +209,10 @@ class Env:
         self.model = None
         self.otlp = None
         self.otlp_counts = {"requests": 0, "bytes": 0}
+        # The topics of the current measurement (input, output, dead letters).
+        self.topics = TOPICS
+        # One Kafka broker for the whole run (SharedKafka), started on first use.
+        self.kafka = None
 
     def exe(self, name):
         return os.path.join(self.bin, name)
@@ -219,6 +225,9 @@ class Env:
         env.update({
             "CLICKPIPE_CONFIG": self.args.config,
             "CLICKPIPE__KAFKA__BROKERS": brokers,
+            "CLICKPIPE__KAFKA__INPUT_TOPIC": self.topics[0],
+            "CLICKPIPE__KAFKA__OUTPUT_TOPIC": self.topics[1],
+            "CLICKPIPE__KAFKA__DLQ_TOPIC": self.topics[2],
             "CLICKPIPE__REDIS__URL": f"redis://127.0.0.1:{REDIS_PORT}/",
             "CLICKPIPE__MODEL__URL": f"http://127.0.0.1:{MODEL_PORT}",
             "CLICKPIPE__ADMIN__LISTEN": f"127.0.0.1:{ADMIN_PORT}",
@@ -275,6 +284,9 @@ class Env:
         threading.Thread(target=self.otlp.serve_forever, daemon=True).start()
 
     def stop(self):
+        if self.kafka:
+            self.kafka.broker.stop()
+            log(f"shared kafka broker: peak RSS {fmt_mb(self.kafka.broker.peak_rss_mb)}")
         for p in (self.model, self.redis):
             if p:
                 p.stop()
@@ -353,8 +365,9 @@ class Broker:
     after 30 s) and its directory deleted. `mock`: `clickpipe mock-broker` (librdkafka's
     MockCluster). The broker's peak RSS goes to the log when it stops (`peak_rss_mb`)."""
 
-    def __init__(self, kind, env, name):
+    def __init__(self, kind, env, name, warmup_s=None):
         self.kind = kind
+        self.warmup_s = warmup_s
         self.name = name
         self.peak_rss_mb = None
         self.dir = os.path.join(env.workdir, name)
@@ -425,15 +438,16 @@ class Broker:
             p.wait_for_line("passthrough: ready", 30)
             # At a steady rate, not as fast as possible: small batches, many requests, as in a
             # measurement (a burst makes a few big requests and leaves the JIT cold).
+            count = KAFKA_WARMUP_RATE * (self.warmup_s or KAFKA_WARMUP_EVENTS // KAFKA_WARMUP_RATE)
             r = subprocess.run([env.exe("clickpipe"), "loadgen", "--rate",
-                                str(KAFKA_WARMUP_RATE), "--count", str(KAFKA_WARMUP_EVENTS),
+                                str(KAFKA_WARMUP_RATE), "--count", str(count),
                                 "--summary-timeout-s", "30"],
                                cwd=ROOT, env=e, capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"kafka warm-up failed: {r.stderr.strip().splitlines()[-1:]}")
         finally:
             p.stop()
-        log(f"[{name}] kafka warmed up with {KAFKA_WARMUP_EVENTS:,} records through the "
+        log(f"[{name}] kafka warmed up with {count:,} records through the "
             f"passthrough in {time.monotonic() - t0:.1f} s")
 
     def stop(self, keep_data=False):
@@ -452,6 +466,50 @@ class Broker:
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SharedKafka:
+    """The Kafka broker of a benchmark run: started once and warmed up (a fresh JVM is slow for
+    its first tens of thousands of requests: measured, a fresh broker put ~300 ms on the
+    passthrough's p99 at 2,000/s even after a 60,000-record warm-up), with new topics for every
+    measurement, so no measurement sees another's records — as a production cluster is
+    long-running. (`--recovery` still starts a broker per mode: it kills and restarts members.)"""
+
+    def __init__(self, env):
+        self.broker = Broker("kafka", env, "kafka-shared", warmup_s=KAFKA_SHARED_WARMUP_S)
+        self.address = self.broker.address
+
+    @staticmethod
+    def lease(env, tag):
+        """The run's broker with fresh topics named after the measurement, made the current
+        ones (env.topics)."""
+        if env.kafka is None:
+            env.kafka = SharedKafka(env)
+        topics = tuple(f"{t}-{tag}" for t in TOPICS)
+        e = dict(os.environ, CLICKPIPE_KAFKA_PORT=env.kafka.address.rsplit(":", 1)[1],
+                 PARTITIONS=str(PARTITIONS), CLICKPIPE_START_TIMEOUT="60")
+        r = subprocess.run([SERVICES, "topics", *topics], cwd=ROOT, env=e, capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"kafka: creating {topics} failed: "
+                               f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        env.topics = topics
+        return _Lease(env)
+
+
+class _Lease:
+    """A measurement's use of the shared broker: stopping it only forgets the topics."""
+
+    kind = "kafka"
+
+    def __init__(self, env):
+        self.env = env
+        self.address = env.kafka.address
+        self.peak_rss_mb = None
+
+    def stop(self, keep_data=False):
+        self.peak_rss_mb = peak_rss_mb(self.env.kafka.broker.proc.pid)
+        self.env.topics = TOPICS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -494,8 +552,8 @@ def start_system(system, env, broker, tag):
         state = os.path.join(env.workdir, f"{tag}-quix-state")
         e.update({
             "BROKERS": broker.address,
-            "INPUT_TOPIC": TOPICS[0],
-            "OUTPUT_TOPIC": TOPICS[1],
+            "INPUT_TOPIC": env.topics[0],
+            "OUTPUT_TOPIC": env.topics[1],
             "GROUP_ID": "bench-quix",
             "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
             "MODEL_URL": f"http://127.0.0.1:{MODEL_PORT}",
@@ -633,7 +691,7 @@ def loadgen(env, broker, rate, count, out_json=None, timeline=None, deadline=Non
 def system_under_test(env, broker_kind, system, tag, warmup):
     """A fresh broker and `system` on it, sampled from /proc, after `warmup` events went through;
     everything stopped on exit. Yields (broker, process, sampler)."""
-    broker = Broker(broker_kind, env, tag)
+    broker = SharedKafka.lease(env, tag) if broker_kind == "kafka" else Broker(broker_kind, env, tag)
     proc = None
     sampler = None
     try:
@@ -1526,8 +1584,9 @@ def report_md(args, results, overloads, svgs, started, ended):
     binfo = {"mock": "librdkafka 2.12.1 MockCluster (`clickpipe mock-broker`, one broker, in memory)",
              "kafka": f"Apache Kafka {kafka_version()} (KRaft, one node as broker and controller, "
                       "`scripts/services.sh kafka-run`, JVM heap "
-                      f"`{os.environ.get('CLICKPIPE_KAFKA_HEAP', '-Xms512m -Xmx1g')}`), fresh data "
-                      "directory per measurement",
+                      f"`{os.environ.get('CLICKPIPE_KAFKA_HEAP', '-Xms512m -Xmx1g')}`), one broker "
+                      f"for the run, warmed up {KAFKA_SHARED_WARMUP_S} s at "
+                      f"{KAFKA_WARMUP_RATE:,} records/s first, new topics per measurement",
              # Runs recorded before the move to Apache Kafka (--report-only of an old results.json).
              "tansu": "tansu 0.6.0, sqlite storage, fresh database per measurement"}
     out = [f"## {started:%Y-%m-%d %H:%M} UTC — benchmark harness (`bench/run.py{' --smoke' if args.smoke else ''}`)", ""]
@@ -1538,7 +1597,7 @@ def report_md(args, results, overloads, svgs, started, ended):
     for b in brokers:
         rss = [r["broker_peak_rss_mb"] for r in results
                if r["broker"] == b and r.get("broker_peak_rss_mb")]
-        peak = f"; broker peak RSS {mb_range(rss)} per measurement" if rss else ""
+        peak = f"; broker peak RSS {mb_range(rss)}" if rss else ""
         out.append(f"- Broker `{b}`: {binfo.get(b, b)}; {PARTITIONS} partitions per topic{peak}.")
     out.append(f"- Every consumer: `fetch.wait.max.ms` {args.fetch_wait_ms}; every producer `linger.ms` 1 "
                "(clickpipe, passthrough, naive: idempotent). Same generated stream (seed 7, "
