@@ -120,7 +120,8 @@ fn a_killed_member_of_the_consumer_protocol_restarted_resumes_once_the_broker_ex
         "recover-848",
         CONSUMER_PROTOCOL_GROUP,
         &[],
-        Duration::from_secs(60),
+        // 45 s session + up to one 5 s broker heartbeat interval + the restart, with a margin.
+        Duration::from_secs(75),
     );
 }
 
@@ -135,6 +136,6 @@ fn a_killed_static_member_of_the_consumer_protocol_restarted_exits_until_release
         "recover-848-static",
         CONSUMER_PROTOCOL_GROUP,
         &[("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", id.as_str())],
-        Duration::from_secs(60),
+        Duration::from_secs(75),
     );
 }
