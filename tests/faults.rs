@@ -219,6 +219,52 @@ fn model_down_for_ten_seconds_pauses_and_resumes_without_dead_letters() {
 }
 
 #[test]
+fn a_probe_answered_with_a_4xx_after_an_outage_closes_the_circuit_instead_of_stalling() {
+    // The model fails (500) until the breaker opens; its half-open probe then gets a 400. The
+    // probe must settle: that batch is dead-lettered (inference_failed) and the circuit closes,
+    // instead of staying half-open with its probe taken and every partition held for good.
+    let names = Names::new("probe4xx", 1);
+    let model = ModelServer::start(0);
+    let mut cfg = config(&names, &model.url);
+    cfg.model.circuit_open_ms = 300;
+    cfg.model.circuit_failure_threshold = 2;
+    cfg.model.max_batch_size = 1;
+    let running = run_pipeline(cfg);
+    let mut outputs = Collector::new(&names.output);
+    model.failing.store(true, Ordering::SeqCst);
+    produce(&names.input, &events("p", 5, 1));
+    let opened = wait_for(Duration::from_secs(10), || {
+        running.status.breaker.state() != clickpipe_actors::clients::breaker::BreakerState::Closed
+    });
+    // The next model call is the probe's: refuse it.
+    model.rejecting.store(true, Ordering::SeqCst);
+    model.failing.store(false, Ordering::SeqCst);
+    let dead = consume(&names.dlq, 1, Duration::from_secs(15));
+    model.rejecting.store(false, Ordering::SeqCst);
+    produce(&names.input, &events("q", 20, 1));
+    let resumed = outputs.until(WAIT, |m| {
+        ids(m).iter().filter(|i| i.starts_with('q')).count() >= 20
+    });
+    let state = running.status.breaker.state();
+    running.stop();
+
+    assert!(opened, "the circuit opened during the outage");
+    assert!(
+        dead.iter()
+            .any(|m| header(m, "clickpipe.error.kind").as_deref() == Some("inference_failed")),
+        "the refused batch was dead-lettered"
+    );
+    assert!(
+        resumed,
+        "later events come out: the circuit did not stay half-open"
+    );
+    assert_eq!(
+        state,
+        clickpipe_actors::clients::breaker::BreakerState::Closed
+    );
+}
+
+#[test]
 fn model_down_with_the_dead_letter_policy_dead_letters_inference_failed() {
     let names = Names::new("modeldl", 1);
     let model = ModelServer::start(usize::MAX);

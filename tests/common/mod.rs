@@ -181,6 +181,8 @@ pub struct ModelServer {
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// While set, every invocation answers 500 (the model is down; `/ping` still answers).
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, every invocation answers 400 (a non-retryable refusal; `/ping` still answers).
+    pub rejecting: Arc<std::sync::atomic::AtomicBool>,
     /// The `traceparent` header of every invocation that had one.
     pub traceparents: Arc<std::sync::Mutex<Vec<String>>>,
     handle: ServerHandle,
@@ -207,6 +209,8 @@ impl ModelServer {
         let delay = delay_ms.clone();
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let down = failing.clone();
+        let rejecting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = rejecting.clone();
         let traceparents = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = traceparents.clone();
         let (handle, thread) = serve_in_thread(move || {
@@ -214,6 +218,7 @@ impl ModelServer {
                 let calls = calls.clone();
                 let delay = delay.clone();
                 let down = down.clone();
+                let refuse = refuse.clone();
                 let seen = seen.clone();
                 App::new()
                     .wrap_fn(move |req, srv| {
@@ -232,13 +237,21 @@ impl ModelServer {
                         };
                         let fail =
                             n != usize::MAX && (n < fail_first || down.load(Ordering::SeqCst));
-                        let fut = if fail { None } else { Some(srv.call(req)) };
+                        let reject = n != usize::MAX && refuse.load(Ordering::SeqCst);
+                        let fut = if fail || reject {
+                            None
+                        } else {
+                            Some(srv.call(req))
+                        };
                         async move {
                             if wait > 0 {
                                 actix_rt::time::sleep(Duration::from_millis(wait)).await;
                             }
                             match fut {
                                 Some(f) => f.await.map(|r| r.map_body(|_, b| b.boxed())),
+                                None if reject => {
+                                    Err(actix_web::error::ErrorBadRequest("injected refusal"))
+                                }
                                 None => Err(actix_web::error::ErrorInternalServerError(
                                     "injected failure",
                                 )),
@@ -258,6 +271,7 @@ impl ModelServer {
             invocations,
             delay_ms,
             failing,
+            rejecting,
             traceparents,
             handle,
             thread: Some(thread),

@@ -1,7 +1,9 @@
 //! A circuit breaker for the model endpoint, shared by every partition of a process (they all call
 //! the same model). Closed: calls go through; `threshold` consecutive transient failures open it.
 //! Open: calls are refused until `open_for` has passed. Half-open: one probe is let through; its
-//! success closes the circuit, its failure opens it again.
+//! success closes the circuit, its failure opens it again. The probe is a [`ProbeGuard`]: however
+//! the probing call ends — an answer, an error, or its future dropped by a drain, seek or restart —
+//! the guard gives the probe back, so the breaker never stays half-open with nobody probing.
 
 use std::time::{Duration, Instant};
 
@@ -46,14 +48,32 @@ pub struct CircuitBreaker {
 }
 
 /// What the breaker says about a call about to be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+#[derive(Debug)]
+pub enum Admission<'a> {
     /// Go ahead.
     Call,
-    /// Go ahead as the half-open probe.
-    Probe,
+    /// Go ahead as the half-open probe; dropping the guard ends the probe.
+    Probe(ProbeGuard<'a>),
     /// Refused: the circuit is open (or a probe is under way); ask again after this long.
     Wait(Duration),
+}
+
+/// The half-open probe in progress. Report its outcome with [`CircuitBreaker::success`] or
+/// [`CircuitBreaker::failure`]; when dropped (after either, or without: a non-retryable answer,
+/// a cancelled future), a breaker still half-open lets the next caller probe.
+#[derive(Debug)]
+#[must_use = "dropping the guard ends the probe"]
+pub struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        let mut i = self.breaker.inner.lock();
+        if i.state == BreakerState::HalfOpen {
+            i.probing = false;
+        }
+    }
 }
 
 impl CircuitBreaker {
@@ -77,7 +97,7 @@ impl CircuitBreaker {
     }
 
     /// Whether a call may be made now.
-    pub fn admit(&self) -> Admission {
+    pub fn admit(&self) -> Admission<'_> {
         let mut i = self.inner.lock();
         match i.state {
             BreakerState::Closed => Admission::Call,
@@ -86,14 +106,14 @@ impl CircuitBreaker {
                 if elapsed >= self.open_for {
                     i.state = BreakerState::HalfOpen;
                     i.probing = true;
-                    Admission::Probe
+                    Admission::Probe(ProbeGuard { breaker: self })
                 } else {
                     Admission::Wait(self.open_for - elapsed)
                 }
             }
             BreakerState::HalfOpen if !i.probing => {
                 i.probing = true;
-                Admission::Probe
+                Admission::Probe(ProbeGuard { breaker: self })
             }
             BreakerState::HalfOpen => {
                 Admission::Wait(self.open_for.min(Duration::from_millis(100)))
@@ -139,7 +159,7 @@ mod tests {
     #[test]
     fn opens_after_the_threshold_probes_after_the_delay_and_closes_on_success() {
         let b = CircuitBreaker::new(3, Duration::from_millis(30));
-        assert_eq!(b.admit(), Admission::Call);
+        assert!(matches!(b.admit(), Admission::Call));
         b.failure();
         b.failure();
         assert_eq!(b.state(), BreakerState::Closed);
@@ -147,16 +167,16 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert!(matches!(b.admit(), Admission::Wait(_)));
         std::thread::sleep(Duration::from_millis(35));
-        assert_eq!(b.admit(), Admission::Probe);
+        let probe = b.admit();
+        assert!(matches!(probe, Admission::Probe(_)));
         assert!(
             matches!(b.admit(), Admission::Wait(_)),
             "one probe at a time"
         );
         b.success();
-        assert_eq!(
-            (b.state(), b.admit()),
-            (BreakerState::Closed, Admission::Call)
-        );
+        drop(probe);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(matches!(b.admit(), Admission::Call));
     }
 
     #[test]
@@ -164,10 +184,31 @@ mod tests {
         let b = CircuitBreaker::new(1, Duration::from_millis(10));
         b.failure();
         std::thread::sleep(Duration::from_millis(12));
-        assert_eq!(b.admit(), Admission::Probe);
+        let probe = b.admit();
+        assert!(matches!(probe, Admission::Probe(_)));
         b.failure();
+        drop(probe);
         assert_eq!(b.state(), BreakerState::Open);
         assert!(matches!(b.admit(), Admission::Wait(_)));
+    }
+
+    #[test]
+    fn a_probe_that_ends_without_an_outcome_lets_the_next_caller_probe() {
+        // The probing call answered something non-retryable, or its future was dropped by a
+        // drain, a seek or a restart: nobody reports; the breaker must not stay half-open with
+        // its probe taken forever.
+        let b = CircuitBreaker::new(1, Duration::from_millis(10));
+        b.failure();
+        std::thread::sleep(Duration::from_millis(12));
+        let probe = b.admit();
+        assert!(matches!(probe, Admission::Probe(_)));
+        assert!(matches!(b.admit(), Admission::Wait(_)));
+        drop(probe);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(
+            matches!(b.admit(), Admission::Probe(_)),
+            "the next caller probes"
+        );
     }
 
     #[test]

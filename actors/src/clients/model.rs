@@ -167,14 +167,18 @@ impl ModelClient {
         let mut attempt = 0u32;
         let mut unavailable = false;
         loop {
+            // Held across the call when this attempt is the half-open probe: dropped at the end
+            // of the iteration, or with the future, it gives the probe back.
+            let mut probe = None;
             match self.breaker.admit() {
                 Admission::Call => {}
-                Admission::Probe => {
+                Admission::Probe(guard) => {
                     if let Err(e) = self.ping().await {
                         self.breaker.failure();
                         tracing::debug!(error = %e.message, "model probe failed");
                         continue;
                     }
+                    probe = Some(guard);
                 }
                 Admission::Wait(d) => {
                     if self.policy == UnavailablePolicy::DeadLetter {
@@ -203,6 +207,14 @@ impl ModelClient {
                 Err(e) => e,
             };
             if error.retry == Retry::Never {
+                if probe.is_some() {
+                    // The endpoint answered (a 4xx, a malformed body): it is up. This batch
+                    // fails on its own; the circuit closes for the others.
+                    self.breaker.success();
+                    if unavailable {
+                        health(None);
+                    }
+                }
                 return Err(InferError {
                     error,
                     attempts: attempt,
