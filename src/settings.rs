@@ -278,6 +278,11 @@ mod tests {
             jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "i".repeat(250));
             let e = format!("{:#}", load(None).expect_err("bad instance id"));
             assert!(e.contains("kafka.group_instance_id"), "{e}");
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "task/1 a");
+            let e = format!("{:#}", load(None).expect_err("illegal characters"));
+            assert!(e.contains("kafka.group_instance_id"), "{e}");
+            jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "clickpipe-a1.b_2");
+            load(None).map_err(|e| format!("{e:#}"))?;
             Ok(())
         });
     }

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::producer::{BaseRecord, Producer};
 
 /// Kills the child process when dropped (a failing assertion leaves nothing running).
 struct Guard(std::process::Child);
@@ -61,42 +60,18 @@ fn a_model_ten_times_too_slow_keeps_memory_flat_and_loses_nothing() {
     let rate = 2000u64;
     let seconds = 30u64;
     let total = (rate * seconds) as usize;
-    let producer = producer_on(&bootstrap);
+    let input = PacedProducer::start(&bootstrap, &names.input, events("o", total, 401), rate);
     let started = Instant::now();
     let mut samples: Vec<(u64, u64)> = Vec::new();
-    let mut sent = 0usize;
-    while sent < total {
-        let due = ((started.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
-        while sent < due {
-            let s = format!("s{}", sent % 401);
-            let payload = event(
-                &format!("o{sent}"),
-                &s,
-                "2026-06-01T10:00:00Z",
-                "page_view",
-                None,
-            );
-            let mut rec = BaseRecord::to(&names.input)
-                .key(s.as_bytes())
-                .payload(&payload);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        rec = r;
-                        producer.poll(Duration::from_millis(5));
-                    }
-                }
-            }
-            sent += 1;
-        }
+    while input.sent() < total {
         let secs = started.elapsed().as_secs();
         if samples.last().is_none_or(|(t, _)| *t < secs) {
             samples.push((secs, rss_kib(pid).unwrap_or(0)));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    let produced = input.finish();
+    assert_eq!(produced.failed, 0, "every input record was acknowledged");
     let mut outputs = Collector::on(&bootstrap, &names.output);
     outputs.until(Duration::from_secs(1), |_| false);
     let done_during_overload = outputs.messages.len();

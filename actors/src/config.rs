@@ -705,13 +705,19 @@ impl Config {
                 ));
             }
         }
-        if k.group_instance_id.len() > 249
-            || k.group_instance_id.trim() != k.group_instance_id
-            || k.group_instance_id.chars().any(char::is_control)
+        // The broker's own rule (JoinGroupRequest.validateGroupInstanceId): refused here as a
+        // config error rather than by the broker as a fatal group error at every start.
+        let id = &k.group_instance_id;
+        if id.len() > 249
+            || id == "."
+            || id == ".."
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             return Err(bad(
                 "kafka.group_instance_id",
-                "must be at most 249 characters, without surrounding spaces or control characters",
+                "must be at most 249 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not . or ..)",
             ));
         }
 
