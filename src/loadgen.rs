@@ -1428,7 +1428,7 @@ fn event_id_of(payload: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickpipe_actors::event::decode;
+    use clickpipe_actors::event::{decode, Limits};
     use clickpipe_actors::features::compute;
     use clickpipe_actors::session::advance;
     use std::collections::HashMap;
@@ -1505,7 +1505,7 @@ mod tests {
         let mut g = Generator::new(rows, &cfg(0.05, 0.05, 200), Some(9));
         for _ in 0..2_000 {
             let (_, payload, _) = g.next_event();
-            decode(&payload, 1 << 20).expect("valid");
+            decode(&payload, &Limits::new(1 << 20), Utc::now()).expect("valid");
         }
     }
 
@@ -1516,7 +1516,7 @@ mod tests {
         let mut last_ts: HashMap<String, i64> = HashMap::new();
         let mut priced = 0;
         for (key, payload, event_id) in &evs {
-            let e = decode(payload, 1 << 20)
+            let e = decode(payload, &Limits::new(1 << 20), Utc::now())
                 .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(payload)));
             assert_eq!(&e.event_id, event_id);
             assert_eq!(&e.session_id, key);
@@ -1563,7 +1563,7 @@ mod tests {
     fn event_types_follow_the_funnel() {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for (_, payload, _) in events(60_000, 11, 0.05, 0.05) {
-            let e = decode(&payload, 1 << 20).expect("valid");
+            let e = decode(&payload, &Limits::new(1 << 20), Utc::now()).expect("valid");
             *counts.entry(e.event_type).or_default() += 1;
         }
         let c = |t: &str| counts.get(t).copied().unwrap_or(0);
@@ -1600,7 +1600,7 @@ mod tests {
             .collect();
         let mut hours = [0usize; 24];
         for (_, payload, _) in events(40_000, 3, 0.0, 0.0) {
-            let e = decode(&payload, 1 << 20).expect("valid");
+            let e = decode(&payload, &Limits::new(1 << 20), Utc::now()).expect("valid");
             let zip = e
                 .zip
                 .as_ref()
@@ -1625,7 +1625,10 @@ mod tests {
         let evs = events(60_000, 5, 0.2, 0.1);
         let (mut unknown, mut missing) = (0usize, 0usize);
         for (_, payload, _) in &evs {
-            match decode(payload, 1 << 20).expect("valid").zip {
+            match decode(payload, &Limits::new(1 << 20), Utc::now())
+                .expect("valid")
+                .zip
+            {
                 None => missing += 1,
                 Some(z) if !known.contains(&z) => unknown += 1,
                 Some(_) => {}
@@ -1638,7 +1641,7 @@ mod tests {
 
         // Without reference rows every non-missing ZIP is unknown.
         let mut g = Generator::new(Vec::new(), &cfg(0.0, 0.0, 5), Some(1));
-        let e = decode(&g.next_event().1, 1 << 20).expect("valid");
+        let e = decode(&g.next_event().1, &Limits::new(1 << 20), Utc::now()).expect("valid");
         assert!(e.zip.is_some());
     }
 

@@ -437,13 +437,16 @@ mod tests {
 
     #[test]
     fn shipped_model_weighs_every_feature_the_pipeline_computes() {
-        use clickpipe_actors::event::decode;
+        use clickpipe_actors::event::{decode, Limits};
         use clickpipe_actors::features::{compute, ZipInfo};
         use clickpipe_actors::session::advance;
 
         let e = decode(
             br#"{"event_id":"e","user_id":"u","session_id":"s","timestamp":"2026-06-05T20:00:00Z","event_type":"add_to_cart","device":"mobile","zip":"10001"}"#,
-            1 << 20,
+            &Limits::new(1 << 20),
+            chrono::DateTime::parse_from_rfc3339("2026-06-05T21:00:00Z")
+                .expect("time")
+                .into(),
         )
         .expect("event");
         let zip = ZipInfo::from_fields(Some("72000"), Some("America/New_York"));

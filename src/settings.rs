@@ -382,6 +382,29 @@ mod tests {
             assert!(e.contains("pipeline.max_in_flight"), "{e}");
             jail.clear_env();
 
+            for (var, key) in [
+                (
+                    "CLICKPIPE__FEATURES__SESSION_GAP_S",
+                    "features.session_gap_s",
+                ),
+                (
+                    "CLICKPIPE__FEATURES__MAX_EVENT_AGE_S",
+                    "features.max_event_age_s",
+                ),
+                (
+                    "CLICKPIPE__FEATURES__MAX_EVENT_LEAD_S",
+                    "features.max_event_lead_s",
+                ),
+            ] {
+                // 2^63 / 1000 s: as milliseconds it would wrap an i64.
+                for value in ["0", "9223372036854776"] {
+                    jail.set_env(var, value);
+                    let e = format!("{:#}", load(None).expect_err(key));
+                    assert!(e.contains(key), "{e}");
+                    jail.clear_env();
+                }
+            }
+
             jail.set_env("CLICKPIPE__KAFKA__BROKERS", "no-port");
             let e = format!("{:#}", load(None).expect_err("bad brokers"));
             assert!(e.contains("kafka.brokers"), "{e}");

@@ -197,6 +197,36 @@ fn poison_records_are_dead_lettered_with_reasons_and_the_rest_still_flows() {
 }
 
 #[test]
+fn events_from_year_9999_are_dead_lettered_and_their_session_keeps_flowing() {
+    let names = Names::new("far-time", 1);
+    let model = ModelServer::start(0);
+    let running = run_pipeline(config(&names, &model.url));
+    produce(&names.input, &[
+        ("k".into(), event("a", "s", "2026-06-01T10:00:00Z", "page_view", None)),
+        ("k".into(), event("far-rfc", "s", "9999-12-31T23:59:59Z", "page_view", None)),
+        ("k".into(), br#"{"event_id":"far-ms","user_id":"u","session_id":"s","timestamp":253402214400000,"event_type":"x"}"#.to_vec()),
+        ("k".into(), event("b", "s", "2026-06-01T10:00:07Z", "page_view", None)),
+    ]);
+    let dead = consume(&names.dlq, 2, WAIT);
+    let out = by_event_id(&consume(&names.output, 2, WAIT));
+    running.stop();
+
+    assert_eq!(dead.len(), 2);
+    for m in &dead {
+        assert_eq!(
+            header(m, "clickpipe.error.kind").as_deref(),
+            Some("invalid_event")
+        );
+        let reason = header(m, "clickpipe.error.message").unwrap_or_default();
+        assert!(reason.contains("features.max_event_lead_s"), "{reason}");
+    }
+    // The far events never reached the session: the next event sees the one before them.
+    let b = &out["b"]["features"];
+    assert_eq!(b["session_event_count"].as_u64(), Some(2), "{b}");
+    assert_eq!(b["seconds_since_prev_event"].as_f64(), Some(7.0), "{b}");
+}
+
+#[test]
 fn model_failures_are_retried_and_recover_without_dead_letters() {
     let names = Names::new("flaky", 1);
     let model = ModelServer::start(3);

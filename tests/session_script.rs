@@ -141,3 +141,65 @@ fn a_session_remembers_the_results_of_its_latest_ring_of_events_only() {
     assert!(keys.contains(&format!("e:ev{}", n - 1)));
     assert!(!keys.contains(&"e:ev1".to_string()));
 }
+
+#[test]
+fn times_beyond_fourteen_digits_cross_the_script_exactly() {
+    // Year 9999 in epoch ms has 15 digits: Lua's `..` would write it as 2.534022144e+14.
+    let prefix = unique("far") + ":";
+    let far = 253_402_214_400_123i64;
+    let events = vec![
+        ("s".to_string(), "a".to_string(), far),
+        ("s".to_string(), "b".to_string(), far + 1_000),
+        ("s".to_string(), "c".to_string(), far - 5),
+    ];
+    let c = client(&prefix);
+    let got = actix_rt::System::new().block_on(async {
+        let mut got = Vec::new();
+        for e in events.chunks(1) {
+            let a = c.lookup(&items(e)).await.expect("the reply parses");
+            got.push(a[0].session);
+        }
+        got
+    });
+    assert_eq!(got[1].prev_ms, Some(far));
+    assert_eq!(
+        (got[2].count, got[2].first_ms, got[2].last_ms),
+        (3, far - 5, far + 1_000)
+    );
+}
+
+#[test]
+fn a_session_stored_with_a_float_formatted_time_starts_afresh() {
+    // What the earlier script stored for a year-9999 event.
+    let prefix = unique("poisoned") + ":";
+    let mut conn = redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}s"))
+        .arg(&[
+            "count",
+            "4",
+            "first",
+            "1000",
+            "last",
+            "2.534022144e+14",
+            "seq",
+            "4",
+        ])
+        .query(&mut conn)
+        .expect("HSET");
+    let c = client(&prefix);
+    let got = actix_rt::System::new().block_on(async {
+        c.lookup(&items(&[(
+            "s".to_string(),
+            "n".to_string(),
+            1_780_000_000_000,
+        )]))
+        .await
+        .expect("a poisoned session does not fail the lookup")
+    });
+    assert_eq!(got[0].session.count, 1);
+    assert_eq!(got[0].session.last_ms, 1_780_000_000_000);
+}

@@ -383,6 +383,10 @@ pub struct FeaturesConfig {
     pub session_gap_s: u64,
     /// `zip_median_income` when the ZIP is missing or unknown.
     pub default_zip_median_income: f64,
+    /// Events older than this many seconds (by event time) are `invalid_event`.
+    pub max_event_age_s: u64,
+    /// Events more than this many seconds ahead of now (by event time) are `invalid_event`.
+    pub max_event_lead_s: u64,
 }
 
 /// Actor pipeline sizing.
@@ -831,8 +835,23 @@ impl Config {
                 ),
             ));
         }
-        if self.features.session_gap_s == 0 {
-            return Err(bad("features.session_gap_s", "must be greater than 0"));
+        let window = crate::event::MAX_WINDOW_S;
+        if self.features.session_gap_s == 0 || self.features.session_gap_s > window {
+            return Err(bad(
+                "features.session_gap_s",
+                format!("must be between 1 and {window} (100 years)"),
+            ));
+        }
+        for (key, value) in [
+            ("features.max_event_age_s", self.features.max_event_age_s),
+            ("features.max_event_lead_s", self.features.max_event_lead_s),
+        ] {
+            if value == 0 || value > window {
+                return Err(bad(
+                    key,
+                    format!("must be between 1 and {window} (100 years)"),
+                ));
+            }
         }
         if !self.features.default_zip_median_income.is_finite() {
             return Err(bad(

@@ -84,7 +84,7 @@ pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
         })
         .insert(Header {
             key: "clickpipe.error.message",
-            value: Some(failure.message.as_str()),
+            value: Some(failure.message()),
         })
         .insert(Header {
             key: "clickpipe.error.stage",

@@ -89,20 +89,35 @@ pub struct Failure {
     pub kind: ErrorKind,
     /// Where it failed.
     pub stage: Stage,
-    /// A human-readable reason; never contains secrets.
-    pub message: String,
+    /// A human-readable reason, at most [`MAX_MESSAGE_BYTES`]; never contains secrets.
+    message: String,
     /// How many attempts were made (1 for input errors).
     pub attempts: u32,
 }
 
 impl Failure {
-    /// A failure on the first and only attempt.
+    /// Why, in words: at most [`MAX_MESSAGE_BYTES`] bytes.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// A failure on the first and only attempt; the message is cut to [`MAX_MESSAGE_BYTES`].
     pub fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Self {
+        Failure::after(kind, stage, message, 1)
+    }
+
+    /// A failure after `attempts` attempts; the message is cut to [`MAX_MESSAGE_BYTES`].
+    pub fn after(kind: ErrorKind, stage: Stage, message: impl Into<String>, attempts: u32) -> Self {
+        let message = message.into();
+        let message = match bounded(&message, MAX_MESSAGE_BYTES) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
         Failure {
             kind,
             stage,
-            message: message.into(),
-            attempts: 1,
+            message,
+            attempts,
         }
     }
 }
@@ -138,5 +153,47 @@ impl ClientError {
             retry: Retry::Never,
             message: message.into(),
         }
+    }
+}
+
+/// The longest excerpt of an input value a reason quotes, in bytes.
+pub const EXCERPT_BYTES: usize = 64;
+
+/// The longest message a failure carries (header, log, span attribute), in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `value` cut to at most [`EXCERPT_BYTES`] (on a character boundary), with `…` when cut.
+pub fn excerpt(value: &str) -> std::borrow::Cow<'_, str> {
+    bounded(value, EXCERPT_BYTES)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, with `… (N bytes)` when cut.
+pub fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary_and_says_the_size() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded("ééééé", 3);
+        assert_eq!(cut, "é… (10 bytes)");
+        let long = "x".repeat(10_000);
+        assert!(
+            Failure::new(ErrorKind::InvalidEvent, Stage::Decode, long)
+                .message()
+                .len()
+                < 1100
+        );
     }
 }

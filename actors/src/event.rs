@@ -4,6 +4,52 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
+use crate::config::Config;
+use crate::error::excerpt;
+
+/// What the decoder accepts: the payload size and the window of event times around "now".
+///
+/// The window keeps every time that reaches Redis (session state) and the feature computation
+/// well inside the range both handle exactly: a clock set to year 9999 becomes an
+/// `invalid_event`, not a session poisoned for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload accepted, in bytes.
+    pub max_bytes: usize,
+    /// Oldest event accepted, in milliseconds before now.
+    pub max_age_ms: i64,
+    /// Newest event accepted, in milliseconds after now (clock skew of the producers).
+    pub max_lead_ms: i64,
+}
+
+/// The widest event-time window a config may set on either side of now (100 years).
+pub const MAX_WINDOW_S: u64 = 100 * 365 * 24 * 3600;
+
+impl Limits {
+    /// The limits of `kafka.max_payload_bytes`, `features.max_event_age_s` and
+    /// `features.max_event_lead_s`.
+    pub fn from_config(config: &Config) -> Self {
+        Limits {
+            max_bytes: config.kafka.max_payload_bytes,
+            max_age_ms: secs_to_ms(config.features.max_event_age_s),
+            max_lead_ms: secs_to_ms(config.features.max_event_lead_s),
+        }
+    }
+
+    /// `max_bytes` with the default window: ten years back, one day ahead.
+    pub fn new(max_bytes: usize) -> Self {
+        Limits {
+            max_bytes,
+            max_age_ms: secs_to_ms(10 * 365 * 24 * 3600),
+            max_lead_ms: secs_to_ms(24 * 3600),
+        }
+    }
+}
+
+fn secs_to_ms(s: u64) -> i64 {
+    i64::try_from(s.min(MAX_WINDOW_S)).unwrap_or(i64::MAX / 1000) * 1000
+}
+
 /// A decoded clickstream event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -32,9 +78,11 @@ pub struct Event {
 /// Decodes one record value into an [`Event`].
 ///
 /// Rejects: payloads over `max_bytes`, invalid UTF-8, invalid JSON, a non-object, a missing or
-/// mistyped required field, an unparsable timestamp, an optional field of the wrong type, a ZIP that
-/// is not five digits. Unknown fields are ignored.
-pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Event, String> {
+/// mistyped required field, an unparsable timestamp or one outside the window of `limits` around
+/// `now`, an optional field of the wrong type, a ZIP that is not five digits. Unknown fields are
+/// ignored. Reasons quote offending values only in short excerpts.
+pub fn decode(payload: &[u8], limits: &Limits, now: DateTime<Utc>) -> Result<Event, String> {
+    let max_bytes = limits.max_bytes;
     if payload.len() > max_bytes {
         return Err(format!(
             "payload is {} bytes, above the maximum of {max_bytes}",
@@ -60,7 +108,10 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Event, String> {
     let zip = optional_string(&obj, "zip")?;
     if let Some(zip) = &zip {
         if zip.len() != 5 || !zip.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("field `zip` must be a 5-digit string, got {zip:?}"));
+            return Err(format!(
+                "field `zip` must be a 5-digit string, got {:?}",
+                excerpt(zip)
+            ));
         }
     }
     let price = match obj.get("price") {
@@ -73,7 +124,7 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Event, String> {
             ))
         }
     };
-    Ok(Event {
+    let event = Event {
         event_id: required_string(&obj, "event_id")?,
         user_id: required_string(&obj, "user_id")?,
         session_id: required_string(&obj, "session_id")?,
@@ -84,7 +135,24 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Event, String> {
         zip,
         device: optional_string(&obj, "device")?,
         price,
-    })
+    };
+    // The window comes last, so a record with several problems is named by its structural one.
+    let (ts, now_ms) = (timestamp.timestamp_millis(), now.timestamp_millis());
+    if ts < now_ms.saturating_sub(limits.max_age_ms) {
+        return Err(format!(
+            "event time {} is more than features.max_event_age_s ({} s) in the past",
+            crate::record::rfc3339(timestamp),
+            limits.max_age_ms / 1000
+        ));
+    }
+    if ts > now_ms.saturating_add(limits.max_lead_ms) {
+        return Err(format!(
+            "event time {} is more than features.max_event_lead_s ({} s) in the future",
+            crate::record::rfc3339(timestamp),
+            limits.max_lead_ms / 1000
+        ));
+    }
+    Ok(event)
 }
 
 fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, String> {
@@ -114,10 +182,18 @@ fn parse_timestamp(field: &str, value: &Value) -> Result<DateTime<Utc>, String> 
     match value {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| format!("field `{field}` is not an RFC 3339 time ({s:?}): {e}")),
+            .map_err(|e| {
+                format!(
+                    "field `{field}` is not an RFC 3339 time ({:?}): {e}",
+                    excerpt(s)
+                )
+            }),
         Value::Number(n) => {
             let ms = n.as_i64().ok_or_else(|| {
-                format!("field `{field}` must be integer epoch milliseconds, got {n}")
+                format!(
+                    "field `{field}` must be integer epoch milliseconds, got {}",
+                    excerpt(&n.to_string())
+                )
             })?;
             Utc.timestamp_millis_opt(ms)
                 .single()
@@ -148,12 +224,60 @@ mod tests {
 
     const MAX: usize = 1 << 20;
 
+    fn now() -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_780_000_000_000)
+            .single()
+            .expect("a time")
+    }
+
     fn ok(json: &str) -> Event {
-        decode(json.as_bytes(), MAX).expect("valid event")
+        decode(json.as_bytes(), &Limits::new(MAX), now()).expect("valid event")
     }
 
     fn err(bytes: &[u8]) -> String {
-        decode(bytes, MAX).expect_err("invalid event")
+        decode(bytes, &Limits::new(MAX), now()).expect_err("invalid event")
+    }
+
+    fn event_at(ts: &str) -> String {
+        format!(
+            r#"{{"event_id":"e","user_id":"u","session_id":"s","timestamp":{ts},"event_type":"x"}}"#
+        )
+    }
+
+    #[test]
+    fn rejects_event_times_outside_the_window_around_now() {
+        for far in [
+            r#""9999-12-31T23:59:59Z""#,
+            "253402214400000",
+            "8210266876799999",
+            "-8334601228800000",
+            r#""1900-01-01T00:00:00Z""#,
+        ] {
+            let reason = err(event_at(far).as_bytes());
+            assert!(reason.contains("features.max_event_"), "{far}: {reason}");
+        }
+        let ahead = now().timestamp_millis() + 23 * 3600 * 1000;
+        ok(&event_at(&ahead.to_string()));
+        let wide = Limits {
+            max_age_ms: 60_000,
+            ..Limits::new(MAX)
+        };
+        let old = now().timestamp_millis() - 120_000;
+        assert!(decode(event_at(&old.to_string()).as_bytes(), &wide, now())
+            .expect_err("too old")
+            .contains("max_event_age_s (60 s)"));
+    }
+
+    #[test]
+    fn reasons_quote_only_an_excerpt_of_a_huge_value() {
+        let zip = "9".repeat(900_000);
+        let reason = err(
+            format!(r#"{{"event_id":"e","user_id":"u","session_id":"s","timestamp":1,"event_type":"x","zip":"{zip}"}}"#)
+                .as_bytes(),
+        );
+        assert!(reason.len() < 300, "{} bytes", reason.len());
+        let ts = "x".repeat(900_000);
+        assert!(err(event_at(&format!("{ts:?}")).as_bytes()).len() < 400);
     }
 
     #[test]
@@ -203,7 +327,7 @@ mod tests {
     #[test]
     fn rejects_payloads_over_the_maximum() {
         let big = vec![b' '; 100];
-        assert!(decode(&big, 10)
+        assert!(decode(&big, &Limits::new(10), now())
             .expect_err("too big")
             .contains("above the maximum"));
     }

@@ -102,44 +102,53 @@ pub fn parse_snapshot(s: &str) -> Option<SessionSnapshot> {
 /// `count`, `first`, `last`, `seq` (events ever applied), `e:{event_id}` (result of that event)
 /// and `s:{n}` (ring slot → event id, so results older than the latest `ring` events are dropped;
 /// they survive session restarts, so a redelivery across a restart is still recognised). The hash expires `ttl_ms` after its last update.
+///
+/// Times cross the Lua boundary as the decimal strings they came in as: Lua numbers are doubles
+/// and `..` formats them with 14 significant digits (`2.534022144e+14`), so the script compares
+/// numbers but stores and returns the original strings. A stored time or count that is not an
+/// integer string (written by an older script) starts the session afresh instead of being echoed.
 pub const SESSION_SCRIPT: &str = r#"
 local gap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local ring = tonumber(ARGV[3])
+local function int(s)
+  if s and string.match(s, '^%-?%d+$') and #s <= 17 then return s end
+  return nil
+end
 local out = {}
 for i, key in ipairs(KEYS) do
   local eid = ARGV[2 + 2 * i]
-  local ts = tonumber(ARGV[3 + 2 * i])
+  local ts_s = ARGV[3 + 2 * i]
+  local ts = tonumber(ts_s)
   -- One read for the dedupe check and the state: HMGET e:{id} count first last seq.
   local h = redis.call('HMGET', key, 'e:' .. eid, 'count', 'first', 'last', 'seq')
   if h[1] then
     out[i] = h[1]
   else
-    local count = tonumber(h[2])
-    local first = tonumber(h[3])
-    local last = tonumber(h[4])
-    local seq = (tonumber(h[5]) or 0) + 1
+    local count_s, first_s, last_s, seq_s = int(h[2]), int(h[3]), int(h[4]), int(h[5])
+    local seq = (tonumber(seq_s) or 0) + 1
     local result
-    if count == nil or ts - last > gap then
-      count = 1
-      first = ts
-      last = ts
-      result = '1||' .. ts .. '|' .. ts
+    if count_s == nil or first_s == nil or last_s == nil or ts - tonumber(last_s) > gap then
+      count_s = '1'
+      first_s = ts_s
+      last_s = ts_s
+      result = '1||' .. ts_s .. '|' .. ts_s
     else
-      local prev = last
-      count = count + 1
-      if ts < first then first = ts end
-      if ts > last then last = ts end
-      result = count .. '|' .. prev .. '|' .. first .. '|' .. last
+      local prev_s = last_s
+      count_s = string.format('%d', tonumber(count_s) + 1)
+      if ts < tonumber(first_s) then first_s = ts_s end
+      if ts > tonumber(last_s) then last_s = ts_s end
+      result = count_s .. '|' .. prev_s .. '|' .. first_s .. '|' .. last_s
     end
     -- Results are kept across session restarts, in a ring of the latest `ring` events: the slot
     -- this event takes held event `seq - ring`, whose result is dropped (only once the ring is full).
-    local slot = 's:' .. (seq % ring)
+    local slot = 's:' .. string.format('%d', seq % ring)
     if seq > ring then
       local old = redis.call('HGET', key, slot)
       if old then redis.call('HDEL', key, 'e:' .. old) end
     end
-    redis.call('HSET', key, 'count', count, 'first', first, 'last', last, 'seq', seq, 'e:' .. eid, result, slot, eid)
+    redis.call('HSET', key, 'count', count_s, 'first', first_s, 'last', last_s,
+      'seq', string.format('%d', seq), 'e:' .. eid, result, slot, eid)
     redis.call('PEXPIRE', key, ttl)
     out[i] = result
   end

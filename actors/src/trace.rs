@@ -242,7 +242,7 @@ impl RecordTrace {
     pub fn end_stage(&mut self, failure: Option<&Failure>) {
         if let RecordTrace::Sampled { process, stage } = self {
             if let Some(f) = failure {
-                let status = Status::error(format!("{}: {}", f.kind.as_str(), f.message));
+                let status = Status::error(format!("{}: {}", f.kind.as_str(), f.message()));
                 if let Some(s) = stage.as_ref() {
                     s.set_status(status.clone());
                     s.set_attribute("error.type", f.kind.as_str());

@@ -428,9 +428,12 @@ impl Tailer {
         stats
             .skipped
             .fetch_add((hits.len() - fresh.len()) as u64, Ordering::Relaxed);
+        let limits = clickpipe_actors::event::Limits::from_config(cfg);
+        let now = Utc::now();
+        let limits = &limits;
         let sends = fresh.iter().map(|hit| async move {
             let (value, key) = event_of(hit);
-            let result = match decode(&value, cfg.kafka.max_payload_bytes) {
+            let result = match decode(&value, limits, now) {
                 Ok(_) => deliver(
                     producer,
                     &cfg.kafka.input_topic,

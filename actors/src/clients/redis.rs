@@ -73,7 +73,7 @@ impl LookupClient {
             zip_prefix: cfg.zip_prefix.as_str().into(),
             session_prefix: cfg.session_prefix.as_str().into(),
             timeout: Duration::from_millis(cfg.timeout_ms),
-            gap_ms: session_gap.as_millis() as i64,
+            gap_ms: i64::try_from(session_gap.as_millis()).unwrap_or(i64::MAX),
             script: Rc::new(redis::Script::new(SESSION_SCRIPT)),
         }
     }
@@ -200,7 +200,12 @@ impl LookupClient {
             let session = value_str(session)
                 .and_then(|s| parse_snapshot(&s))
                 .ok_or_else(|| {
-                    ClientError::transient(format!("redis: bad session reply {session:?}"))
+                    // The script answers integer strings only; anything else will not change on
+                    // a retry.
+                    ClientError::permanent(format!(
+                        "redis: bad session reply {}",
+                        crate::error::excerpt(&format!("{session:?}"))
+                    ))
                 })?;
             out.push(LookupAnswer { zip, session });
         }

@@ -320,7 +320,8 @@ impl PartitionActor {
         &mut self,
         msgs: Vec<OwnedMessage>,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        let max_payload = self.deps.config.kafka.max_payload_bytes;
+        let limits = crate::event::Limits::from_config(&self.deps.config);
+        let now_utc = chrono::Utc::now();
         let now = Instant::now();
         let mut valid = Vec::with_capacity(msgs.len());
         let mut invalid = Vec::new();
@@ -355,7 +356,7 @@ impl PartitionActor {
             if let Some(t) = record.trace.as_deref_mut() {
                 t.enter_stage("receive", n);
             }
-            match decode(&record.payload, max_payload) {
+            match decode(&record.payload, &limits, now_utc) {
                 Ok(event) => {
                     if let Some(t) = record.trace.as_deref_mut() {
                         t.end_stage(None);

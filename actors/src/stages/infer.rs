@@ -144,12 +144,12 @@ impl StageLogic for Infer {
                 Err(e) => {
                     tracing::error!(error = %e.error, attempts = e.attempts, records = batch.len(),
                         "model call failed for good");
-                    let failure = Failure {
-                        kind: ErrorKind::InferenceFailed,
-                        stage: Stage::Infer,
-                        message: e.error.message,
-                        attempts: e.attempts,
-                    };
+                    let failure = Failure::after(
+                        ErrorKind::InferenceFailed,
+                        Stage::Infer,
+                        e.error.message,
+                        e.attempts,
+                    );
                     outcomes.extend(batch.into_iter().map(|r| Outcome::Fail(r, failure.clone())));
                     outcomes
                 }

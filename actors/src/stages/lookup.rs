@@ -14,7 +14,7 @@ use crate::clients::backoff;
 use crate::clients::redis::{LookupClient, LookupItem};
 use crate::clients::zip_cache::ZipCache;
 use crate::config::{Config, UnavailablePolicy};
-use crate::error::{ErrorKind, Failure, Stage};
+use crate::error::{ErrorKind, Failure, Retry, Stage};
 use crate::record::Record;
 use crate::stage::{Outcome, StageHealth, StageLogic};
 use crate::trace;
@@ -117,6 +117,7 @@ impl StageLogic for Lookup {
                         }
                         break Ok(answers);
                     }
+                    Err(e) if e.retry == Retry::Never => break Err(e),
                     Err(e) => {
                         let wait = backoff(attempt, Duration::from_millis(20), Duration::from_secs(1));
                         match policy {
@@ -153,12 +154,7 @@ impl StageLogic for Lookup {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "redis lookup failed for good");
-                    let failure = Failure {
-                        kind: ErrorKind::LookupFailed,
-                        stage: Stage::Lookup,
-                        message: e.message,
-                        attempts: attempt,
-                    };
+                    let failure = Failure::after(ErrorKind::LookupFailed, Stage::Lookup, e.message, attempt);
                     rejected.extend(batch.into_iter().map(|r| Outcome::Fail(r, failure.clone())));
                     rejected
                 }
