@@ -147,7 +147,7 @@ fn times_beyond_fourteen_digits_cross_the_script_exactly() {
     // Year 9999 in epoch ms has 15 digits: Lua's `..` would write it as 2.534022144e+14.
     let prefix = unique("far") + ":";
     let far = 253_402_214_400_123i64;
-    let events = vec![
+    let events = [
         ("s".to_string(), "a".to_string(), far),
         ("s".to_string(), "b".to_string(), far + 1_000),
         ("s".to_string(), "c".to_string(), far - 5),

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use clickpipe_actors::clients::model::Prediction;
 use clickpipe_actors::config::Config;
-use clickpipe_actors::event::{decode, Event};
+use clickpipe_actors::event::{decode, Event, Limits};
 use clickpipe_actors::features::{compute, Features, ZipInfo};
 use clickpipe_actors::record::{rfc3339, OutputRecord};
 use clickpipe_actors::session::{advance, SessionState};
@@ -140,8 +140,12 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
 /// One record: the output value, or the dead-letter kind and reason.
 async fn process(job: &mut Job, m: &OwnedMessage) -> Result<Vec<u8>, (&'static str, String)> {
     let cfg = &job.cfg;
-    let event = decode(m.payload().unwrap_or_default(), cfg.kafka.max_payload_bytes)
-        .map_err(|e| ("invalid_event", e))?;
+    let event = decode(
+        m.payload().unwrap_or_default(),
+        &Limits::from_config(cfg),
+        chrono::Utc::now(),
+    )
+    .map_err(|e| ("invalid_event", e))?;
     let (zip, session) = lookup(job, &event)
         .await
         .map_err(|e| ("lookup_failed", format!("redis: {e}")))?;
