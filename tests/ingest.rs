@@ -394,6 +394,11 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
     docs.push(("no-session".into(), no_session));
     docs.push(("bad-zip".into(), bad_zip));
     docs.push(("bad-type".into(), bad_type));
+    // A ~900 KB bad field: its reason must not echo it (a 900 KB header next to a 900 KB
+    // document is more than the broker takes, and the tailer stopped on it).
+    let mut huge_zip = doc(base + 23, "s1");
+    huge_zip["zip"] = json!("9".repeat(900_000));
+    docs.push(("huge-zip".into(), huge_zip));
     search.bulk("clicks", &docs);
     let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
     let mut input = Collector::new(&names.input);
@@ -401,8 +406,8 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
         collect_ids(&mut input, 10, Duration::from_secs(60)).len(),
         10
     );
-    let dead = consume(&names.dlq, 3, Duration::from_secs(30));
-    assert_eq!(dead.len(), 3);
+    let dead = consume(&names.dlq, 4, Duration::from_secs(30));
+    assert_eq!(dead.len(), 4);
     for m in &dead {
         let id = header(m, "clickpipe.source.id").expect("source id");
         assert_eq!(
@@ -418,11 +423,12 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
         let reason = header(m, "clickpipe.error.message").unwrap_or_default();
         let field = match id.as_str() {
             "no-session" => "session_id",
-            "bad-zip" => "zip",
+            "bad-zip" | "huge-zip" => "zip",
             "bad-type" => "event_type",
             other => panic!("unexpected dead letter {other}"),
         };
         assert!(reason.contains(field), "{id}: {reason}");
+        assert!(reason.len() < 300, "{id}: {} bytes", reason.len());
         assert_eq!(
             json(m)["event_id"],
             id.as_str(),
@@ -435,7 +441,7 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
         collect_ids(&mut input, 11, Duration::from_secs(30)).get("after"),
         Some(&1)
     );
-    assert_eq!(get_json(port, "/status")["dead_letters"], 3);
+    assert_eq!(get_json(port, "/status")["dead_letters"], 4);
 }
 
 #[test]

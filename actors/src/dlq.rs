@@ -5,8 +5,13 @@
 //! Headers: `clickpipe.error.kind`, `clickpipe.error.message`, `clickpipe.error.stage`,
 //! `clickpipe.source.topic`, `clickpipe.source.partition`, `clickpipe.source.offset`,
 //! `clickpipe.source.timestamp` (when known), `clickpipe.attempts`, `clickpipe.failed_at`.
-//! A payload the broker rejects as too large is truncated to [`TRUNCATED_PAYLOAD_BYTES`] and
-//! marked with `clickpipe.payload.truncated` (its original size), rather than block the partition.
+//!
+//! A dead letter is always written, so its offset can always be committed ([`write`], shared with
+//! `clickpipe ingest`): a letter the broker refuses whole is written with its payload truncated to
+//! [`TRUNCATED_PAYLOAD_BYTES`] and marked with `clickpipe.payload.truncated` (its original size);
+//! one refused even so is written minimal — no key, no payload, only the headers that say what
+//! failed and where the record is (`clickpipe.error.*`, `clickpipe.source.*`, and
+//! `clickpipe.payload.truncated`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,6 +76,115 @@ impl Actor for DlqActor {
     }
 }
 
+/// A dead letter as the broker will be offered it.
+pub struct Letter<'a> {
+    /// The original key.
+    pub key: Option<&'a [u8]>,
+    /// The original value.
+    pub payload: &'a [u8],
+    /// The headers of the whole letter: why, lineage, trace context.
+    pub headers: OwnedHeaders,
+    /// The headers of the minimal letter: what failed and where the record is.
+    pub minimal: OwnedHeaders,
+}
+
+/// The form in which a dead letter was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// As it came.
+    Whole,
+    /// Payload cut to [`TRUNCATED_PAYLOAD_BYTES`].
+    Truncated,
+    /// Headers only.
+    Minimal,
+}
+
+/// Writes `letter` to `topic`, whole, else truncated, else minimal, and waits for the broker's
+/// acknowledgement: cluster errors are retried for as long as it takes (see [`deliver`]), and so
+/// is the minimal letter, so every dead letter is eventually written and its offset committed.
+pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form {
+    let Letter {
+        key,
+        payload,
+        headers,
+        minimal,
+    } = letter;
+    let refused = match deliver(producer, topic, key, payload, headers.clone()).await {
+        Ok(()) => return Form::Whole,
+        Err(e) => e,
+    };
+    let size = payload.len().to_string();
+    let marker = || Header {
+        key: "clickpipe.payload.truncated",
+        value: Some(size.as_str()),
+    };
+    if payload.len() > TRUNCATED_PAYLOAD_BYTES {
+        tracing::warn!(error = %refused, size = payload.len(),
+            "dead letter too large for the broker; writing it truncated");
+        let cut = &payload[..TRUNCATED_PAYLOAD_BYTES];
+        match deliver(producer, topic, key, cut, headers.insert(marker())).await {
+            Ok(()) => return Form::Truncated,
+            Err(e) => {
+                tracing::warn!(error = %e, "truncated dead letter refused; writing it minimal")
+            }
+        }
+    } else {
+        tracing::warn!(error = %refused, size = payload.len(),
+            "dead letter refused by the broker; writing it minimal");
+    }
+    // A size refusal can be a batch-mate's: the broker refuses a whole batch that is over the
+    // topic's `max.message.bytes`. The minimal letter (a few hundred bytes) is tried again, in a
+    // batch of its own, until it is written.
+    let minimal = minimal.insert(marker());
+    let mut attempt = 0u32;
+    loop {
+        match deliver(producer, topic, None, &[], minimal.clone()).await {
+            Ok(()) => return Form::Minimal,
+            Err(e) => {
+                attempt += 1;
+                let wait = crate::clients::backoff(
+                    attempt,
+                    std::time::Duration::from_millis(50),
+                    std::time::Duration::from_secs(5),
+                );
+                tracing::error!(error = %e, attempt, ?wait, "minimal dead letter refused; trying again");
+                actix_rt::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// The headers of a minimal dead letter: kind, stage, message and the source's coordinates.
+pub fn minimal_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
+    let partition = record.partition.to_string();
+    let offset = record.offset.to_string();
+    OwnedHeaders::new_with_capacity(7)
+        .insert(Header {
+            key: "clickpipe.error.kind",
+            value: Some(failure.kind.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.error.stage",
+            value: Some(failure.stage.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.error.message",
+            value: Some(failure.message()),
+        })
+        .insert(Header {
+            key: "clickpipe.source.topic",
+            value: Some(&*record.topic),
+        })
+        .insert(Header {
+            key: "clickpipe.source.partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "clickpipe.source.offset",
+            value: Some(offset.as_str()),
+        })
+}
+
 /// The headers of a dead letter.
 pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
     let attempts = failure.attempts.to_string();
@@ -124,33 +238,19 @@ impl Handler<DeadLetter> for DlqActor {
                     t.enter_stage("dead-letter", 1);
                     t.note_send(&topic);
                 }
-                let headers = dead_letter_headers(&record, &failure);
-                let key = record.key.as_deref();
-                let mut result =
-                    deliver(&producer, &topic, key, &record.payload, headers.clone()).await;
-                if let Err(e) = &result {
-                    tracing::warn!(error = %e, size = record.payload.len(),
-                        "dead letter too large for the broker; writing it truncated");
-                    let size = record.payload.len().to_string();
-                    let cut = &record.payload[..record.payload.len().min(TRUNCATED_PAYLOAD_BYTES)];
-                    let headers = headers.insert(Header {
-                        key: "clickpipe.payload.truncated",
-                        value: Some(size.as_str()),
-                    });
-                    result = deliver(&producer, &topic, key, cut, headers).await;
-                }
+                let letter = Letter {
+                    key: record.key.as_deref(),
+                    payload: &record.payload,
+                    headers: dead_letter_headers(&record, &failure),
+                    minimal: minimal_headers(&record, &failure),
+                };
+                let form = write(&producer, &topic, letter).await;
                 if let Some(t) = record.trace.as_deref_mut() {
-                    t.end_stage(result.is_err().then_some(&failure));
+                    t.end_stage(None);
                 }
-                match result {
-                    Ok(()) => {
-                        stats.dead_letters(failure.kind).fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(kind = %failure.kind, offset = record.offset, "dead-lettered");
-                        let _ = done.send(Completed { offsets: vec![record.offset] }).await;
-                    }
-                    Err(e) => tracing::error!(error = %e, offset = record.offset,
-                        "dead letter rejected even truncated; record stays uncommitted"),
-                }
+                stats.dead_letters(failure.kind).fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(kind = %failure.kind, offset = record.offset, ?form, "dead-lettered");
+                let _ = done.send(Completed { offsets: vec![record.offset] }).await;
             }
             .into_actor(self),
         );

@@ -34,6 +34,9 @@ pub const TARGET: &str = "clickpipe::trace";
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state header.
 pub const TRACESTATE: &str = "tracestate";
+
+/// The longest context header passed on unchanged (W3C's limit for `tracestate`).
+pub const MAX_CONTEXT_HEADER_BYTES: usize = 512;
 /// AWS X-Ray trace header.
 pub const XRAY_HEADER: &str = "X-Amzn-Trace-Id";
 
@@ -185,13 +188,19 @@ pub fn start<M: rdkafka::Message>(
                     .iter()
                     .find(|h| h.key.eq_ignore_ascii_case(name))
                     .and_then(|h| h.value)
+                    // A context header longer than W3C allows (tracestate: 512) is not passed on:
+                    // it would make every output and dead letter of the record too large.
+                    .filter(|v| v.len() <= MAX_CONTEXT_HEADER_BYTES)
                     .map(|v| (*name, v.to_vec()))
             })
             .collect();
         return Some(Box::new(RecordTrace::Forward(forward)));
     }
     let topic = message.topic();
-    let key = message.key().map(String::from_utf8_lossy);
+    let key = message
+        .key()
+        .map(String::from_utf8_lossy)
+        .map(|k| crate::error::bounded(&k, 256).into_owned());
     let process = tracing::info_span!(
         target: TARGET,
         "process",

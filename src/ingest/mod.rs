@@ -27,7 +27,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use clickpipe_actors::config::Config;
-use clickpipe_actors::error::{ErrorKind, Retry, Stage};
+use clickpipe_actors::dlq::{write, Letter};
+use clickpipe_actors::error::{bounded, ErrorKind, Retry, Stage, MAX_MESSAGE_BYTES};
 use clickpipe_actors::event::decode;
 use clickpipe_actors::metrics::Histogram;
 use clickpipe_actors::produce::deliver;
@@ -402,7 +403,7 @@ impl Tailer {
             let n = hits.len();
             after = hits.last().map(|h| h.sort.clone());
             if n > 0 {
-                self.send(hits).await?;
+                self.send(hits).await;
             }
             if n < size {
                 return Ok(false);
@@ -414,10 +415,10 @@ impl Tailer {
     }
 
     /// Writes the page's new documents (events or dead letters), waits for every
-    /// acknowledgement, then moves the checkpoint past the whole page and stores it. A document
-    /// the dead-letter topic refuses even truncated stops the tailer (permanent error) before the
-    /// checkpoint moves: it is never skipped silently, and a restart reads the page again.
-    async fn send(&mut self, hits: Vec<Hit>) -> Result<(), clickpipe_actors::error::ClientError> {
+    /// acknowledgement, then moves the checkpoint past the whole page and stores it. A dead letter
+    /// is always written (minimal when the topic refuses it whole and truncated), so no document
+    /// stops the tailer, and none is skipped silently.
+    async fn send(&mut self, hits: Vec<Hit>) {
         let cfg = &self.cfg;
         let producer = &self.producer;
         let stats = &self.stats;
@@ -450,18 +451,11 @@ impl Tailer {
                     stats.documents.fetch_add(1, Ordering::Relaxed);
                     let lag_ms = (Utc::now().timestamp_millis() - hit.ts_ms).max(0);
                     stats.lag.observe(lag_ms as f64 / 1000.0);
-                    Ok(())
                 }
                 Err(reason) => dead_letter(cfg, producer, hit, &value, &reason, stats).await,
             }
         });
-        if let Some(refused) = futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .find_map(Result::err)
-        {
-            return Err(clickpipe_actors::error::ClientError::permanent(refused));
-        }
+        futures::future::join_all(sends).await;
         let overlap = cfg.ingest.overlap_ms as i64;
         for h in &hits {
             self.checkpoint.sent(&h.id, h.ts_ms);
@@ -491,7 +485,6 @@ impl Tailer {
             }
             actix_rt::time::sleep(wait).await;
         }
-        Ok(())
     }
 }
 
@@ -521,8 +514,8 @@ fn source_headers(cfg: &Config, hit: &Hit, headers: OwnedHeaders) -> OwnedHeader
         })
 }
 
-/// Writes a document the pipeline would reject to the dead-letter topic (truncated to 64 KiB if
-/// the broker refuses it whole).
+/// Writes a document the pipeline would reject to the dead-letter topic (truncated, or minimal,
+/// when the broker refuses it whole: see [`clickpipe_actors::dlq::write`]).
 async fn dead_letter(
     cfg: &Config,
     producer: &Producer,
@@ -530,21 +523,25 @@ async fn dead_letter(
     value: &[u8],
     reason: &str,
     stats: &IngestStats,
-) -> Result<(), String> {
+) {
     let failed_at = rfc3339(Utc::now());
-    let headers = source_headers(cfg, hit, OwnedHeaders::new_with_capacity(7))
-        .insert(Header {
-            key: "clickpipe.error.kind",
-            value: Some(ErrorKind::InvalidEvent.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.error.message",
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "clickpipe.error.stage",
-            value: Some(Stage::Ingest.as_str()),
-        })
+    let reason = bounded(reason, MAX_MESSAGE_BYTES);
+    let why = |headers: OwnedHeaders| {
+        headers
+            .insert(Header {
+                key: "clickpipe.error.kind",
+                value: Some(ErrorKind::InvalidEvent.as_str()),
+            })
+            .insert(Header {
+                key: "clickpipe.error.message",
+                value: Some(reason.as_ref()),
+            })
+            .insert(Header {
+                key: "clickpipe.error.stage",
+                value: Some(Stage::Ingest.as_str()),
+            })
+    };
+    let headers = why(source_headers(cfg, hit, OwnedHeaders::new_with_capacity(8)))
         .insert(Header {
             key: "clickpipe.attempts",
             value: Some("1"),
@@ -553,34 +550,15 @@ async fn dead_letter(
             key: "clickpipe.failed_at",
             value: Some(failed_at.as_str()),
         });
-    let topic = &cfg.kafka.dlq_topic;
-    let key = Some(hit.id.as_bytes());
-    let mut result = deliver(producer, topic, key, value, headers.clone()).await;
-    if result.is_err() {
-        let cut = &value[..value
-            .len()
-            .min(clickpipe_actors::dlq::TRUNCATED_PAYLOAD_BYTES)];
-        let size = value.len().to_string();
-        let headers = headers.insert(Header {
-            key: "clickpipe.payload.truncated",
-            value: Some(size.as_str()),
-        });
-        result = deliver(producer, topic, key, cut, headers).await;
-    }
-    match result {
-        Ok(()) => {
-            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(id = %hit.id, %reason, "document dead-lettered");
-            Ok(())
-        }
-        Err(e) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            Err(format!(
-                "document {} ({reason}): the dead-letter topic refused it even truncated: {e}",
-                hit.id
-            ))
-        }
-    }
+    let letter = Letter {
+        key: Some(hit.id.as_bytes()),
+        payload: value,
+        headers,
+        minimal: why(source_headers(cfg, hit, OwnedHeaders::new_with_capacity(6))),
+    };
+    let form = write(producer, &cfg.kafka.dlq_topic, letter).await;
+    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(id = %hit.id, %reason, ?form, "document dead-lettered");
 }
 
 #[cfg(test)]

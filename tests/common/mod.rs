@@ -104,6 +104,58 @@ pub fn create_topics_on(bootstrap: &str, topics: &[(&str, i32)]) {
     }
 }
 
+/// Creates one topic (replication 1) with topic-level `configs` on the default broker.
+pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let rt = actix_rt::Runtime::new().expect("runtime");
+    let res = rt
+        .block_on(admin.create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topic");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+}
+
+/// The group's committed offset on each partition of `topic` (None: nothing committed).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let offsets = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A config for one test: defaults, with the test's services, topics, group and prefixes.
 pub fn config(names: &Names, model_url: &str) -> Config {
     let mut c = clickpipe::settings::load_from(
