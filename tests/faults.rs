@@ -80,6 +80,80 @@ fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
     assert_eq!(p.state, PartitionState::Running);
 }
 
+#[test]
+fn a_seek_during_a_restart_backoff_reads_the_partition_once_in_order() {
+    let names = Names::new("seek-backoff", 1);
+    let model = ModelServer::start(0);
+    let hooks = Arc::new(FaultHooks::default());
+    hooks.enrich_panics.store(1, Ordering::SeqCst);
+    let mut cfg = config(&names, &model.url);
+    // A long backoff: the seek lands inside it, and the restart comes due after it.
+    cfg.supervision.backoff_initial_ms = 2_000;
+    cfg.supervision.backoff_max_ms = 2_000;
+    cfg.pipeline.max_batch = 8;
+    cfg.model.max_batch_size = 4;
+    let running = run_pipeline_with(cfg, hooks);
+    let mut records = events("sb", 60, 1);
+    records.insert(
+        30,
+        (
+            "sb-s0".into(),
+            event(
+                "poisoned",
+                "sb-s0",
+                "2026-06-01T10:00:00Z",
+                PANIC_EVENT_TYPE,
+                None,
+            ),
+        ),
+    );
+    produce(&names.input, &records);
+    let restarting = wait_for(WAIT, || {
+        running
+            .status
+            .partitions()
+            .iter()
+            .any(|p| p.state == PartitionState::Restarting)
+    });
+    assert!(restarting, "the stages failed and wait out their backoff");
+    let mut outputs = Collector::new(&names.output);
+    outputs.until(Duration::from_secs(1), |_| false);
+    let before = outputs.messages.len();
+    // A slow model: the replay after the seek is still under way when the restart comes due.
+    model.delay_ms.store(300, Ordering::SeqCst);
+    let handle = running.handle.clone();
+    actix_rt::System::new()
+        .block_on(async move {
+            handle
+                .command(0, clickpipe_actors::partition::Control::Seek(0))
+                .await
+        })
+        .expect("seek during the backoff");
+    // Everything again from offset 0, and past the moment the void restart came due.
+    let complete = outputs.until(WAIT, |m| m.len() >= before + 61);
+    outputs.until(Duration::from_secs(4), |_| false);
+    running.stop();
+
+    assert!(
+        complete,
+        "{} outputs after the seek",
+        outputs.messages.len() - before
+    );
+    let after: Vec<i64> = outputs.messages[before..]
+        .iter()
+        .map(|m| {
+            header(m, "clickpipe.source.offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(-1)
+        })
+        .collect();
+    assert_eq!(
+        after,
+        (0..61).collect::<Vec<i64>>(),
+        "after the seek, each record once, in order"
+    );
+}
+
 /// A pipeline whose enrich stage panics every time it sees the poisoned event, with that event
 /// already produced on key "k0" (one partition; the other keeps working). Fast backoff.
 fn always_panicking(

@@ -660,6 +660,8 @@ impl PartitionActor {
 
     /// Starts a new generation of stages and reads from the tracker's position.
     fn start_generation(&mut self, ctx: &mut Context<Self>) {
+        // A new generation reads alone: any read loop still running belongs to an older one.
+        self.generation += 1;
         self.permits = Rc::new(Semaphore::new(self.deps.config.pipeline.max_in_flight));
         self.stop = Rc::new(Notify::new());
         self.problems.clear();
@@ -674,7 +676,9 @@ impl PartitionActor {
     }
 
     fn restart(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        // An operator's seek during the backoff already started a new generation: this restart
+        // is void (running it would start a second read loop on the same partition queue).
+        if self.stopping || self.state != PartitionState::Restarting {
             return;
         }
         // Rewind to the first record not finished: everything before it has its output or dead
