@@ -41,6 +41,7 @@ fn pause_resume_and_seek_change_what_is_consumed() {
     }
     let state = admin_state(&running, cfg);
     let mut out = Collector::new(&names.output);
+    let (group, input) = (names.group.clone(), names.input.clone());
 
     actix_rt::System::new().block_on(async move {
         let app = web_test::init_service(App::new().configure(routes(state))).await;
@@ -104,12 +105,37 @@ fn pause_resume_and_seek_change_what_is_consumed() {
             "seek by timestamp replays"
         );
 
+        // Past the end: refused, naming the range; nothing is read again.
+        let resp = web_test::call_service(
+            &app,
+            post("/partitions/0/seek", Some(r#"{"offset": 1000000000000}"#)),
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        let body: serde_json::Value = web_test::read_body_json(resp).await;
+        assert_eq!(body["field"], "offset", "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("past the end") && e.contains("0 to 20")),
+            "{body}"
+        );
+        assert!(
+            !out.until(Duration::from_secs(3), |m| m.len() > 60),
+            "a refused seek replays nothing"
+        );
+
         // A partition this instance does not own.
         let resp = web_test::call_service(&app, post("/partitions/7/pause", None)).await;
         assert_eq!(resp.status(), 404);
     });
     running.stop();
     model.stop();
+    assert_eq!(
+        committed_offsets(&brokers(), &group, &input),
+        vec![Some(20)],
+        "the refused offset is not committed"
+    );
 }
 
 /// Sends a request with the token to the app; evaluates to (status, JSON body).

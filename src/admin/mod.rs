@@ -27,7 +27,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::DateTime;
 use clickpipe_actors::config::Config;
-use clickpipe_actors::partition::Control;
+use clickpipe_actors::partition::{Control, ControlError};
 use clickpipe_actors::pipeline::{CommandError, PipelineHandle};
 use clickpipe_actors::stats::Stats;
 use clickpipe_actors::status::{PartitionState, StatusBoard};
@@ -411,6 +411,9 @@ fn command_error(e: CommandError) -> ApiError {
     match e {
         CommandError::NotAssigned(p) => {
             ApiError::not_found(format!("partition {p} is not assigned to this instance"))
+        }
+        CommandError::Refused(e @ ControlError::PastTheEnd { .. }) => {
+            ApiError::bad_field("offset", e.to_string())
         }
         CommandError::Refused(e) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         CommandError::Gone(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

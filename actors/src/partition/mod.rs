@@ -104,6 +104,18 @@ pub enum ControlError {
     /// An offset below zero.
     #[error("offset must be 0 or more, got {0}")]
     BadOffset(i64),
+    /// An offset past the partition's end (its high watermark).
+    #[error("offset {offset} is past the end of partition {partition}: it holds offsets {low} to {high} (seek to {high} to wait for new records)")]
+    PastTheEnd {
+        /// The partition.
+        partition: i32,
+        /// The offset asked for.
+        offset: i64,
+        /// The earliest offset the broker still holds.
+        low: i64,
+        /// The offset the next record will get.
+        high: i64,
+    },
 }
 
 /// A record that arrived on the consumer's main queue instead of the partition's own queue.
@@ -620,7 +632,26 @@ impl PartitionActor {
     /// An operator's seek: stops the stages (their in-flight records are dropped, as in a
     /// restart), repositions the consumer, stores the new position for the next commit, and
     /// starts the stages again.
+    ///
+    /// The offset is checked against the partition's watermarks: one past the end is refused
+    /// (librdkafka would reset it to the beginning and commit it); one below the earliest record
+    /// the broker still holds goes to that record.
     fn seek_to(&mut self, offset: i64, ctx: &mut Context<Self>) -> Result<(), ControlError> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(5))
+            .map_err(|e| {
+                ControlError::Seek(format!("cannot read the partition's watermarks: {e}"))
+            })?;
+        if offset > high {
+            return Err(ControlError::PastTheEnd {
+                partition: self.partition,
+                offset,
+                low,
+                high,
+            });
+        }
+        let offset = offset.max(low);
         self.consumer
             .seek(
                 &self.topic,
