@@ -645,3 +645,33 @@ fn start_from_now_leaves_out_what_the_index_already_held() {
     assert_eq!(c.messages.len(), 5, "only the new documents: {ids:?}");
     assert!(ids.keys().all(|id| id.starts_with("new")), "{ids:?}");
 }
+
+#[test]
+fn a_document_from_year_2099_does_not_hide_the_documents_of_the_present() {
+    let names = Names::new("ingest-future", 1);
+    let search = Search::start();
+    search.create_index("clicks");
+    let future = chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+        .expect("time")
+        .timestamp_millis();
+    search.bulk("clicks", &[("from-2099".to_string(), doc(future, "s9"))]);
+    let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
+    wait_live(port);
+    // Beyond features.max_event_lead_s: dead-lettered before Kafka's input topic.
+    let dead = consume(&names.dlq, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    assert!(
+        header(&dead[0], "clickpipe.error.message").is_some_and(|r| r.contains("max_event_lead_s"))
+    );
+    let mut c = Collector::new(&names.input);
+    // Documents of the present, over a few polls: each arrives once.
+    for i in 0..10 {
+        let now = chrono::Utc::now().timestamp_millis();
+        search.bulk("clicks", &[(format!("now{i}"), doc(now, "s1"))]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ids = collect_ids(&mut c, 10, Duration::from_secs(20));
+    c.until(Duration::from_secs(1), |_| false);
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+}

@@ -11,9 +11,6 @@ use anyhow::Context as _;
 use deadpool_redis::redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 
-/// How far ahead of the clock a document's timestamp may move the cursor.
-pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
-
 /// The tailer's position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -45,14 +42,22 @@ impl Checkpoint {
         !self.seen.contains_key(id)
     }
 
-    /// Notes that `id` (at `ts_ms`) was sent and moves the cursor — never past
-    /// [`FUTURE_TOLERANCE_MS`] ahead of now: one document from a skewed clock (year 2099) must not
-    /// make every later query start after the present.
-    pub fn sent(&mut self, id: &str, ts_ms: i64) {
-        let limit = chrono::Utc::now().timestamp_millis() + FUTURE_TOLERANCE_MS;
-        let ts = ts_ms.min(limit);
+    /// Notes that `id` (at `ts_ms`) was sent and moves the cursor — never past `now_ms`, the time
+    /// of the search that found it. "Everything before the cursor was read" cannot hold for a time
+    /// that has not come yet: a document from a skewed clock (year 2099, or five minutes ahead)
+    /// would otherwise put every document of the present below the cursor, never to be read. A
+    /// future document stays remembered by id, so reading it again does not send it again.
+    pub fn sent(&mut self, id: &str, ts_ms: i64, now_ms: i64) {
+        let ts = ts_ms.min(now_ms);
         self.cursor_ms = Some(self.cursor_ms.map_or(ts, |c| c.max(ts)));
         self.seen.insert(id.to_string(), ts_ms);
+    }
+
+    /// A checkpoint stored with its cursor ahead of `now_ms` (by an earlier version) starts at
+    /// `now_ms` instead.
+    pub fn not_after(mut self, now_ms: i64) -> Self {
+        self.cursor_ms = self.cursor_ms.map(|c| c.min(now_ms));
+        self
     }
 
     /// Forgets the ids that fell out of the window: the next poll's range does not reach them.
@@ -117,13 +122,15 @@ impl Store {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_780_000_000_000;
+
     #[test]
     fn the_floor_trails_the_cursor_by_the_overlap() {
         let mut c = Checkpoint::default();
         assert_eq!(c.floor(2000), None, "nothing sent: read everything");
-        c.sent("a", 10_000);
+        c.sent("a", 10_000, NOW);
         assert_eq!(c.floor(2000), Some(8000));
-        c.sent("late", 9_000);
+        c.sent("late", 9_000, NOW);
         assert_eq!(
             c.cursor_ms,
             Some(10_000),
@@ -134,11 +141,11 @@ mod tests {
     #[test]
     fn ids_inside_the_window_are_remembered_and_older_ones_forgotten() {
         let mut c = Checkpoint::default();
-        c.sent("a", 1_000);
-        c.sent("b", 2_500);
+        c.sent("a", 1_000, NOW);
+        c.sent("b", 2_500, NOW);
         c.prune(2000);
         assert!(!c.is_new("a") && !c.is_new("b"));
-        c.sent("c", 3_500);
+        c.sent("c", 3_500, NOW);
         c.prune(2000);
         // floor 1,500: `a` can no longer be read again, so it is forgotten.
         assert!(c.is_new("a"));
@@ -149,20 +156,29 @@ mod tests {
     #[test]
     fn a_document_from_the_future_does_not_move_the_cursor_past_now() {
         let mut c = Checkpoint::default();
-        let now = chrono::Utc::now().timestamp_millis();
-        c.sent("skewed", now + 10 * 365 * 86_400_000);
-        let cursor = c.cursor_ms.expect("cursor");
+        c.sent("skewed", NOW + 10 * 365 * 86_400_000, NOW);
+        c.sent("ahead", NOW + 60_000, NOW);
+        assert_eq!(c.cursor_ms, Some(NOW));
+        c.prune(2000);
         assert!(
-            cursor <= now + FUTURE_TOLERANCE_MS + 1000,
-            "{cursor} vs {now}"
+            !c.is_new("skewed") && !c.is_new("ahead"),
+            "still remembered, so not sent again"
         );
-        assert!(!c.is_new("skewed"), "still remembered, so not sent again");
+        // A second later, a document of the present is at or after the cursor: it is read.
+        c.sent("present", NOW + 1000, NOW + 1000);
+        assert_eq!(c.cursor_ms, Some(NOW + 1000));
+        assert_eq!(
+            Checkpoint::starting_at(NOW + 300_000)
+                .not_after(NOW)
+                .cursor_ms,
+            Some(NOW)
+        );
     }
 
     #[test]
     fn a_checkpoint_survives_json() {
         let mut c = Checkpoint::starting_at(5_000);
-        c.sent("x", 6_000);
+        c.sent("x", 6_000, NOW);
         c.last_sort = vec![serde_json::json!(6000), serde_json::json!("x")];
         let back: Checkpoint =
             serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("parse");

@@ -191,7 +191,7 @@ pub async fn run(
     let checkpoint = match store.load().await? {
         Some(c) => {
             tracing::info!(cursor_ms = ?c.cursor_ms, window = c.seen.len(), "resuming from the checkpoint");
-            c
+            c.not_after(Utc::now().timestamp_millis())
         }
         None if cfg.ingest.start_from == "now" => {
             Checkpoint::starting_at(Utc::now().timestamp_millis())
@@ -458,7 +458,7 @@ impl Tailer {
         futures::future::join_all(sends).await;
         let overlap = cfg.ingest.overlap_ms as i64;
         for h in &hits {
-            self.checkpoint.sent(&h.id, h.ts_ms);
+            self.checkpoint.sent(&h.id, h.ts_ms, now.timestamp_millis());
         }
         self.checkpoint.prune(overlap);
         if let Some(last) = hits.last() {
