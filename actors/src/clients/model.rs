@@ -32,6 +32,29 @@ pub struct InferError {
     pub error: ClientError,
     /// Attempts made before giving up.
     pub attempts: u32,
+    /// The model is up and refused this input: a non-retryable answer (4xx, malformed or
+    /// miscounted response), or HTTP 500 while `GET /ping` answers. A batch failing so may hold
+    /// one bad instance, so the caller splits it rather than fail every record.
+    pub input_suspect: bool,
+}
+
+/// When a call of one scoring (a batch and its halves) last succeeded: proof that the model
+/// works, so an instance it keeps answering with HTTP 500 is at fault, not the model.
+pub type Evidence = std::cell::Cell<Option<Instant>>;
+
+/// A failed call: the error, and whether the model answered it with HTTP 500.
+struct CallFailure {
+    error: ClientError,
+    internal_error: bool,
+}
+
+impl From<ClientError> for CallFailure {
+    fn from(error: ClientError) -> Self {
+        CallFailure {
+            error,
+            internal_error: false,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -152,20 +175,33 @@ impl ModelClient {
     /// under the `dead_letter` policy, for as long as it takes under `pause` (the circuit breaker
     /// then spaces the attempts and probes `GET /ping`). A non-retryable answer (4xx other than
     /// 429, a malformed response) fails at once. `headers` go on every request (trace context).
+    ///
+    /// HTTP 500 can be the model failing on one input rather than an outage. The call then fails
+    /// as [`InferError::input_suspect`] — under either policy — after a second such answer for a
+    /// batch of several instances (so the caller can split it), and, for a single instance, once
+    /// it has had them for the retry budget while `evidence` shows another call of the same
+    /// scoring succeeded (the model works, but not on this input). Without that evidence a 500
+    /// is an outage like any other: waited out under `pause`. Successes are recorded in
+    /// `evidence`.
     pub async fn infer(
         &self,
         instances: &[&Features],
         health: HealthReport<'_>,
         headers: &[(String, String)],
+        evidence: &Evidence,
     ) -> Result<Vec<Prediction>, InferError> {
         let body = serde_json::to_vec(&Request { instances }).map_err(|e| InferError {
             error: ClientError::permanent(format!("cannot encode request: {e}")),
             attempts: 0,
+            input_suspect: true,
         })?;
         let body = bytes::Bytes::from(body);
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut unavailable = false;
+        // HTTP 500 answers to this call, and when the first came.
+        let mut refusals = 0u32;
+        let mut refusing_since: Option<Instant> = None;
         loop {
             // Held across the call when this attempt is the half-open probe: dropped at the end
             // of the iteration, or with the future, it gives the probe back.
@@ -185,6 +221,7 @@ impl ModelClient {
                         return Err(InferError {
                             error: ClientError::transient("model: circuit breaker open"),
                             attempts: attempt,
+                            input_suspect: false,
                         });
                     }
                     if !unavailable {
@@ -196,16 +233,22 @@ impl ModelClient {
                 }
             }
             attempt += 1;
-            let error = match self.call_once(body.clone(), instances.len(), headers).await {
+            let failure = match self.call_once(body.clone(), instances.len(), headers).await {
                 Ok(p) => {
                     self.breaker.success();
                     if unavailable {
                         health(None);
                     }
+                    evidence.set(Some(Instant::now()));
                     return Ok(p);
                 }
                 Err(e) => e,
             };
+            let error = failure.error;
+            if failure.internal_error {
+                refusals += 1;
+                refusing_since.get_or_insert_with(Instant::now);
+            }
             if error.retry == Retry::Never {
                 if probe.is_some() {
                     // The endpoint answered (a 4xx, a malformed body): it is up. This batch
@@ -218,15 +261,35 @@ impl ModelClient {
                 return Err(InferError {
                     error,
                     attempts: attempt,
+                    input_suspect: true,
                 });
             }
             self.breaker.failure();
             let wait = backoff(attempt - 1, self.backoff_initial, self.backoff_max);
+            // HTTP 500 may be this input's fault: a batch of several is handed back to be split
+            // after its second such answer (cheap, and the good half proves the model works); a
+            // single instance once it has had them for the retry budget while another call of
+            // the same scoring succeeded.
+            let suspect = failure.internal_error
+                && if instances.len() > 1 {
+                    refusals >= 2
+                } else {
+                    evidence.get().is_some()
+                        && refusing_since.is_some_and(|t| t.elapsed() + wait >= self.budget)
+                };
+            if suspect {
+                return Err(InferError {
+                    error,
+                    attempts: attempt,
+                    input_suspect: true,
+                });
+            }
             match self.policy {
                 UnavailablePolicy::DeadLetter if started.elapsed() + wait >= self.budget => {
                     return Err(InferError {
                         error,
                         attempts: attempt,
+                        input_suspect: false,
                     });
                 }
                 UnavailablePolicy::DeadLetter => {}
@@ -247,7 +310,7 @@ impl ModelClient {
         body: bytes::Bytes,
         n: usize,
         headers: &[(String, String)],
-    ) -> Result<Vec<Prediction>, ClientError> {
+    ) -> Result<Vec<Prediction>, CallFailure> {
         let mut request = self
             .http
             .post(&self.invocations)
@@ -291,16 +354,20 @@ impl ModelClient {
             && status.as_u16() == 400
             && String::from_utf8_lossy(&payload).contains("Throttling");
         if status.as_u16() == 429 || status.is_server_error() || throttled {
-            return Err(ClientError::transient(format!(
-                "model: HTTP {status}: {}",
-                snippet(&payload)
-            )));
+            return Err(CallFailure {
+                error: ClientError::transient(format!(
+                    "model: HTTP {status}: {}",
+                    snippet(&payload)
+                )),
+                internal_error: status.as_u16() == 500,
+            });
         }
         if !status.is_success() {
             return Err(ClientError::permanent(format!(
                 "model: HTTP {status}: {}",
                 snippet(&payload)
-            )));
+            ))
+            .into());
         }
         let parsed: Response = serde_json::from_slice(&payload)
             .map_err(|e| ClientError::permanent(format!("model: malformed response: {e}")))?;
@@ -308,7 +375,8 @@ impl ModelClient {
             return Err(ClientError::permanent(format!(
                 "model: {} predictions for {n} instances",
                 parsed.predictions.len()
-            )));
+            ))
+            .into());
         }
         Ok(parsed
             .predictions

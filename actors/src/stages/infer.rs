@@ -1,6 +1,8 @@
 //! The infer stage: batches of up to `model.max_batch_size` events, waiting at most
 //! `model.max_wait_ms` for a fuller batch, sent to the model; failures past the retry budget (or a
-//! non-retryable 4xx) dead-letter the batch's events as `inference_failed`.
+//! non-retryable 4xx) dead-letter the events as `inference_failed`. A batch the model refuses as
+//! input (a 4xx, or HTTP 500 it keeps answering) is split in halves until the bad instance fails
+//! alone, so one bad event never costs its batch-mates.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use futures::FutureExt;
 
 use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
-use crate::clients::model::ModelClient;
+use crate::clients::model::{Evidence, HealthReport, InferError, ModelClient, Prediction};
 use crate::config::{Config, ModelConfig};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::features::Features;
@@ -75,7 +77,7 @@ impl StageLogic for Infer {
 
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
         // Every record here went through enrich; one without features cannot be scored.
-        let (mut batch, unfeatured): (Vec<Record>, Vec<Record>) =
+        let (batch, unfeatured): (Vec<Record>, Vec<Record>) =
             batch.into_iter().partition(|r| r.features.is_some());
         let mut outcomes: Vec<Outcome> = unfeatured
             .into_iter()
@@ -102,11 +104,9 @@ impl StageLogic for Infer {
             if batch.is_empty() {
                 return outcomes;
             }
-            let result = {
+            let results = {
                 let instances: Vec<&Features> =
                     batch.iter().filter_map(|r| r.features.as_ref()).collect();
-                stats.model_batches.fetch_add(1, Ordering::Relaxed);
-                stats.model_batch_size.observe(instances.len() as f64);
                 // Health changes are rare transitions; they must not be lost to a full mailbox.
                 let report = |problem: Option<String>| {
                     health.do_send(StageHealth {
@@ -124,37 +124,97 @@ impl StageLogic for Infer {
                     span.set_attribute("http.request.method", "POST");
                     span.set_attribute("url.full", client.invocations_url().to_string());
                 }
-                let result = client.infer(&instances, &report, &headers).await;
-                if let (Some(span), Err(e)) = (&call, &result) {
-                    trace::fail(span, &e.error.message);
-                }
-                result
-            };
-            match result {
-                Ok(predictions) => {
-                    stats
-                        .model_events
-                        .fetch_add(predictions.len() as u64, Ordering::Relaxed);
-                    for (r, p) in batch.iter_mut().zip(predictions) {
-                        r.prediction = Some(p);
+                let scoring = Scoring {
+                    client: &client,
+                    report: &report,
+                    headers: &headers,
+                    stats: &stats,
+                    evidence: Evidence::default(),
+                };
+                let results = scoring.score(&instances).await;
+                if let Some(span) = &call {
+                    if let Some(Err(f)) = results.iter().find(|r| r.is_err()) {
+                        trace::fail(span, f.message());
                     }
-                    outcomes.extend(batch.into_iter().map(Outcome::Forward));
-                    outcomes
+                }
+                results
+            };
+            let scored = results.iter().filter(|r| r.is_ok()).count();
+            stats
+                .model_events
+                .fetch_add(scored as u64, Ordering::Relaxed);
+            if scored < batch.len() {
+                tracing::error!(
+                    failed = batch.len() - scored,
+                    records = batch.len(),
+                    "model call failed for good"
+                );
+            }
+            for (mut r, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(p) => {
+                        r.prediction = Some(p);
+                        outcomes.push(Outcome::Forward(r));
+                    }
+                    Err(f) => outcomes.push(Outcome::Fail(r, f)),
+                }
+            }
+            outcomes
+        }
+        .boxed_local()
+    }
+}
+
+/// One batch's scoring: the model call, and the splitting of a batch the model refuses.
+struct Scoring<'a> {
+    client: &'a ModelClient,
+    report: HealthReport<'a>,
+    headers: &'a [(String, String)],
+    stats: &'a Stats,
+    evidence: Evidence,
+}
+
+impl Scoring<'_> {
+    /// Scores `instances`; one result per instance, in order. A batch the model refuses as
+    /// input ([`InferError::input_suspect`]) is split in halves, each scored on its own, until
+    /// every bad instance fails alone: one bad event costs its own dead letter, not its batch's,
+    /// and O(log n) extra calls.
+    fn score<'s>(
+        &'s self,
+        instances: &'s [&'s Features],
+    ) -> LocalBoxFuture<'s, Vec<Result<Prediction, Failure>>> {
+        async move {
+            self.stats.model_batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.model_batch_size.observe(instances.len() as f64);
+            match self
+                .client
+                .infer(instances, self.report, self.headers, &self.evidence)
+                .await
+            {
+                Ok(predictions) => predictions.into_iter().map(Ok).collect(),
+                Err(e) if e.input_suspect && instances.len() > 1 => {
+                    tracing::debug!(error = %e.error, records = instances.len(),
+                        "model refused the batch; splitting it");
+                    let (left, right) = instances.split_at(instances.len() / 2);
+                    let mut out = self.score(left).await;
+                    out.extend(self.score(right).await);
+                    out
                 }
                 Err(e) => {
-                    tracing::error!(error = %e.error, attempts = e.attempts, records = batch.len(),
-                        "model call failed for good");
-                    let failure = Failure::after(
-                        ErrorKind::InferenceFailed,
-                        Stage::Infer,
-                        e.error.message,
-                        e.attempts,
-                    );
-                    outcomes.extend(batch.into_iter().map(|r| Outcome::Fail(r, failure.clone())));
-                    outcomes
+                    let failure = failure(e);
+                    vec![Err(failure); instances.len()]
                 }
             }
         }
         .boxed_local()
     }
+}
+
+fn failure(e: InferError) -> Failure {
+    Failure::after(
+        ErrorKind::InferenceFailed,
+        Stage::Infer,
+        e.error.message,
+        e.attempts,
+    )
 }
