@@ -63,6 +63,7 @@ pub fn init_with_traces(cfg: &Config) -> anyhow::Result<Telemetry> {
     };
     install(&cfg.log, provider.clone())?;
     if let (Some(url), Some(_)) = (cfg.tracing.traces_url(), &provider) {
+        let url = clickpipe_actors::config::mask_url(&url);
         tracing::info!(%url, sampler = %cfg.tracing.sampler, ratio = cfg.tracing.sampling_ratio,
             "exporting traces over OTLP/HTTP");
     }
@@ -76,7 +77,10 @@ fn provider(cfg: &Config, url: &str) -> anyhow::Result<SdkTracerProvider> {
         .with_endpoint(url)
         .build()
         .with_context(|| {
-            format!("invalid config key `tracing.otlp_endpoint`: cannot export to {url}")
+            format!(
+                "invalid config key `tracing.otlp_endpoint`: cannot export to {}",
+                clickpipe_actors::config::mask_url(url)
+            )
         })?;
     // Our defaults where the OTEL_BSP_* variables say nothing: a span reaches the collector
     // within a second, and a queue for bursts of full sampling (it exports every 512 spans; the

@@ -675,3 +675,30 @@ fn a_document_from_year_2099_does_not_hide_the_documents_of_the_present() {
     assert_eq!(ids.len(), 10, "{ids:?}");
     assert!(ids.values().all(|n| *n == 1), "{ids:?}");
 }
+
+#[test]
+fn credentials_in_the_cluster_url_never_reach_the_status_page() {
+    let names = Names::new("ingest-secret", 1);
+    // Nothing listens on port 1: every search fails, and the failure is reported.
+    let (mut tailer, port) = ingest(
+        &names,
+        &brokers(),
+        "http://elastic:s3cret-pass@127.0.0.1:1",
+        "clicks",
+        "",
+    );
+    wait_live(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = get_json(port, "/status");
+        if !status["last_error"].is_null() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = tailer.terminate();
+    assert!(!status["last_error"].is_null(), "{status}");
+    let text = status.to_string();
+    assert!(!text.contains("s3cret-pass"), "{text}");
+    assert!(text.contains("elastic:***@127.0.0.1:1"), "{text}");
+}

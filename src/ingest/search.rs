@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clickpipe_actors::config::mask_url;
 use clickpipe_actors::config::IngestConfig;
 use clickpipe_actors::error::ClientError;
 use serde_json::{json, Map, Value};
@@ -130,8 +131,8 @@ impl SearchClient {
             Some(b) => req.send_json(b).await,
             None => req.send().await,
         };
-        let mut resp =
-            sent.map_err(|e| ClientError::transient(format!("{} {path}: {e}", self.base)))?;
+        let mut resp = sent
+            .map_err(|e| ClientError::transient(format!("{} {path}: {e}", mask_url(&self.base))))?;
         let status = resp.status();
         let bytes = resp
             .body()

@@ -122,7 +122,10 @@ impl StageLogic for Infer {
                     .unwrap_or_default();
                 if let Some(span) = &call {
                     span.set_attribute("http.request.method", "POST");
-                    span.set_attribute("url.full", client.invocations_url().to_string());
+                    span.set_attribute(
+                        "url.full",
+                        crate::config::mask_url(client.invocations_url()),
+                    );
                 }
                 let scoring = Scoring {
                     client: &client,
