@@ -444,10 +444,25 @@ pub struct AdminConfig {
     /// Replay loop guard: a dead letter already replayed this many times is not replayed again.
     #[serde(default = "default_replay_max_count")]
     pub replay_max_count: u32,
+    /// Replay jobs running at once at most (each a thread and two Kafka clients); a request
+    /// beyond it answers 429.
+    #[serde(default = "default_replay_max_jobs")]
+    pub replay_max_jobs: u32,
+    /// Seconds a replay job may run; past them it stops (`failed`), keeping what it published.
+    #[serde(default = "default_replay_timeout_s")]
+    pub replay_timeout_s: u64,
 }
 
 fn default_replay_max_count() -> u32 {
     3
+}
+
+fn default_replay_max_jobs() -> u32 {
+    2
+}
+
+fn default_replay_timeout_s() -> u64 {
+    3600
 }
 
 /// Reference model server settings.
@@ -965,6 +980,18 @@ impl Config {
             return Err(bad(
                 "admin.replay_max_count",
                 "must be at least 1 (a dead letter could never be replayed)",
+            ));
+        }
+        if self.admin.replay_max_jobs == 0 {
+            return Err(bad(
+                "admin.replay_max_jobs",
+                "must be at least 1 (no replay could ever run)",
+            ));
+        }
+        if self.admin.replay_timeout_s == 0 {
+            return Err(bad(
+                "admin.replay_timeout_s",
+                "must be at least 1 (every replay would stop at once)",
             ));
         }
         if self

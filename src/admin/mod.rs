@@ -12,7 +12,7 @@
 //!
 //! Errors are JSON `{"error": "…", "field": "…"?}`: 400 for a bad body or parameter (naming the
 //! field), 401/403 for authorization, 404 for an unknown route or partition, 413 for a body over
-//! [`MAX_BODY_BYTES`].
+//! [`MAX_BODY_BYTES`], 429 for a replay beyond `admin.replay_max_jobs` running jobs.
 
 mod auth;
 pub mod error;
@@ -514,7 +514,8 @@ pub struct SeekRequest {
         (status = 400, description = "Bad field", body = ApiError),
         (status = 401, description = "Missing or wrong token", body = ApiError),
         (status = 403, description = "No admin.token configured", body = ApiError),
-        (status = 413, description = "Body too large", body = ApiError)))]
+        (status = 413, description = "Body too large", body = ApiError),
+        (status = 429, description = "admin.replay_max_jobs jobs are running already", body = ApiError)))]
 async fn replay_start(
     req: HttpRequest,
     state: web::Data<AdminState>,
@@ -523,7 +524,7 @@ async fn replay_start(
     auth::authorize(&req, state.config.admin.token.as_deref())?;
     let request: replay::ReplayRequest = error::optional_json(body).await?;
     let filter = request.validate()?;
-    let job = state.replays.start(state.config.clone(), filter);
+    let job = state.replays.start(state.config.clone(), filter)?;
     let report = job.report();
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/replay/{}", report.id)))
@@ -551,7 +552,7 @@ async fn replay_get(
     Ok(HttpResponse::Ok().json(job.report()))
 }
 
-/// Cancels a replay job (it stops after the record at hand).
+/// Cancels a replay job (it stops after the record at hand, withdrawing what it has not sent).
 #[utoipa::path(delete, path = "/replay/{id}", tag = "replay",
     params(("id" = String, Path, description = "Job id from POST /replay")),
     security(("bearer" = [])),
