@@ -414,6 +414,38 @@ struct EventJson<'a> {
     price: Option<f64>,
 }
 
+/// A record the pipeline must dead-letter as `invalid_event` (`loadgen.poison_ratio`), in one
+/// of several shapes by `seq`. Each holds `"event_id":"{event_id}"` verbatim, so a harness can
+/// tell which input it was from its bytes alone.
+pub fn poison(seq: u64, event_id: &str, session: &str) -> Vec<u8> {
+    let head = format!(r#"{{"event_id":"{event_id}","user_id":"u","session_id":"{session}""#);
+    match seq % 6 {
+        // Not JSON.
+        0 => format!(r#"{head},"timestamp": nope"#).into_bytes(),
+        // An event time in year 9999.
+        1 => format!(r#"{head},"timestamp":"9999-12-31T23:59:59Z","event_type":"page_view"}}"#)
+            .into_bytes(),
+        // A required field missing.
+        2 => format!(r#"{{"event_id":"{event_id}","timestamp":"2026-01-01T00:00:00Z"}}"#)
+            .into_bytes(),
+        // Not UTF-8.
+        3 => {
+            let mut b =
+                format!(r#"{head},"timestamp":"2026-01-01T00:00:00Z","page":""#).into_bytes();
+            b.extend_from_slice(b"\xff\xfe\"}");
+            b
+        }
+        // A long bad ZIP.
+        4 => format!(
+            r#"{head},"timestamp":"2026-01-01T00:00:00Z","event_type":"x","zip":"{}"}}"#,
+            "9".repeat(4096)
+        )
+        .into_bytes(),
+        // A mistyped field.
+        _ => format!(r#"{head},"timestamp":1767225600000,"event_type":["x"]}}"#).into_bytes(),
+    }
+}
+
 /// A pure, seedable generator of realistic clickstream events.
 #[derive(Debug)]
 pub struct Generator {
@@ -425,6 +457,7 @@ pub struct Generator {
     known: HashSet<String>,
     unknown_zip_ratio: f64,
     missing_zip_ratio: f64,
+    poison_ratio: f64,
     sessions: Vec<Session>,
     concurrent: usize,
     next_event: u64,
@@ -455,6 +488,7 @@ impl Generator {
             known,
             unknown_zip_ratio: cfg.unknown_zip_ratio.clamp(0.0, 1.0),
             missing_zip_ratio: cfg.missing_zip_ratio.clamp(0.0, 1.0),
+            poison_ratio: cfg.poison_ratio.clamp(0.0, 1.0),
             sessions: Vec::new(),
             concurrent: cfg.concurrent_sessions.max(1),
             next_event: 0,
@@ -479,6 +513,11 @@ impl Generator {
         let seq = self.next_event;
         self.next_event += 1;
         let event_id = format!("{}-{seq}", self.run_id);
+        if self.poison_ratio > 0.0 && self.rng.random_bool(self.poison_ratio) {
+            let key = self.sessions[idx].id.clone();
+            let payload = poison(seq, &event_id, &key);
+            return (key, payload, event_id);
+        }
 
         let Generator {
             rng,
@@ -1453,6 +1492,7 @@ mod tests {
             unknown_zip_ratio: unknown,
             missing_zip_ratio: missing,
             concurrent_sessions: sessions,
+            poison_ratio: 0.0,
         }
     }
 
@@ -1486,6 +1526,21 @@ mod tests {
             load_zips(Path::new("/nonexistent/zips.csv")).expect_err("absent")
         );
         assert!(err.contains("/nonexistent/zips.csv"), "{err}");
+    }
+
+    #[test]
+    fn poison_records_are_all_invalid_events_that_name_their_id() {
+        for seq in 0..12 {
+            let p = poison(seq, "run-7", "s1");
+            assert!(
+                decode(&p, &Limits::new(1 << 20), Utc::now()).is_err(),
+                "{seq}: {}",
+                String::from_utf8_lossy(&p)
+            );
+            assert!(p
+                .windows(br#""event_id":"run-7""#.len())
+                .any(|w| w == br#""event_id":"run-7""#));
+        }
     }
 
     #[test]

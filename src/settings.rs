@@ -405,6 +405,11 @@ mod tests {
                 }
             }
 
+            jail.set_env("CLICKPIPE__KAFKA__DLQ_TOPIC", "predictions");
+            let e = format!("{:#}", load(None).expect_err("dlq = output"));
+            assert!(e.contains("kafka.dlq_topic"), "{e}");
+            jail.clear_env();
+
             jail.set_env("CLICKPIPE__KAFKA__BROKERS", "no-port");
             let e = format!("{:#}", load(None).expect_err("bad brokers"));
             assert!(e.contains("kafka.brokers"), "{e}");

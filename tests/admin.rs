@@ -291,3 +291,57 @@ fn the_loop_guard_stops_a_record_that_keeps_failing() {
     running.stop();
     model.stop();
 }
+
+/// Connections Redis has accepted since it started (`INFO stats`).
+fn redis_connections_received() -> u64 {
+    let mut conn = redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut conn)
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_connections_received")
+}
+
+#[test]
+fn a_flood_of_readiness_probes_costs_one_dependency_probe_a_second() {
+    let names = Names::new("admin-ready-flood", 1);
+    let model = ModelServer::start(0);
+    let cfg = config(&names, &model.url);
+    let running = run_pipeline(cfg.clone());
+    let state = admin_state(&running, cfg);
+    let model_pings = model.pings.clone();
+    let (before, pings, took) = actix_rt::System::new().block_on(async move {
+        let app = web_test::init_service(App::new().configure(routes(state))).await;
+        // Warm: the pool's first connection.
+        let get = || {
+            web_test::TestRequest::get()
+                .uri("/health/ready")
+                .to_request()
+        };
+        web_test::call_service(&app, get()).await;
+        let before = redis_connections_received();
+        let pings = model_pings.load(std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
+        for _ in 0..300 {
+            let resp = web_test::call_service(&app, get()).await;
+            assert!(resp.status() == 200 || resp.status() == 503);
+        }
+        let pings = model_pings.load(std::sync::atomic::Ordering::SeqCst) - pings;
+        (before, pings, started.elapsed())
+    });
+    let opened = redis_connections_received() - before;
+    running.stop();
+    // One probe a second at most (plus other tests' connections on the shared Redis).
+    let seconds = took.as_secs() as usize + 2;
+    assert!(
+        opened < 20 + seconds as u64,
+        "{opened} Redis connections in {took:?}"
+    );
+    assert!(pings <= seconds, "{pings} model pings in {took:?}");
+}

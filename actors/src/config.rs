@@ -487,6 +487,9 @@ pub struct LoadgenConfig {
     pub missing_zip_ratio: f64,
     /// Number of concurrently open synthetic sessions.
     pub concurrent_sessions: usize,
+    /// Share of records that are poison: inputs the pipeline must dead-letter (0.0–1.0).
+    #[serde(default)]
+    pub poison_ratio: f64,
 }
 
 /// Logging settings.
@@ -688,6 +691,13 @@ impl Config {
             return Err(bad(
                 "kafka.input_topic",
                 "must differ from kafka.output_topic and kafka.dlq_topic",
+            ));
+        }
+        if k.output_topic == k.dlq_topic {
+            // Dead letters would be read as predictions, and replay would re-publish predictions.
+            return Err(bad(
+                "kafka.dlq_topic",
+                "must differ from kafka.output_topic",
             ));
         }
         if k.auth == KafkaAuth::MskIam && k.region.trim().is_empty() {
@@ -1012,6 +1022,7 @@ impl Config {
         for (key, v) in [
             ("loadgen.unknown_zip_ratio", l.unknown_zip_ratio),
             ("loadgen.missing_zip_ratio", l.missing_zip_ratio),
+            ("loadgen.poison_ratio", l.poison_ratio),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0.0 and 1.0"));

@@ -9,7 +9,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rdkafka::consumer::Consumer as _;
@@ -18,7 +18,7 @@ use rdkafka::producer::Producer as _;
 use crate::clients::aws::CredentialsProvider;
 use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::ModelClient;
-use crate::clients::redis::{create_pool, LookupClient};
+use crate::clients::redis::create_pool;
 use crate::clients::zip_cache::ZipCache;
 use crate::config::Config;
 use crate::deps::{Deps, FaultHooks};
@@ -69,7 +69,14 @@ pub struct PipelineHandle {
     breaker: Arc<CircuitBreaker>,
     credentials: Arc<CredentialsProvider>,
     config: Arc<Config>,
+    probes: Arc<tokio::sync::Mutex<Option<Probed>>>,
 }
+
+/// The last answers of the dependency probes: when, Redis's, the model's.
+type Probed = (Instant, Result<(), String>, Result<(), String>);
+
+/// How long the answers of the dependency probes are reused.
+pub const PROBE_TTL: Duration = Duration::from_secs(1);
 
 impl PipelineHandle {
     /// The configuration the pipeline runs with.
@@ -131,17 +138,42 @@ impl PipelineHandle {
         }
     }
 
-    /// `PING`s Redis (on the calling thread's runtime).
+    /// Whether Redis and the model answer (`Err` with the reason when not), as `/health/ready`
+    /// asks. The answers are reused for [`PROBE_TTL`] and concurrent callers share one probe, so
+    /// a flood of readiness requests costs at most one Redis `PING` (on a pooled connection) and
+    /// one model ping a second.
+    pub async fn probe_dependencies(&self) -> (Result<(), String>, Result<(), String>) {
+        let mut last = self.probes.lock().await;
+        if let Some((at, redis, model)) = last.as_ref() {
+            if at.elapsed() < PROBE_TTL {
+                return (redis.clone(), model.clone());
+            }
+        }
+        let (redis, model) = futures::join!(self.ping_redis(), self.ping_model());
+        let redis = redis.map_err(|e| e.message);
+        let model = model.map_err(|e| e.message);
+        *last = Some((Instant::now(), redis.clone(), model.clone()));
+        (redis, model)
+    }
+
+    /// `PING`s Redis on a pooled connection (given back to the pool afterwards).
     pub async fn ping_redis(&self) -> Result<(), ClientError> {
-        let mut cfg = self.config.redis.clone();
-        cfg.timeout_ms = cfg.timeout_ms.min(1000);
-        let client = LookupClient::new(
-            self.redis.clone(),
-            self.zip_cache.clone(),
-            &cfg,
-            Duration::from_secs(self.config.features.session_gap_s),
-        );
-        client.ping().await
+        let timeout = Duration::from_millis(self.config.redis.timeout_ms.min(1000));
+        let ping = async {
+            let mut conn = self
+                .redis
+                .get()
+                .await
+                .map_err(|e| ClientError::transient(format!("redis: cannot connect: {e}")))?;
+            deadpool_redis::redis::cmd("PING")
+                .query_async::<String>(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| ClientError::transient(format!("redis: {e}")))
+        };
+        tokio::time::timeout(timeout, ping)
+            .await
+            .map_err(|_| ClientError::transient("redis: PING timed out"))?
     }
 
     /// `GET /ping` of the model (on the calling thread's runtime).
@@ -249,6 +281,7 @@ impl Pipeline {
             breaker,
             credentials,
             config,
+            probes: Arc::default(),
         };
         Ok(Pipeline {
             group,

@@ -271,12 +271,12 @@ async fn ready(state: web::Data<AdminState>) -> HttpResponse {
         }
     }
     if let Some(pipeline) = &state.pipeline {
-        let (redis, model) = futures::join!(pipeline.ping_redis(), pipeline.ping_model());
+        let (redis, model) = pipeline.probe_dependencies().await;
         if let Err(e) = redis {
-            reasons.push(format!("redis unreachable: {}", e.message));
+            reasons.push(format!("redis unreachable: {e}"));
         }
         if let Err(e) = model {
-            reasons.push(format!("model unreachable: {}", e.message));
+            reasons.push(format!("model unreachable: {e}"));
         }
     }
     if reasons.is_empty() {

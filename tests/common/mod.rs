@@ -229,6 +229,8 @@ where
 pub struct ModelServer {
     pub url: String,
     pub invocations: Arc<AtomicUsize>,
+    /// `GET /ping` requests answered.
+    pub pings: Arc<AtomicUsize>,
     /// Added to every invocation, in milliseconds (a slow model).
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// While set, every invocation answers 500 (the model is down; `/ping` still answers).
@@ -257,6 +259,8 @@ impl ModelServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let invocations = Arc::new(AtomicUsize::new(0));
         let calls = invocations.clone();
+        let pings = Arc::new(AtomicUsize::new(0));
+        let pinged = pings.clone();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let delay = delay_ms.clone();
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -268,12 +272,16 @@ impl ModelServer {
         let (handle, thread) = serve_in_thread(move || {
             HttpServer::new(move || {
                 let calls = calls.clone();
+                let pinged = pinged.clone();
                 let delay = delay.clone();
                 let down = down.clone();
                 let refuse = refuse.clone();
                 let seen = seen.clone();
                 App::new()
                     .wrap_fn(move |req, srv| {
+                        if req.path() == "/ping" {
+                            pinged.fetch_add(1, Ordering::SeqCst);
+                        }
                         let wait = delay.load(Ordering::SeqCst);
                         let n = if req.path() == "/invocations" {
                             if let Some(tp) = req
@@ -321,6 +329,7 @@ impl ModelServer {
         ModelServer {
             url,
             invocations,
+            pings,
             delay_ms,
             failing,
             rejecting,
