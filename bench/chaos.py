@@ -77,6 +77,12 @@ class ModelProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (its timeout)
+
             def _forward(self, method, body=None):
                 conn = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=10)
                 try:
@@ -129,7 +135,8 @@ class Kafka:
         self.workdir = workdir
         self.port, self.cport = h.kafka_ports()
         self.address = f"127.0.0.1:{self.port}"
-        self.data = os.path.join(workdir, "kafka")
+        self.dir = os.path.join(workdir, "kafka")
+        self.data = os.path.join(self.dir, "data")  # where kafka-run keeps the log
         self.proc = None
         self.starts = 0
         self.start()
@@ -141,7 +148,7 @@ class Kafka:
     def start(self):
         self.starts += 1
         self.proc = h.Proc(f"kafka-{self.starts}",
-                           [h.SERVICES, "kafka-run", self.data, str(self.port), str(self.cport)],
+                           [h.SERVICES, "kafka-run", self.dir, str(self.port), str(self.cport)],
                            dict(os.environ), self.workdir)
         deadline = time.time() + 90
         while not h.tcp_open(self.port):
@@ -352,9 +359,7 @@ class Soak:
             self.model_fault(action[6:], r.uniform(3, 8))
         elif action == "redis":
             self.note("redis restart")
-            self.env.redis.stop()
-            time.sleep(r.uniform(1, 4))
-            self.env.start_redis()
+            restart_redis(self.env, r.uniform(1, 4))
         elif action == "broker":
             self.note("broker restart")
             self.kafka.stop()
@@ -396,6 +401,19 @@ class Soak:
                 if not i.alive():
                     self.note("instance exited", f"{i.name}: {h.tail(i.proc.log_path, 5)}")
                     i.start()
+
+
+def restart_redis(env, down_s):
+    """Stops Redis, waits `down_s`, starts it again (empty: it keeps nothing) and loads the ZIPs."""
+    env.redis.stop()
+    time.sleep(down_s)
+    env.redis_starts = getattr(env, "redis_starts", 1) + 1
+    env.redis = h.Proc(f"redis-{env.redis_starts}",
+                       ["redis-server", "--bind", "127.0.0.1", "--port", str(h.REDIS_PORT),
+                        "--save", "", "--appendonly", "no"], dict(os.environ), env.workdir)
+    env.redis.wait_for_line("Ready to accept connections", 10)
+    subprocess.run([env.exe("clickpipe"), "seed-redis", "--csv", "config/zips.csv"], cwd=h.ROOT,
+                   env=env.base_env("127.0.0.1:1"), check=True, capture_output=True)
 
 
 def sampler(instances, stop):
@@ -455,7 +473,8 @@ def main():
     log(f"logs in {workdir}")
     cfg = os.path.join(workdir, "chaos.toml")
     with open(cfg, "w") as f:
-        f.write("")
+        # The load generator's records wait out a broker restart instead of timing out.
+        f.write('[kafka.producer]\n"message.timeout.ms" = "600000"\n')
     args.config = cfg
     env = h.Env(args, workdir)
     kafka = proxy = model = loadgen = None
