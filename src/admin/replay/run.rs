@@ -1,0 +1,272 @@
+//! The job thread: it sets up its Kafka clients, finds the end of each dead-letter partition as
+//! of the start, waits for its turn to publish, runs the scan and says how the job ended.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clickpipe_actors::clients::aws::CredentialsProvider;
+use clickpipe_actors::config::Config;
+use clickpipe_actors::produce::{
+    create_producer, AuthContext, MskAuth, Producer as ReplayProducer,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::jobs::{Registry, ReplayJob, Stop};
+use super::plan::Plan;
+use super::replay_group;
+use super::request::ReplayFilter;
+
+/// How a job ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Done,
+    Cancelled,
+    Failed(String),
+}
+
+/// A re-publication the broker has not answered yet.
+pub(super) struct Pending {
+    pub(super) partition: i32,
+    pub(super) key: &'static str,
+    pub(super) offset: i64,
+    pub(super) delivery: DeliveryFuture,
+}
+
+/// What became of the deliveries a stopping job gave up on.
+#[derive(Debug, Default)]
+pub(super) struct Withdrawn {
+    /// Not sent to the broker: not published.
+    pub(super) unsent: u64,
+    /// Sent, outcome unknown: maybe published, not remembered.
+    pub(super) unknown: u64,
+}
+
+/// A job with its Kafka clients.
+pub(super) struct Replay<'a> {
+    pub(super) config: &'a Config,
+    pub(super) job: &'a ReplayJob,
+    pub(super) consumer: BaseConsumer<AuthContext>,
+    pub(super) producer: Option<ReplayProducer>,
+    pub(super) group: String,
+    /// First offset of each partition read, as of the start.
+    pub(super) lows: HashMap<i32, i64>,
+    /// Partitions whose stored memory was found stale (the topic was re-created): ignored.
+    pub(super) stale: HashSet<i32>,
+    pub(super) pending: Vec<Pending>,
+    pub(super) withdrawn: Withdrawn,
+}
+
+/// Reads the dead-letter topic up to its end as of now and re-publishes what matches.
+pub(super) fn run(
+    config: &Config,
+    filter: &ReplayFilter,
+    job: &ReplayJob,
+    registry: &Registry,
+) -> Outcome {
+    match run_inner(config, filter, job, registry) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn run_inner(
+    config: &Config,
+    filter: &ReplayFilter,
+    job: &ReplayJob,
+    registry: &Registry,
+) -> Result<Outcome, String> {
+    let k = &config.kafka;
+    let group = replay_group(config);
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &k.brokers);
+    for (key, value) in &k.client {
+        cc.set(key, value);
+    }
+    cc.set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        // It never joins the group; this bounds how long a commit waits for an unavailable
+        // coordinator.
+        .set("session.timeout.ms", "10000");
+    clickpipe_actors::produce::apply_auth(k, &mut cc);
+    // Its own credentials cache: the job runs on a thread of its own.
+    let credentials = std::sync::Arc::new(CredentialsProvider::default());
+    let context = AuthContext::new(MskAuth::for_config(k, credentials));
+    let consumer: BaseConsumer<AuthContext> = cc
+        .create_with_context(context.clone())
+        .map_err(|e| format!("cannot create the replay consumer: {e}"))?;
+
+    let md = consumer
+        .fetch_metadata(Some(&k.dlq_topic), job.request_timeout())
+        .map_err(|e| format!("cannot read the metadata of {}: {e}", k.dlq_topic))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == k.dlq_topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| filter.partition.is_none_or(|want| want == *p))
+        .collect();
+    if let Some(p) = filter.partition {
+        if partitions.is_empty() {
+            return Err(format!("{} has no partition {p}", k.dlq_topic));
+        }
+    }
+    // Read each partition up to its end as of now: what is dead-lettered while the job runs (a
+    // replayed record failing again, say) is left for the next replay.
+    let mut lows: HashMap<i32, i64> = HashMap::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&k.dlq_topic, p, job.request_timeout())
+            .map_err(|e| format!("cannot read the watermarks of {} [{p}]: {e}", k.dlq_topic))?;
+        if high > low {
+            lows.insert(p, low);
+            ends.insert(p, high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(Outcome::Done);
+    }
+
+    // Jobs that publish take turns, so that the second one sees what the first replayed.
+    let _turn = if filter.dry_run {
+        None
+    } else {
+        loop {
+            if let Some(turn) = registry.publishing.try_lock_for(Duration::from_millis(200)) {
+                break Some(turn);
+            }
+            match job.stop() {
+                Some(Stop::Cancelled) => return Ok(Outcome::Cancelled),
+                Some(_) => {
+                    return Ok(Outcome::Failed(deadline_message(
+                        job,
+                        &Withdrawn::default(),
+                    )))
+                }
+                None => {}
+            }
+        }
+    };
+
+    let mut replay = Replay {
+        config,
+        job,
+        consumer,
+        producer: None,
+        group,
+        lows,
+        stale: HashSet::new(),
+        pending: Vec::new(),
+        withdrawn: Withdrawn::default(),
+    };
+    let stored = replay.load(&ends)?;
+    let mut plan = Plan::new(filter, config.admin.replay_max_count, stored);
+    // The broker forgets a group's offsets `offsets.retention.minutes` after their commit:
+    // a job that publishes commits the memory it read again, to keep it.
+    plan.dirty = !filter.dry_run && !plan.stored.is_empty();
+    let mut tpl = TopicPartitionList::new();
+    let mut partitions: Vec<i32> = ends.keys().copied().collect();
+    partitions.sort_unstable();
+    for p in partitions {
+        let low = replay.lows.get(&p).copied().unwrap_or(0);
+        let end = ends.get(&p).copied().unwrap_or(low);
+        let start = plan.start(p, low);
+        if start >= end {
+            ends.remove(&p);
+            continue;
+        }
+        tpl.add_partition_offset(&k.dlq_topic, p, Offset::Offset(start))
+            .map_err(|e| e.to_string())?;
+    }
+    if ends.is_empty() {
+        // Nothing new: the memory is still committed again, to keep it.
+        if let Err(e) = replay.commit(&mut plan, 1) {
+            tracing::warn!(job = %job.id, error = %e, "replay: cannot refresh its memory");
+        }
+        return Ok(Outcome::Done);
+    }
+    if !filter.dry_run {
+        let mut pc = ClientConfig::new();
+        pc.set("bootstrap.servers", &k.brokers)
+            .set("enable.idempotence", "true");
+        for (key, value) in k.client.iter().chain(k.producer.iter()) {
+            pc.set(key, value);
+        }
+        clickpipe_actors::produce::apply_auth(k, &mut pc);
+        replay.producer = Some(
+            create_producer(&pc, context)
+                .map_err(|e| format!("cannot create the replay producer: {e}"))?,
+        );
+    }
+    replay
+        .consumer
+        .assign(&tpl)
+        .map_err(|e| format!("cannot assign the dead-letter partitions: {e}"))?;
+
+    let scanned = replay.scan(&mut plan, &mut ends);
+    let mut stop = match &scanned {
+        Ok(stop) => *stop,
+        Err(_) => Some(Stop::Error),
+    };
+    // Wait for what was sent (the job's deadline bounds the wait); a stopping job withdraws.
+    if let Some(late) = replay.wind_down(&mut plan, stop) {
+        stop = stop.or(Some(late));
+    }
+    let committed = replay.commit(&mut plan, 3);
+    let w = &replay.withdrawn;
+    Ok(match (scanned, stop, committed) {
+        (Err(e), _, c) => Outcome::Failed(with_commit_note(e, w, c.err())),
+        (Ok(_), Some(Stop::Deadline), c) => {
+            Outcome::Failed(with_commit_note(deadline_message(job, w), w, c.err()))
+        }
+        (Ok(_), _, Err(e)) => Outcome::Failed(with_commit_note(String::new(), w, Some(e))),
+        (Ok(_), Some(Stop::Cancelled), Ok(())) => Outcome::Cancelled,
+        (Ok(_), _, Ok(())) => Outcome::Done,
+    })
+}
+
+/// The error of a job stopped by its deadline.
+fn deadline_message(job: &ReplayJob, w: &Withdrawn) -> String {
+    let mut m = format!(
+        "stopped at its deadline (admin.replay_timeout_s = {}) after scanning {} dead letters",
+        job.timeout_s,
+        job.scanned.load(Ordering::Relaxed)
+    );
+    if w.unsent > 0 {
+        m.push_str(&format!(
+            "; {} not yet sent were withdrawn and are left for the next job",
+            w.unsent
+        ));
+    }
+    m
+}
+
+/// Adds to `message` what a stopped job could not account for and a failed commit.
+fn with_commit_note(mut message: String, w: &Withdrawn, commit: Option<String>) -> String {
+    if w.unknown > 0 {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&format!(
+            "{} sent without an answer from the broker may have been published and may be \
+             published again by a later job",
+            w.unknown
+        ));
+    }
+    if let Some(e) = commit {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&format!(
+            "could not record what was replayed (a later job may publish it again): {e}"
+        ));
+    }
+    message
+}
