@@ -8,9 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset};
-
 use common::*;
 
 /// These tests each load the broker heavily and wait on group session timeouts; run them one at
@@ -23,30 +20,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Sum over partitions of the group's committed offsets on the input topic.
 fn committed_total(names: &Names, bootstrap: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", &names.group)
-        .create()
-        .expect("consumer");
-    let md = c
-        .fetch_metadata(Some(&names.input), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(&names.input, p.id());
-        }
-    }
-    let offsets = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed");
-    offsets
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
+    committed_offsets(bootstrap, &names.group, &names.input)
+        .into_iter()
+        .map(|o| o.unwrap_or(0))
         .sum()
 }
 

@@ -156,32 +156,23 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
 
 /// The headers of a minimal dead letter: kind, stage, message and the source's coordinates.
 pub fn minimal_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
-    let partition = record.partition.to_string();
-    let offset = record.offset.to_string();
-    OwnedHeaders::new_with_capacity(7)
+    record.coordinates(why(failure, OwnedHeaders::new_with_capacity(7)))
+}
+
+/// `headers` with `clickpipe.error.kind`, `.message` and `.stage`.
+fn why(failure: &Failure, headers: OwnedHeaders) -> OwnedHeaders {
+    headers
         .insert(Header {
             key: "clickpipe.error.kind",
             value: Some(failure.kind.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.error.stage",
-            value: Some(failure.stage.as_str()),
         })
         .insert(Header {
             key: "clickpipe.error.message",
             value: Some(failure.message()),
         })
         .insert(Header {
-            key: "clickpipe.source.topic",
-            value: Some(&*record.topic),
-        })
-        .insert(Header {
-            key: "clickpipe.source.partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.source.offset",
-            value: Some(offset.as_str()),
+            key: "clickpipe.error.stage",
+            value: Some(failure.stage.as_str()),
         })
 }
 
@@ -190,20 +181,7 @@ pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
     let attempts = failure.attempts.to_string();
     let failed_at = rfc3339(Utc::now());
     let replays = record.replay_count.to_string();
-    let headers = record
-        .source_headers(6)
-        .insert(Header {
-            key: "clickpipe.error.kind",
-            value: Some(failure.kind.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.error.message",
-            value: Some(failure.message()),
-        })
-        .insert(Header {
-            key: "clickpipe.error.stage",
-            value: Some(failure.stage.as_str()),
-        })
+    let headers = why(failure, record.source_headers(6))
         .insert(Header {
             key: "clickpipe.attempts",
             value: Some(attempts.as_str()),

@@ -97,21 +97,7 @@ impl Record {
     /// context follows (`traceparent`, `tracestate`, `X-Amzn-Trace-Id` of its current stage span),
     /// or the producer's context headers unchanged when the record was not traced here.
     pub fn source_headers(&self, capacity: usize) -> OwnedHeaders {
-        let partition = self.partition.to_string();
-        let offset = self.offset.to_string();
-        let h = OwnedHeaders::new_with_capacity(capacity + 7)
-            .insert(Header {
-                key: "clickpipe.source.topic",
-                value: Some(&*self.topic),
-            })
-            .insert(Header {
-                key: "clickpipe.source.partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "clickpipe.source.offset",
-                value: Some(offset.as_str()),
-            });
+        let h = self.coordinates(OwnedHeaders::new_with_capacity(capacity + 7));
         let h = match self.timestamp_ms {
             Some(ts) => h.insert(Header {
                 key: "clickpipe.source.timestamp",
@@ -123,6 +109,25 @@ impl Record {
             Some(trace) => trace.add_headers(h),
             None => h,
         }
+    }
+
+    /// `headers` with `clickpipe.source.topic`, `.partition` and `.offset`: where the record is.
+    pub fn coordinates(&self, headers: OwnedHeaders) -> OwnedHeaders {
+        let partition = self.partition.to_string();
+        let offset = self.offset.to_string();
+        headers
+            .insert(Header {
+                key: "clickpipe.source.topic",
+                value: Some(&*self.topic),
+            })
+            .insert(Header {
+                key: "clickpipe.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "clickpipe.source.offset",
+                value: Some(offset.as_str()),
+            })
     }
 
     /// The output record value, or None when a stage has not filled its part.
