@@ -473,7 +473,11 @@ def main():
     log(f"logs in {workdir}")
     cfg = os.path.join(workdir, "chaos.toml")
     with open(cfg, "w") as f:
-        # The load generator's records wait out a broker restart instead of timing out.
+        f.write("")
+    # The load generator's records wait out a broker restart instead of timing out (clickpipe's
+    # producers keep their default: they send a timed-out record again).
+    loadgen_cfg = os.path.join(workdir, "loadgen.toml")
+    with open(loadgen_cfg, "w") as f:
         f.write('[kafka.producer]\n"message.timeout.ms" = "600000"\n')
     args.config = cfg
     env = h.Env(args, workdir)
@@ -499,6 +503,7 @@ def main():
         count = int(args.rate * args.minutes * 60)
         lvars = env.base_env(kafka.address)
         lvars["CLICKPIPE__LOADGEN__POISON_RATIO"] = str(args.poison)
+        lvars["CLICKPIPE_CONFIG"] = loadgen_cfg
         loadgen = h.Proc("loadgen", [env.exe("clickpipe"), "loadgen", "--rate", str(args.rate),
                                      "--count", str(count), "--no-summary", "--seed", "14"],
                          lvars, workdir)

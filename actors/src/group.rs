@@ -349,8 +349,15 @@ pub fn producer_config(config: &crate::config::Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "1");
+        .set("linger.ms", "1")
+        // librdkafka can leave records queued after a broker restart until they time out (its
+        // default: 5 minutes, a partition held that long — seen in the chaos soak). `deliver`
+        // sends a timed-out record again, so a short timeout only turns such a stall into a retry.
+        .set("message.timeout.ms", "30000");
     for (key, value) in k.client.iter().chain(k.producer.iter()) {
+        if key == "delivery.timeout.ms" {
+            c.remove("message.timeout.ms");
+        }
         c.set(key, value);
     }
     crate::produce::apply_auth(k, &mut c);
