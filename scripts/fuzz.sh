@@ -38,8 +38,8 @@ T0=$SECONDS
 say() { printf '[fuzz %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
 
 if ! rustup toolchain list | grep -q '^nightly'; then
-    echo "[fuzz] the nightly toolchain is missing (cargo-fuzz needs it): rustup toolchain install nightly" >&2
-    exit 1
+    say "installing the nightly toolchain (cargo-fuzz needs it)"
+    rustup toolchain install nightly --profile minimal
 fi
 
 if [[ "$("$FUZZ_ROOT/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then

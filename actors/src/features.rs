@@ -115,8 +115,11 @@ pub fn compute(
         zip_median_income: income.unwrap_or(default_income),
         zip_known: income.is_some(),
         session_event_count: session.count,
-        seconds_since_prev_event: session.prev_ms.map(|p| (ts - p).max(0) as f64 / 1000.0),
-        session_duration_s: (session.last_ms - session.first_ms).max(0) as f64 / 1000.0,
+        // Saturating: a snapshot is read back from Redis, and no stored value may panic here.
+        seconds_since_prev_event: session
+            .prev_ms
+            .map(|p| ts.saturating_sub(p).max(0) as f64 / 1000.0),
+        session_duration_s: session.last_ms.saturating_sub(session.first_ms).max(0) as f64 / 1000.0,
         event_type_page_view: hot(et == "page_view"),
         event_type_product_view: hot(et == "product_view"),
         event_type_search: hot(et == "search"),
@@ -184,6 +187,20 @@ mod tests {
         assert_eq!(f.zip_median_income, 72_000.0);
         assert_eq!((f.event_type_page_view, f.event_type_other), (1, 0));
         assert_eq!((f.device_mobile, f.device_other), (1, 0));
+    }
+
+    #[test]
+    fn extreme_session_snapshots_saturate_instead_of_overflowing() {
+        let e = event("2026-06-05T03:30:00Z", "page_view", None);
+        let snap = SessionSnapshot {
+            count: 1,
+            prev_ms: Some(i64::MIN),
+            first_ms: i64::MIN,
+            last_ms: i64::MAX,
+        };
+        let f = compute(&e, None, &snap, 0.0);
+        assert!(f.seconds_since_prev_event.is_some_and(f64::is_finite));
+        assert!(f.session_duration_s.is_finite());
     }
 
     #[test]

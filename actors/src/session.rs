@@ -44,9 +44,10 @@ pub fn advance(
     gap_ms: i64,
 ) -> (SessionState, SessionSnapshot) {
     match prev {
-        Some(s) if ts_ms - s.last_ms <= gap_ms => {
+        // Saturating: a stored state is read back from Redis, and no value of it may panic here.
+        Some(s) if ts_ms.saturating_sub(s.last_ms) <= gap_ms => {
             let state = SessionState {
-                count: s.count + 1,
+                count: s.count.saturating_add(1),
                 first_ms: s.first_ms.min(ts_ms),
                 last_ms: s.last_ms.max(ts_ms),
             };
@@ -191,6 +192,23 @@ mod tests {
             (next.count, next.prev_ms, next.first_ms),
             (3, Some(100_000), 40_000)
         );
+    }
+
+    #[test]
+    fn extreme_stored_values_saturate_instead_of_overflowing() {
+        let stored = SessionState {
+            count: u64::MAX,
+            first_ms: 0,
+            last_ms: i64::MIN,
+        };
+        let (_, snap) = advance(Some(stored), 1_000, GAP);
+        assert_eq!(snap.count, 1, "an infinitely old session restarts");
+        let stored = SessionState {
+            count: u64::MAX,
+            first_ms: i64::MIN,
+            last_ms: 1_000,
+        };
+        assert_eq!(advance(Some(stored), 2_000, GAP).1.count, u64::MAX);
     }
 
     #[test]
