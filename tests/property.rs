@@ -347,16 +347,14 @@ fn event_object(now_ms: i64) -> impl Strategy<Value = Map<String, Value>> {
     let id = "[a-z0-9-]{1,12}";
     (
         (id, id, "s[0-9]{1,2}", timestamp(now_ms), any::<bool>()),
-        prop::sample::select(vec![
-            "page_view",
-            "product_view",
-            "search",
-            "add_to_cart",
-            "remove_from_cart",
-            "checkout",
-            "purchase",
-            "login",
-        ]),
+        // The one-hot types, and one that is not.
+        prop::sample::select(
+            clickpipe_actors::features::EVENT_TYPES
+                .iter()
+                .copied()
+                .chain(["login"])
+                .collect::<Vec<_>>(),
+        ),
         prop::option::of(prop::sample::select(vec![
             "mobile", "desktop", "tablet", "watch",
         ])),
