@@ -138,27 +138,6 @@ fn pause_resume_and_seek_change_what_is_consumed() {
     );
 }
 
-/// Sends a request with the token to the app; evaluates to (status, JSON body).
-macro_rules! call {
-    ($app:expr, $method:expr, $uri:expr, $body:expr) => {{
-        let mut r = web_test::TestRequest::default()
-            .method($method)
-            .uri($uri)
-            .insert_header(("Authorization", format!("Bearer {TOKEN}")));
-        let body: Option<serde_json::Value> = $body;
-        if let Some(b) = body {
-            r = r.set_json(b);
-        }
-        let resp = web_test::call_service(&$app, r.to_request()).await;
-        let code = resp.status().as_u16();
-        let bytes = web_test::read_body(resp).await;
-        (
-            code,
-            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
-        )
-    }};
-}
-
 /// Starts a replay and waits for it to end; evaluates to its report.
 macro_rules! replay {
     ($app:expr, $body:expr) => {{

@@ -21,27 +21,6 @@ use rdkafka::producer::{BaseRecord, Producer};
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "test-admin-token";
 
-/// Sends a request with the token to the app; evaluates to (status, JSON body).
-macro_rules! call {
-    ($app:expr, $method:expr, $uri:expr, $body:expr) => {{
-        let mut r = web_test::TestRequest::default()
-            .method($method)
-            .uri($uri)
-            .insert_header(("Authorization", format!("Bearer {TOKEN}")));
-        let body: Option<serde_json::Value> = $body;
-        if let Some(b) = body {
-            r = r.set_json(b);
-        }
-        let resp = web_test::call_service(&$app, r.to_request()).await;
-        let code = resp.status().as_u16();
-        let bytes = web_test::read_body(resp).await;
-        (
-            code,
-            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
-        )
-    }};
-}
-
 /// Waits until job `$id` is no longer running (at most `$within`); evaluates to its report.
 macro_rules! ended {
     ($app:expr, $id:expr, $within:expr) => {{

@@ -874,3 +874,26 @@ pub fn self_signed_files() -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::write(&key_path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write key");
     (cert_path, key_path)
 }
+
+/// Sends a request to the admin API test `app` with the calling file's `TOKEN` as bearer token;
+/// evaluates to (status, JSON body). Needs `actix_web::test as web_test` in scope.
+#[macro_export]
+macro_rules! call {
+    ($app:expr, $method:expr, $uri:expr, $body:expr) => {{
+        let mut r = web_test::TestRequest::default()
+            .method($method)
+            .uri($uri)
+            .insert_header(("Authorization", format!("Bearer {TOKEN}")));
+        let body: Option<serde_json::Value> = $body;
+        if let Some(b) = body {
+            r = r.set_json(b);
+        }
+        let resp = web_test::call_service(&$app, r.to_request()).await;
+        let code = resp.status().as_u16();
+        let bytes = web_test::read_body(resp).await;
+        (
+            code,
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
+        )
+    }};
+}
