@@ -660,6 +660,27 @@ impl Collector {
         }
         true
     }
+
+    /// Polls until every record the topic holds now (its high watermarks, read once at the call)
+    /// has been collected, or `timeout` passes; returns whether it caught up. Unlike a fixed
+    /// wait, this does not depend on how fast the first fetch after the assignment is.
+    pub fn caught_up(&mut self, topic: &str, timeout: Duration) -> bool {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut total = 0usize;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .expect("watermarks");
+                total += usize::try_from(high - low).unwrap_or(0);
+            }
+        }
+        self.until(timeout, |m| m.len() >= total)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
