@@ -30,6 +30,8 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, TimeZone, Utc};
 use clickpipe_actors::config::{Config, KafkaConfig, LoadgenConfig};
 use clickpipe_actors::features::ZipInfo;
+use clickpipe_actors::kafka::auth::AuthContext;
+use clickpipe_actors::kafka::client;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -827,92 +829,26 @@ fn cents(v: f64) -> f64 {
 // Kafka I/O
 // ---------------------------------------------------------------------------------------------
 
-/// Properties only a consumer understands; not passed to the producer.
-fn is_consumer_only(key: &str) -> bool {
-    key.starts_with("fetch.")
-        || key.starts_with("group.")
-        || key.starts_with("queued.")
-        || key.starts_with("auto.commit")
-        || key.starts_with("enable.auto.")
-        || matches!(
-            key,
-            "session.timeout.ms"
-                | "heartbeat.interval.ms"
-                | "max.poll.interval.ms"
-                | "auto.offset.reset"
-                | "partition.assignment.strategy"
-                | "enable.partition.eof"
-                | "isolation.level"
-                | "check.crcs"
-                | "coordinator.query.interval.ms"
-                | "consume.callback.max.messages"
-        )
-}
-
-/// Properties only a producer understands; not passed to the summary consumer.
-fn is_producer_only(key: &str) -> bool {
-    key.starts_with("queue.buffering.")
-        || key.starts_with("batch.")
-        || key.starts_with("compression.")
-        || key.starts_with("transaction")
-        || matches!(
-            key,
-            "linger.ms"
-                | "acks"
-                | "request.required.acks"
-                | "request.timeout.ms"
-                | "message.timeout.ms"
-                | "delivery.timeout.ms"
-                | "message.send.max.retries"
-                | "retries"
-                | "partitioner"
-                | "sticky.partitioning.linger.ms"
-                | "enable.gapless.guarantee"
-                | "queuing.strategy"
-                | "delivery.report.only.error"
-                | "dr_msg_cb"
-                | "dr_cb"
-        )
-}
-
+/// The load generator's producer: not idempotent (a benchmark's input), a short linger.
 fn producer_config(k: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
-    let shared = k.client.iter().filter(|(key, _)| !is_consumer_only(key));
-    for (key, value) in shared.chain(k.producer.iter()) {
-        c.set(key, value);
-    }
-    let has = |key: &str| k.client.contains_key(key) || k.producer.contains_key(key);
-    if !has("linger.ms") && !has("queue.buffering.max.ms") {
-        c.set("linger.ms", "2");
-    }
-    if !has("message.timeout.ms") && !has("delivery.timeout.ms") {
-        c.set("message.timeout.ms", "30000");
-    }
-    if !has("client.id") {
-        c.set("client.id", "clickpipe-loadgen");
-    }
-    c
+    client::producer(k)
+        .default("linger.ms", "2")
+        .default("message.timeout.ms", "30000")
+        .default("client.id", "clickpipe-loadgen")
+        .build()
 }
 
+/// The summary consumer: reads assigned partitions, never joins a group, never commits.
 fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
     // A low fetch wait unless configured: brokers that wait the full time add it to every latency.
-    c.set("bootstrap.servers", &k.brokers)
-        .set("fetch.wait.max.ms", "5");
-    let shared = k.client.iter().filter(|(key, _)| !is_producer_only(key));
-    for (key, value) in shared.chain(k.consumer.iter()) {
-        c.set(key, value);
-    }
-    // Never joins a group (partitions are assigned), never commits.
-    c.set("group.id", format!("clickpipe-loadgen-{run_id}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    if !k.client.contains_key("client.id") && !k.consumer.contains_key("client.id") {
-        c.set("client.id", "clickpipe-loadgen-summary");
-    }
-    c
+    client::consumer(k)
+        .default("fetch.wait.max.ms", "5")
+        .default("client.id", "clickpipe-loadgen-summary")
+        .force("group.id", format!("clickpipe-loadgen-{run_id}"))
+        .force("enable.auto.commit", "false")
+        .force("enable.auto.offset.store", "false")
+        .force("enable.partition.eof", "false")
+        .build()
 }
 
 fn wall_ms() -> i64 {
@@ -1049,8 +985,8 @@ pub async fn run_with_timeline(
     let zips = load_zips(Path::new(&cfg.loadgen.zip_csv))?;
     let mut generator = Generator::new(zips, &cfg.loadgen, opts.seed);
     let run_id = generator.run_id().to_string();
-    let producer: FutureProducer = producer_config(&cfg.kafka)
-        .create()
+    let producer: FutureProducer<AuthContext> = producer_config(&cfg.kafka)
+        .create_with_context(AuthContext::for_kafka(&cfg.kafka))
         .context("cannot create the Kafka producer")?;
     let collector = if opts.summary && opts.count > 0 {
         Some(Collector::start(&cfg.kafka, &run_id, opts.count)?)
@@ -1145,7 +1081,7 @@ pub async fn run_with_timeline(
 /// The producing half of [`run`]: returns the time from the first send until every delivery
 /// settled, and the first delivery error.
 async fn produce(
-    producer: &FutureProducer,
+    producer: &FutureProducer<AuthContext>,
     generator: &mut Generator,
     topic: &str,
     opts: &LoadgenOptions,
@@ -1293,7 +1229,7 @@ struct Collected {
 
 /// Reads this run's records back from the output and dead-letter topics.
 struct Collector {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<AuthContext>,
     run_id: String,
     output_topic: String,
     dlq_topic: String,
@@ -1306,8 +1242,8 @@ impl Collector {
     /// only records written from now on are read. (The high watermark is looked up and assigned
     /// as an explicit offset rather than `Offset::End`, which tansu's ListOffsets makes unreliable.)
     fn start(k: &KafkaConfig, run_id: &str, count: u64) -> anyhow::Result<Collector> {
-        let consumer: StreamConsumer = consumer_config(k, run_id)
-            .create()
+        let consumer: StreamConsumer<AuthContext> = consumer_config(k, run_id)
+            .create_with_context(AuthContext::for_kafka(k))
             .context("cannot create the summary consumer")?;
         let mut tpl = TopicPartitionList::new();
         for topic in [&k.output_topic, &k.dlq_topic] {
@@ -1753,40 +1689,24 @@ mod tests {
     }
 
     #[test]
-    fn client_properties_are_split_by_role() {
+    fn the_load_generator_keeps_its_own_client_defaults_unless_configured() {
         let mut k: KafkaConfig = serde_json::from_value(serde_json::json!({
             "brokers": "127.0.0.1:9092", "group_id": "g", "input_topic": "in",
             "output_topic": "out", "dlq_topic": "dlq", "max_payload_bytes": 1048576,
-            "commit_interval_ms": 1000,
-            "client": {"fetch.wait.max.ms": "100", "security.protocol": "ssl", "linger.ms": "7"},
+            "commit_interval_ms": 1000, "consumer": {"enable.auto.commit": "true"},
         }))
         .expect("kafka config");
         let p = producer_config(&k);
-        assert_eq!(p.get("fetch.wait.max.ms"), None);
-        assert_eq!(p.get("security.protocol"), Some("ssl"));
-        assert_eq!(p.get("linger.ms"), Some("7"));
+        assert_eq!(p.get("linger.ms"), Some("2"));
+        assert_eq!(p.get("client.id"), Some("clickpipe-loadgen"));
         let c = consumer_config(&k, "r1");
-        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
-        assert_eq!(c.get("security.protocol"), Some("ssl"));
-        assert_eq!(c.get("linger.ms"), None);
-        k.client.remove("linger.ms");
-        assert_eq!(producer_config(&k).get("linger.ms"), Some("2"));
-        // Role-specific maps apply on top of the shared one.
-        k.producer.insert("linger.ms".into(), "4".into());
-        k.consumer
-            .insert("session.timeout.ms".into(), "6000".into());
-        assert_eq!(producer_config(&k).get("linger.ms"), Some("4"));
-        assert_eq!(producer_config(&k).get("session.timeout.ms"), None);
-        assert_eq!(
-            consumer_config(&k, "r1").get("session.timeout.ms"),
-            Some("6000")
-        );
-        // Without a configured fetch wait the summary consumer keeps a low one.
-        k.client.remove("fetch.wait.max.ms");
-        assert_eq!(
-            consumer_config(&k, "r1").get("fetch.wait.max.ms"),
-            Some("5")
-        );
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(c.get("group.id"), Some("clickpipe-loadgen-r1"));
+        // It never commits, whatever the consumer section says.
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        k.producer
+            .insert("queue.buffering.max.ms".into(), "4".into());
+        assert_eq!(producer_config(&k).get("linger.ms"), None);
     }
 
     #[test]

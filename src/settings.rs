@@ -235,7 +235,7 @@ mod tests {
     fn group_protocol_and_static_membership_reach_the_consumer() {
         Jail::expect_with(|jail| {
             let c = load(None).map_err(|e| format!("{e:#}"))?;
-            let classic = clickpipe_actors::group::consumer_config(&c);
+            let classic = clickpipe_actors::kafka::client::pipeline_consumer(&c.kafka);
             assert_eq!(
                 classic.get("partition.assignment.strategy"),
                 Some("cooperative-sticky")
@@ -248,7 +248,7 @@ mod tests {
             jail.set_env("CLICKPIPE__KAFKA__GROUP_PROTOCOL", "consumer");
             jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "clickpipe-0");
             let c = load(None).map_err(|e| format!("{e:#}"))?;
-            let kip848 = clickpipe_actors::group::consumer_config(&c);
+            let kip848 = clickpipe_actors::kafka::client::pipeline_consumer(&c.kafka);
             assert_eq!(kip848.get("group.protocol"), Some("consumer"));
             assert_eq!(kip848.get("group.instance.id"), Some("clickpipe-0"));
             assert_eq!(kip848.get("partition.assignment.strategy"), None);

@@ -282,14 +282,14 @@ fn the_msk_iam_token_is_a_presigned_connect_url_with_a_valid_signature() {
     cfg.kafka.auth = clickpipe_actors::config::KafkaAuth::MskIam;
     cfg.kafka.region = REGION.into();
     cfg.validate().expect("valid msk_iam config");
-    let producer_config = clickpipe_actors::group::producer_config(&cfg);
+    let producer_config = clickpipe_actors::kafka::client::pipeline_producer(&cfg.kafka);
     assert_eq!(producer_config.get("security.protocol"), Some("SASL_SSL"));
     assert_eq!(producer_config.get("sasl.mechanism"), Some("OAUTHBEARER"));
 
     // What librdkafka calls on its own thread: a blocking fetch of the container credentials.
     let credentials = Arc::new(clickpipe_actors::clients::aws::CredentialsProvider::default());
-    let context = clickpipe_actors::produce::AuthContext::new(
-        clickpipe_actors::produce::MskAuth::for_config(&cfg.kafka, credentials),
+    let context = clickpipe_actors::kafka::auth::AuthContext::new(
+        clickpipe_actors::kafka::auth::MskAuth::for_config(&cfg.kafka, credentials),
     );
     let token = context.generate_oauth_token(None).expect("token");
     let now_ms = chrono::Utc::now().timestamp_millis();

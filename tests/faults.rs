@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickpipe_actors::config::UnavailablePolicy;
-use clickpipe_actors::deps::{FaultHooks, PANIC_EVENT_TYPE};
+use clickpipe_actors::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
 use clickpipe_actors::status::PartitionState;
 use common::*;
 

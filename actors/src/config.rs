@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The widest event-time window (`features.max_event_age_s`, `features.max_event_lead_s`) a
+/// config may set on either side of now (100 years).
+pub const MAX_WINDOW_S: u64 = 100 * 365 * 24 * 3600;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -860,7 +864,7 @@ impl Config {
                 ),
             ));
         }
-        let window = crate::event::MAX_WINDOW_S;
+        let window = MAX_WINDOW_S;
         if self.features.session_gap_s == 0 || self.features.session_gap_s > window {
             return Err(bad(
                 "features.session_gap_s",

@@ -1,7 +1,7 @@
 //! The input event contract and its decoder. Decoding is pure: bytes in, an [`Event`] or a reason
 //! out. Every reason becomes the `clickpipe.error.message` of an `invalid_event` dead letter.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -21,9 +21,6 @@ pub struct Limits {
     /// Newest event accepted, in milliseconds after now (clock skew of the producers).
     pub max_lead_ms: i64,
 }
-
-/// The widest event-time window a config may set on either side of now (100 years).
-pub const MAX_WINDOW_S: u64 = 100 * 365 * 24 * 3600;
 
 impl Limits {
     /// The limits of `kafka.max_payload_bytes`, `features.max_event_age_s` and
@@ -47,7 +44,7 @@ impl Limits {
 }
 
 fn secs_to_ms(s: u64) -> i64 {
-    i64::try_from(s.min(MAX_WINDOW_S)).unwrap_or(i64::MAX / 1000) * 1000
+    i64::try_from(s.min(crate::config::MAX_WINDOW_S)).unwrap_or(i64::MAX / 1000) * 1000
 }
 
 /// A decoded clickstream event.
@@ -141,14 +138,14 @@ pub fn decode(payload: &[u8], limits: &Limits, now: DateTime<Utc>) -> Result<Eve
     if ts < now_ms.saturating_sub(limits.max_age_ms) {
         return Err(format!(
             "event time {} is more than features.max_event_age_s ({} s) in the past",
-            crate::record::rfc3339(timestamp),
+            rfc3339(timestamp),
             limits.max_age_ms / 1000
         ));
     }
     if ts > now_ms.saturating_add(limits.max_lead_ms) {
         return Err(format!(
             "event time {} is more than features.max_event_lead_s ({} s) in the future",
-            crate::record::rfc3339(timestamp),
+            rfc3339(timestamp),
             limits.max_lead_ms / 1000
         ));
     }
@@ -216,6 +213,11 @@ pub fn json_type(value: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
+}
+
+/// Formats a time as RFC 3339 in UTC with millisecond precision.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

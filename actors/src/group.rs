@@ -11,27 +11,32 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use parking_lot::Mutex;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 
-use crate::config::{GroupProtocol, CLASSIC_HEARTBEAT_INTERVAL_MS, CLASSIC_SESSION_TIMEOUT_MS};
 use crate::deps::Deps;
-use crate::partition::{Drain, DrainReport, PartitionActor, PartitionRestarted, Stray};
+use crate::kafka::auth::{AuthContext, MskAuth};
+use crate::kafka::consumer::{GroupConsumer, GroupContext, GroupEvents};
+use crate::partition::{
+    Drain, DrainReport, PartitionActor, PartitionRestarted, StoredOffset, Stray,
+};
 use crate::supervision::{Intensity, RestartTracker};
 
-/// The consumer with clickpipe's context.
-pub type GroupConsumer = StreamConsumer<GroupContext>;
-
 type TopicPartition = (String, i32);
+
+/// A partition this process hosts: its actor and the offset it last stored for commit.
+struct Hosted {
+    addr: Addr<PartitionActor>,
+    stored: StoredOffset,
+}
 
 /// State shared by the consumer-group actor and the consumer's rebalance callbacks.
 pub struct GroupShared {
     consumer: OnceLock<Weak<GroupConsumer>>,
     root: OnceLock<Recipient<PartitionRestarted>>,
     fatal: tokio::sync::watch::Sender<Option<String>>,
-    partitions: Mutex<HashMap<TopicPartition, Addr<PartitionActor>>>,
+    partitions: Mutex<HashMap<TopicPartition, Hosted>>,
     deps: Deps,
     workers: Vec<ArbiterHandle>,
     next_worker: Mutex<usize>,
@@ -50,6 +55,7 @@ impl GroupShared {
 
     /// Starts the actor of one partition on the next worker thread.
     fn start_partition(&self, consumer: &Arc<GroupConsumer>, topic: &str, partition: i32) {
+        let stored = StoredOffset::default();
         {
             let topic = topic.to_string();
             // Split right away, before the first fetch for this partition can complete, so its
@@ -71,11 +77,14 @@ impl GroupShared {
             let deps = self.deps.clone();
             let c = consumer.clone();
             let t = topic.clone();
+            let s = stored.clone();
             let addr = PartitionActor::start_in_arbiter(&worker, move |_| {
-                PartitionActor::new(&t, partition, c, queue, deps, root)
+                PartitionActor::new(&t, partition, c, queue, deps, root, s)
             });
             tracing::info!(topic, partition, "partition assigned");
-            self.partitions.lock().insert((topic, partition), addr);
+            self.partitions
+                .lock()
+                .insert((topic, partition), Hosted { addr, stored });
         }
     }
 
@@ -85,11 +94,12 @@ impl GroupShared {
         let actors: Vec<Addr<PartitionActor>> = {
             let mut map = self.partitions.lock();
             match tpl {
-                None => map.drain().map(|(_, a)| a).collect(),
+                None => map.drain().map(|(_, h)| h.addr).collect(),
                 Some(tpl) => tpl
                     .elements()
                     .iter()
                     .filter_map(|e| map.remove(&(e.topic().to_string(), e.partition())))
+                    .map(|h| h.addr)
                     .collect(),
             }
         };
@@ -131,26 +141,19 @@ impl GroupShared {
     /// Restarts partitions whose actor died without draining (a panic outside the stages'
     /// guarded code): one-for-one, from the last offset it stored (else the group's commit).
     fn revive_dead_partitions(&self) -> Vec<String> {
-        let dead: Vec<TopicPartition> = self
+        let dead: Vec<(TopicPartition, Option<i64>)> = self
             .partitions
             .lock()
             .iter()
-            .filter(|(_, a)| !a.connected())
-            .map(|(k, _)| k.clone())
+            .filter(|(_, h)| !h.addr.connected())
+            .map(|(k, h)| (k.clone(), h.stored.get()))
             .collect();
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return Vec::new();
         };
         let mut revived = Vec::new();
-        for (topic, partition) in dead {
+        for ((topic, partition), stored) in dead {
             self.partitions.lock().remove(&(topic.clone(), partition));
-            let stored = self
-                .deps
-                .status
-                .partitions()
-                .into_iter()
-                .find(|p| p.topic == topic && p.partition == partition)
-                .and_then(|p| p.committed_offset);
             let from = match stored {
                 Some(o) => rdkafka::Offset::Offset(o),
                 None => {
@@ -189,7 +192,7 @@ impl GroupShared {
         self.partitions
             .lock()
             .get(&(topic.to_string(), partition))
-            .cloned()
+            .map(|h| h.addr.clone())
     }
 
     /// The consumer, while the group runs.
@@ -198,170 +201,26 @@ impl GroupShared {
     }
 }
 
-/// The consumer's context: logs through `tracing` and drives rebalances.
-pub struct GroupContext {
-    shared: Arc<GroupShared>,
-}
-
-impl ClientContext for GroupContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    /// With `kafka.auth = msk_iam`: a fresh MSK IAM token (librdkafka asks before the last one
-    /// expires).
-    fn generate_oauth_token(
-        &self,
-        _oauthbearer_config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        let deps = &self.shared.deps;
-        match crate::produce::MskAuth::for_config(&deps.config.kafka, deps.credentials.clone()) {
-            Some(msk) => msk.oauth_token(),
-            None => Err("OAUTHBEARER asked for, but kafka.auth is not msk_iam".into()),
-        }
+impl GroupEvents for GroupShared {
+    fn revoked(&self, tpl: &TopicPartitionList, lost: bool) {
+        let reports = self.drain(Some(tpl), lost);
+        tracing::info!(
+            revoked = tpl.count(),
+            drained = reports.len(),
+            "partitions revoked"
+        );
     }
 
-    /// librdkafka's statistics (every `statistics.interval.ms`): keeps the input partitions'
-    /// high watermarks for `/status` and `/metrics`. Read from the raw JSON so a field librdkafka
-    /// leaves out never costs more than that one value.
-    fn stats_raw(&self, statistics: &[u8]) {
-        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
-            tracing::debug!("unparsable librdkafka statistics");
-            return;
-        };
-        let topic = &self.shared.deps.config.kafka.input_topic;
-        let Some(partitions) = stats
-            .get("topics")
-            .and_then(|t| t.get(topic.as_str()))
-            .and_then(|t| t.get("partitions"))
-            .and_then(|p| p.as_object())
-        else {
-            return;
-        };
-        for (id, p) in partitions {
-            let (Ok(id), Some(hi)) = (
-                id.parse::<i32>(),
-                p.get("hi_offset").and_then(serde_json::Value::as_i64),
-            ) else {
-                continue;
-            };
-            // -1: the internal "unassigned" partition; a negative offset: not known yet.
-            if id >= 0 && hi >= 0 {
-                self.shared.deps.status.set_high_watermark(topic, id, hi);
-            }
-        }
+    fn assigned(&self, tpl: &TopicPartitionList) {
+        self.assign(tpl);
     }
 
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
-        }
+    fn high_watermark(&self, partition: i32, offset: i64) {
+        let topic = &self.deps.config.kafka.input_topic;
+        self.deps
+            .status
+            .set_high_watermark(topic, partition, offset);
     }
-}
-
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(
-        &self,
-        consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let lost = consumer.assignment_lost();
-                let reports = self.shared.drain(Some(tpl), lost);
-                tracing::info!(
-                    revoked = tpl.count(),
-                    drained = reports.len(),
-                    "partitions revoked"
-                );
-            }
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
-        }
-    }
-
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        match result {
-            Ok(()) => tracing::debug!(offsets = ?offsets.to_topic_map(), "offsets committed"),
-            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
-        }
-    }
-
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.shared.assign(tpl);
-        }
-    }
-}
-
-/// Builds the consumer's librdkafka config: clickpipe's managed keys, then `[kafka.client]` and
-/// `[kafka.consumer]` as given.
-pub fn consumer_config(config: &crate::config::Config) -> ClientConfig {
-    let k = &config.kafka;
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers)
-        .set("group.id", &k.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", k.commit_interval_ms.to_string())
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        // High watermarks for the admin API's lag (overridable; 0 turns them off).
-        .set("statistics.interval.ms", "1000");
-    match k.group_protocol {
-        // Incremental rebalancing: a member joining or leaving moves only the partitions that
-        // change owner; the others keep working (and keep their uncommitted progress).
-        GroupProtocol::Classic => c
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", CLASSIC_SESSION_TIMEOUT_MS.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                CLASSIC_HEARTBEAT_INTERVAL_MS.to_string(),
-            ),
-        GroupProtocol::Consumer => c.set("group.protocol", "consumer"),
-    };
-    if !k.group_instance_id.is_empty() {
-        c.set("group.instance.id", &k.group_instance_id);
-    }
-    for (key, value) in k.client.iter().chain(k.consumer.iter()) {
-        c.set(key, value);
-    }
-    crate::produce::apply_auth(k, &mut c);
-    c
-}
-
-/// Builds the producer's librdkafka config: idempotent, then `[kafka.client]` and
-/// `[kafka.producer]` as given.
-pub fn producer_config(config: &crate::config::Config) -> ClientConfig {
-    let k = &config.kafka;
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "1")
-        // librdkafka can leave records queued after a broker restart until they time out (its
-        // default: 5 minutes, a partition held that long — seen in the chaos soak). `deliver`
-        // sends a timed-out record again, so a short timeout only turns such a stall into a retry.
-        .set("message.timeout.ms", "30000");
-    for (key, value) in k.client.iter().chain(k.producer.iter()) {
-        if key == "delivery.timeout.ms" {
-            c.remove("message.timeout.ms");
-        }
-        c.set(key, value);
-    }
-    crate::produce::apply_auth(k, &mut c);
-    c
 }
 
 impl Handler<PartitionRestarted> for ConsumerGroup {
@@ -449,11 +308,15 @@ impl Actor for ConsumerGroup {
             }
         });
         let deps = &self.shared.deps;
-        let context = GroupContext {
-            shared: self.shared.clone(),
-        };
+        let auth = AuthContext::new(MskAuth::for_config(
+            &deps.config.kafka,
+            deps.credentials.clone(),
+        ));
+        let context = GroupContext::new(self.shared.clone(), auth, &deps.config.kafka.input_topic);
         let consumer: GroupConsumer =
-            match consumer_config(&deps.config).create_with_context(context) {
+            match crate::kafka::client::pipeline_consumer(&deps.config.kafka)
+                .create_with_context(context)
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot create the Kafka consumer");
@@ -480,7 +343,7 @@ impl Actor for ConsumerGroup {
                     Ok(m) => {
                         let key = (m.topic().to_string(), m.partition());
                         let owned = m.detach();
-                        let addr = shared.partitions.lock().get(&key).cloned();
+                        let addr = shared.partitions.lock().get(&key).map(|h| h.addr.clone());
                         match addr {
                             Some(a) => {
                                 if a.send(Stray(owned)).await.is_err() {

@@ -18,12 +18,14 @@ pub mod deps;
 pub mod dlq;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
 pub mod features;
 pub mod group;
+pub mod kafka;
 pub mod metrics;
 pub mod partition;
 pub mod pipeline;
-pub mod produce;
 pub mod record;
 pub mod session;
 pub mod stage;

@@ -1,6 +1,6 @@
 //! Fixed-bucket histograms: lock-free to record from any actor thread, rendered in the Prometheus
 //! text exposition format by the admin API, and summarised as approximate quantiles for `/status`.
-//! They live in [`crate::stats::Stats`], shared through an `Arc` (no global recorder).
+//! They live in the pipeline's `Stats`, shared through an `Arc` (no global recorder).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

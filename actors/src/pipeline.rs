@@ -21,12 +21,14 @@ use crate::clients::model::ModelClient;
 use crate::clients::redis::create_pool;
 use crate::clients::zip_cache::ZipCache;
 use crate::config::Config;
-use crate::deps::{Deps, FaultHooks};
+use crate::deps::Deps;
 use crate::dlq::DlqActor;
 use crate::error::ClientError;
-use crate::group::{producer_config, ConsumerGroup, GroupShared, Shutdown};
+use crate::group::{ConsumerGroup, GroupShared, Shutdown};
+use crate::kafka::auth::{AuthContext, MskAuth};
+use crate::kafka::client::pipeline_producer;
+use crate::kafka::produce::create_producer;
 use crate::partition::{Control, ControlError, DrainReport};
-use crate::produce::{create_producer, AuthContext, MskAuth};
 use crate::stats::Stats;
 use crate::status::{Policies, StatusBoard};
 use crate::trace::Sampling;
@@ -196,7 +198,7 @@ pub struct Pipeline {
     group: Addr<ConsumerGroup>,
     dlq: Addr<DlqActor>,
     shared: Arc<GroupShared>,
-    producer: crate::produce::Producer,
+    producer: crate::kafka::produce::Producer,
     stats: Arc<Stats>,
     status: Arc<StatusBoard>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
@@ -207,18 +209,30 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the actor tree; must be called inside a running actix `System`.
     pub fn start(config: Arc<Config>) -> Result<Pipeline, StartError> {
-        Self::start_with_hooks(config, Arc::new(FaultHooks::default()))
+        Self::start_inner(
+            config,
+            #[cfg(feature = "fault-injection")]
+            Arc::default(),
+        )
     }
 
     /// Starts with fault-injection hooks (tests arm them).
+    #[cfg(feature = "fault-injection")]
     pub fn start_with_hooks(
         config: Arc<Config>,
-        hooks: Arc<FaultHooks>,
+        hooks: Arc<crate::fault_injection::FaultHooks>,
+    ) -> Result<Pipeline, StartError> {
+        Self::start_inner(config, hooks)
+    }
+
+    fn start_inner(
+        config: Arc<Config>,
+        #[cfg(feature = "fault-injection")] hooks: Arc<crate::fault_injection::FaultHooks>,
     ) -> Result<Pipeline, StartError> {
         let stats = Arc::new(Stats::default());
         let credentials = Arc::new(CredentialsProvider::default());
         let producer = create_producer(
-            &producer_config(&config),
+            &pipeline_producer(&config.kafka),
             AuthContext::new(MskAuth::for_config(&config.kafka, credentials.clone())),
         )?;
         let redis = create_pool(&config.redis)?;
@@ -263,6 +277,7 @@ impl Pipeline {
             breaker: breaker.clone(),
             credentials: credentials.clone(),
             status: status.clone(),
+            #[cfg(feature = "fault-injection")]
             hooks,
             sampling: Sampling::from_config(&config.tracing),
         };

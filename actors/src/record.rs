@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use rdkafka::message::{Header, OwnedHeaders};
+use chrono::Utc;
 use serde::Serialize;
 
 use crate::clients::model::Prediction;
-use crate::event::Event;
+use crate::event::{rfc3339, Event};
 use crate::features::{Features, ZipInfo};
 use crate::session::SessionSnapshot;
 use crate::trace::RecordTrace;
@@ -68,68 +67,7 @@ pub struct OutputRecord<'a> {
     pub processed_at: String,
 }
 
-/// Header counting how many times a record was replayed from the dead-letter topic.
-pub const REPLAY_COUNT_HEADER: &str = "clickpipe.replay.count";
-
-/// The `clickpipe.replay.count` header of a message (0 when absent or malformed).
-pub fn replay_count<M: rdkafka::Message>(m: &M) -> u32 {
-    use rdkafka::message::Headers as _;
-    m.headers()
-        .and_then(|h| {
-            h.iter()
-                .find(|h| h.key == REPLAY_COUNT_HEADER)
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Formats a time as RFC 3339 in UTC with millisecond precision.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 impl Record {
-    /// Headers naming where the record came from: `clickpipe.source.topic`, `.partition`,
-    /// `.offset` and, when the broker gave one, `.timestamp` (epoch ms). Output records and dead
-    /// letters both carry them, for lineage and end-to-end latency. A traced record's trace
-    /// context follows (`traceparent`, `tracestate`, `X-Amzn-Trace-Id` of its current stage span),
-    /// or the producer's context headers unchanged when the record was not traced here.
-    pub fn source_headers(&self, capacity: usize) -> OwnedHeaders {
-        let h = self.coordinates(OwnedHeaders::new_with_capacity(capacity + 7));
-        let h = match self.timestamp_ms {
-            Some(ts) => h.insert(Header {
-                key: "clickpipe.source.timestamp",
-                value: Some(ts.to_string().as_str()),
-            }),
-            None => h,
-        };
-        match &self.trace {
-            Some(trace) => trace.add_headers(h),
-            None => h,
-        }
-    }
-
-    /// `headers` with `clickpipe.source.topic`, `.partition` and `.offset`: where the record is.
-    pub fn coordinates(&self, headers: OwnedHeaders) -> OwnedHeaders {
-        let partition = self.partition.to_string();
-        let offset = self.offset.to_string();
-        headers
-            .insert(Header {
-                key: "clickpipe.source.topic",
-                value: Some(&*self.topic),
-            })
-            .insert(Header {
-                key: "clickpipe.source.partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "clickpipe.source.offset",
-                value: Some(offset.as_str()),
-            })
-    }
-
     /// The output record value, or None when a stage has not filled its part.
     pub fn output_json(&self) -> Option<Vec<u8>> {
         let event = self.event.as_ref()?;

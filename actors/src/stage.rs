@@ -364,9 +364,9 @@ mod tests {
         let sizes = Rc::new(RefCell::new(Vec::new()));
         let seen = Rc::new(RefCell::new(Vec::new()));
         let sink = Sink(seen.clone()).start();
-        let producer = crate::produce::create_producer(
+        let producer = crate::kafka::produce::create_producer(
             ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1"),
-            crate::produce::AuthContext::default(),
+            crate::kafka::auth::AuthContext::default(),
         )
         .expect("producer (no connection is made)");
         let stats = Arc::new(Stats::default());

@@ -1,6 +1,7 @@
-//! The supervision vocabulary of clickpipe, in one place. actix restarts an actor only when it
-//! stops and does not supervise panics at all; this module supplies what the actor tree uses
-//! instead.
+//! Supervision in clickpipe, in one place. actix restarts an actor only when it stops and does
+//! not supervise panics at all; this module supplies what the actor tree uses instead: the
+//! restart intensity ([`RestartTracker`]), the failure report ([`ChildFailed`]) and the backoff.
+//! The policies each actor follows:
 //!
 //! | term | meaning | where |
 //! | --- | --- | --- |
@@ -9,7 +10,6 @@
 //! | restart policy **never** | not restarted; its failure escalates to its supervisor | the consumer-group and dead-letter actors (the root escalates to the process: exit non-zero) |
 //! | strategy **one-for-one** | a failed child is restarted alone | the root, across partitions |
 //! | strategy **one-for-all** | all children are restarted together | a partition over its stages: in-flight records are dropped together and re-read from the last committed offset, so state stays consistent |
-//! | strategy **rest-for-one** | the failed child and those started after it are restarted | (vocabulary only; unused) |
 //! | **intensity** | at most `max_restarts` within `window`; one more and the supervisor gives up | partition: paused and reported failed; root: the process exits with code 3 |
 //! | **backoff** | exponential with full jitter between restarts, `initial` doubling up to `max` | every restart |
 //!
@@ -22,28 +22,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use actix::Message;
-
-/// When a child is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// Always.
-    Permanent,
-    /// Only after an abnormal exit.
-    Transient,
-    /// Never: the failure escalates.
-    Never,
-}
-
-/// Which children a supervisor restarts when one fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// The failed child alone.
-    OneForOne,
-    /// All children.
-    OneForAll,
-    /// The failed child and every child started after it.
-    RestForOne,
-}
 
 /// How many restarts a supervisor allows within a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

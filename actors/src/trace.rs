@@ -304,12 +304,15 @@ impl RecordTrace {
     }
 }
 
-/// The client span of a call made for a whole batch: child of the first traced record's stage
-/// span, linked to the other traced records' stage spans. None when no record is traced.
-pub fn batch_span(name: &'static str, batch: &[crate::record::Record]) -> Option<Span> {
-    let mut spans = batch
-        .iter()
-        .filter_map(|r| r.trace.as_deref().and_then(RecordTrace::stage_span));
+/// The client span of a call made for a batch of `size` records, whose traced records' traces are
+/// `traces`: child of the first one's stage span, linked to the others' stage spans. None when no
+/// record is traced.
+pub fn batch_span<'a>(
+    name: &'static str,
+    size: usize,
+    traces: impl Iterator<Item = &'a RecordTrace>,
+) -> Option<Span> {
+    let mut spans = traces.filter_map(RecordTrace::stage_span);
     let first = spans.next()?;
     let span = tracing::info_span!(
         target: TARGET,
@@ -317,7 +320,7 @@ pub fn batch_span(name: &'static str, batch: &[crate::record::Record]) -> Option
         "call",
         otel.name = name,
         otel.kind = "client",
-        clickpipe.batch.size = batch.len(),
+        clickpipe.batch.size = size,
     );
     for other in spans {
         let cx = other.context();

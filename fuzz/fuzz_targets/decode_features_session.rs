@@ -33,7 +33,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use chrono::{DateTime, TimeZone, Utc};
 use clickpipe_actors::error::{ErrorKind, Failure, Stage, MAX_MESSAGE_BYTES};
-use clickpipe_actors::event::{decode, Event, Limits, MAX_WINDOW_S};
+use clickpipe_actors::config::MAX_WINDOW_S;
+use clickpipe_actors::event::{decode, Event, Limits};
 use clickpipe_actors::features::{compute, Features, ZipInfo, DEVICES, EVENT_TYPES};
 use clickpipe_actors::session::{advance, parse_snapshot, SessionSnapshot, SessionState};
 use libfuzzer_sys::fuzz_target;

@@ -53,7 +53,7 @@ async fn status(state: web::Data<IngestState>) -> HttpResponse {
         "index": c.index,
         "topic": state.config.kafka.input_topic,
         "point_in_time": *s.pit.lock(),
-        "newest_sent": (newest > 0).then(|| Utc.timestamp_millis_opt(newest).single().map(clickpipe_actors::record::rfc3339)).flatten(),
+        "newest_sent": (newest > 0).then(|| Utc.timestamp_millis_opt(newest).single().map(clickpipe_actors::event::rfc3339)).flatten(),
         "cursor_lag_seconds": cursor_lag_s(s),
         "caught_up": s.caught_up.load(Ordering::Relaxed),
         "documents": s.documents.load(Ordering::Relaxed),

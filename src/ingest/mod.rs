@@ -27,15 +27,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use clickpipe_actors::config::Config;
-use clickpipe_actors::dlq::{write, Letter};
+use clickpipe_actors::dlq::{headers, write, Letter};
 use clickpipe_actors::error::{bounded, ErrorKind, Retry, Stage, MAX_MESSAGE_BYTES};
 use clickpipe_actors::event::decode;
+use clickpipe_actors::event::rfc3339;
+use clickpipe_actors::kafka::auth::{AuthContext, MskAuth};
+use clickpipe_actors::kafka::produce::{create_producer, deliver, Producer};
 use clickpipe_actors::metrics::Histogram;
-use clickpipe_actors::produce::deliver;
-use clickpipe_actors::produce::{create_producer, AuthContext, MskAuth, Producer};
-use clickpipe_actors::record::rfc3339;
 use parking_lot::Mutex;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -183,7 +183,7 @@ pub async fn run(
     let client = SearchClient::new(&cfg.ingest)?;
     let credentials = Arc::new(clickpipe_actors::clients::aws::CredentialsProvider::default());
     let producer = create_producer(
-        &clickpipe_actors::group::producer_config(&cfg),
+        &clickpipe_actors::kafka::client::pipeline_producer(&cfg.kafka),
         AuthContext::new(MskAuth::for_config(&cfg.kafka, credentials)),
     )
     .context("cannot create the Kafka producer")?;
@@ -502,16 +502,9 @@ pub fn event_of(hit: &Hit) -> (Vec<u8>, String) {
     (value, key)
 }
 
-fn source_headers(cfg: &Config, hit: &Hit, headers: OwnedHeaders) -> OwnedHeaders {
-    headers
-        .insert(Header {
-            key: "clickpipe.source.index",
-            value: Some(cfg.ingest.index.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.source.id",
-            value: Some(hit.id.as_str()),
-        })
+fn source_headers(cfg: &Config, hit: &Hit, h: OwnedHeaders) -> OwnedHeaders {
+    let h = headers::with(h, headers::SOURCE_INDEX, &cfg.ingest.index);
+    headers::with(h, headers::SOURCE_ID, &hit.id)
 }
 
 /// Writes a document the pipeline would reject to the dead-letter topic (truncated, or minimal,
@@ -526,34 +519,19 @@ async fn dead_letter(
 ) {
     let failed_at = rfc3339(Utc::now());
     let reason = bounded(reason, MAX_MESSAGE_BYTES);
-    let why = |headers: OwnedHeaders| {
-        headers
-            .insert(Header {
-                key: "clickpipe.error.kind",
-                value: Some(ErrorKind::InvalidEvent.as_str()),
-            })
-            .insert(Header {
-                key: "clickpipe.error.message",
-                value: Some(reason.as_ref()),
-            })
-            .insert(Header {
-                key: "clickpipe.error.stage",
-                value: Some(Stage::Ingest.as_str()),
-            })
+    let why = |h: OwnedHeaders| {
+        headers::why(
+            h,
+            ErrorKind::InvalidEvent.as_str(),
+            &reason,
+            Stage::Ingest.as_str(),
+        )
     };
-    let headers = why(source_headers(cfg, hit, OwnedHeaders::new_with_capacity(8)))
-        .insert(Header {
-            key: "clickpipe.attempts",
-            value: Some("1"),
-        })
-        .insert(Header {
-            key: "clickpipe.failed_at",
-            value: Some(failed_at.as_str()),
-        });
+    let whole = why(source_headers(cfg, hit, OwnedHeaders::new_with_capacity(8)));
     let letter = Letter {
         key: Some(hit.id.as_bytes()),
         payload: value,
-        headers,
+        headers: headers::when(whole, 1, &failed_at),
         minimal: why(source_headers(cfg, hit, OwnedHeaders::new_with_capacity(6))),
     };
     let form = write(producer, &cfg.kafka.dlq_topic, letter).await;

@@ -22,7 +22,7 @@ use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer};
 use clickpipe::model_server::{configure, Model};
 use clickpipe_actors::config::Config;
-use clickpipe_actors::deps::FaultHooks;
+use clickpipe_actors::fault_injection::FaultHooks;
 use clickpipe_actors::partition::DrainReport;
 use clickpipe_actors::pipeline::{Pipeline, PipelineHandle};
 use clickpipe_actors::stats::Stats;

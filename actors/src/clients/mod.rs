@@ -4,7 +4,6 @@
 pub mod aws;
 pub mod breaker;
 pub mod model;
-pub mod msk;
 pub mod redis;
 pub mod zip_cache;
 

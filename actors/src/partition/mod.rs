@@ -10,7 +10,7 @@
 pub mod tracker;
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use crate::deps::Deps;
 use crate::dlq::{Completed, DeadLetter};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::event::decode;
-use crate::group::{GroupConsumer, GroupContext};
+use crate::kafka::consumer::{GroupConsumer, GroupContext};
 use crate::record::Record;
 use crate::stage::{Batch, StageActor, StageHealth, StopStage, Wiring};
 use crate::stages::{emit::Emit, enrich::Enrich, infer::Infer, lookup::Lookup};
@@ -123,6 +123,28 @@ pub enum ControlError {
 #[rtype(result = "()")]
 pub struct Stray(pub OwnedMessage);
 
+/// The next offset a partition stored for commit, shared with the group that hosts it: when the
+/// partition's actor dies outside its supervised code, the group restarts it from there.
+#[derive(Debug, Clone)]
+pub struct StoredOffset(Arc<AtomicI64>);
+
+impl Default for StoredOffset {
+    fn default() -> Self {
+        StoredOffset(Arc::new(AtomicI64::new(-1)))
+    }
+}
+
+impl StoredOffset {
+    /// The stored offset, if any.
+    pub fn get(&self) -> Option<i64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|o| *o >= 0)
+    }
+
+    fn set(&self, offset: Option<i64>) {
+        self.0.store(offset.unwrap_or(-1), Ordering::Release);
+    }
+}
+
 /// The partition actor.
 pub struct PartitionActor {
     topic: Arc<str>,
@@ -132,7 +154,7 @@ pub struct PartitionActor {
     deps: Deps,
     permits: Rc<Semaphore>,
     tracker: OffsetTracker,
-    stored: Option<i64>,
+    stored: StoredOffset,
     lookup: Option<Addr<StageActor<Lookup>>>,
     stages: Vec<Recipient<StopStage>>,
     stop: Rc<Notify>,
@@ -165,6 +187,7 @@ impl PartitionActor {
         queue: PartitionQueue,
         deps: Deps,
         root: Recipient<PartitionRestarted>,
+        stored: StoredOffset,
     ) -> Self {
         let permits = Rc::new(Semaphore::new(deps.config.pipeline.max_in_flight));
         let sv = &deps.config.supervision;
@@ -180,7 +203,7 @@ impl PartitionActor {
             deps,
             permits,
             tracker: OffsetTracker::default(),
-            stored: None,
+            stored,
             lookup: None,
             stages: Vec::new(),
             stop: Rc::new(Notify::new()),
@@ -236,12 +259,10 @@ impl PartitionActor {
             mailbox,
         )
         .start();
-        let enrich = StageActor::new(
-            Enrich::new(&cfg, self.deps.hooks.clone()),
-            wiring(infer.clone().recipient()),
-            mailbox,
-        )
-        .start();
+        let enrich = Enrich::new(&cfg);
+        #[cfg(feature = "fault-injection")]
+        let enrich = enrich.with_hooks(self.deps.hooks.clone());
+        let enrich = StageActor::new(enrich, wiring(infer.clone().recipient()), mailbox).start();
         let lookup = StageActor::new(
             Lookup::new(
                 &cfg,
@@ -351,7 +372,7 @@ impl PartitionActor {
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 timestamp_ms: m.timestamp().to_millis(),
-                replay_count: crate::record::replay_count(&m),
+                replay_count: crate::dlq::headers::replay_count(&m),
                 received: now,
                 event: None,
                 zip: None,
@@ -431,7 +452,7 @@ impl PartitionActor {
         let Some(next) = self.tracker.committable() else {
             return;
         };
-        if self.stored == Some(next) {
+        if self.stored.get() == Some(next) {
             return;
         }
         // rd_kafka_offset_store stores `offset + 1`: pass the last finished offset.
@@ -441,7 +462,7 @@ impl PartitionActor {
         {
             Ok(()) => {
                 tracing::trace!(partition = self.partition, next, "offset stored");
-                self.stored = Some(next)
+                self.stored.set(Some(next))
             }
             Err(e) => {
                 tracing::debug!(partition = self.partition, error = %e, "offset store failed")
@@ -575,7 +596,7 @@ impl PartitionActor {
             topic: self.topic.to_string(),
             partition: self.partition,
             state,
-            committed_offset: self.stored,
+            committed_offset: self.stored.get(),
             position: self.tracker.position(),
             high_watermark: None,
             lag: None,
@@ -663,7 +684,7 @@ impl PartitionActor {
         tracing::info!(partition = self.partition, offset, "seek by an operator");
         self.stop_stages();
         self.tracker = OffsetTracker::resumed_at(offset);
-        self.stored = None;
+        self.stored.set(None);
         self.store();
         // Commit the new position now (the stored offset only moves once a record finishes, and
         // offset 0 cannot be stored at all), so a crash right after the seek resumes from it.

@@ -9,7 +9,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::error::{ErrorKind, Failure, Stage};
-use crate::produce::{deliver, Producer};
+use crate::kafka::produce::{deliver, Producer};
 use crate::record::Record;
 use crate::stage::{Outcome, StageLogic};
 use crate::stats::Stats;
@@ -66,7 +66,7 @@ impl StageLogic for Emit {
                         topic,
                         r.key.as_deref(),
                         &value,
-                        r.source_headers(0),
+                        crate::dlq::headers::source(r, 0),
                     )
                     .await
                     .map_err(|e| format!("output record rejected: {e}"))

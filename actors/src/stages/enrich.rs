@@ -1,13 +1,15 @@
 //! The enrich stage: pure feature computation from the event and what Redis said.
 
+#[cfg(feature = "fault-injection")]
 use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::config::Config;
-use crate::deps::{FaultHooks, PANIC_EVENT_TYPE};
 use crate::error::{ErrorKind, Failure, Stage};
+#[cfg(feature = "fault-injection")]
+use crate::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
 use crate::features::compute;
 use crate::record::Record;
 use crate::stage::{Outcome, StageLogic};
@@ -16,17 +18,26 @@ use crate::stage::{Outcome, StageLogic};
 pub struct Enrich {
     default_income: f64,
     max_batch: usize,
+    #[cfg(feature = "fault-injection")]
     hooks: Arc<FaultHooks>,
 }
 
 impl Enrich {
     /// An enrich stage.
-    pub fn new(config: &Config, hooks: Arc<FaultHooks>) -> Self {
+    pub fn new(config: &Config) -> Self {
         Enrich {
             default_income: config.features.default_zip_median_income,
             max_batch: config.pipeline.max_batch,
-            hooks,
+            #[cfg(feature = "fault-injection")]
+            hooks: Arc::new(FaultHooks::default()),
         }
+    }
+
+    /// The stage with the tests' fault-injection hooks.
+    #[cfg(feature = "fault-injection")]
+    pub fn with_hooks(mut self, hooks: Arc<FaultHooks>) -> Self {
+        self.hooks = hooks;
+        self
     }
 }
 
@@ -41,13 +52,16 @@ impl StageLogic for Enrich {
 
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
         let income = self.default_income;
-        let armed = batch.iter().any(|r| {
-            r.event
-                .as_ref()
-                .is_some_and(|e| e.event_type == PANIC_EVENT_TYPE)
-        });
-        if armed && self.hooks.take_enrich_panic() {
-            panic!("injected panic in enrich (test hook)");
+        #[cfg(feature = "fault-injection")]
+        {
+            let armed = batch.iter().any(|r| {
+                r.event
+                    .as_ref()
+                    .is_some_and(|e| e.event_type == PANIC_EVENT_TYPE)
+            });
+            if armed && self.hooks.take_enrich_panic() {
+                panic!("injected panic in enrich (test hook)");
+            }
         }
         let out = batch
             .into_iter()

@@ -115,7 +115,11 @@ impl StageLogic for Infer {
                     })
                 };
                 // A traced batch gets one client span for the call; its context goes on the request.
-                let call = trace::batch_span("POST /invocations", &batch);
+                let call = trace::batch_span(
+                    "POST /invocations",
+                    batch.len(),
+                    batch.iter().filter_map(|r| r.trace.as_deref()),
+                );
                 let headers = call
                     .as_ref()
                     .map(trace::context_headers)

@@ -87,7 +87,11 @@ impl StageLogic for Lookup {
                 return rejected;
             }
             // A traced batch gets one client span for its Redis round trips.
-            let call = trace::batch_span("redis lookup", &batch);
+            let call = trace::batch_span(
+                "redis lookup",
+                batch.len(),
+                batch.iter().filter_map(|r| r.trace.as_deref()),
+            );
             if let Some(span) = &call {
                 span.set_attribute("db.system.name", "redis");
             }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use clickpipe_actors::config::{Config, KafkaConfig};
+use clickpipe_actors::kafka::client;
 use rdkafka::config::ClientConfig;
 
 /// Command-line options every peer takes.
@@ -27,29 +28,27 @@ impl PeerArgs {
     }
 }
 
-/// Consumer settings as clickpipe's (low fetch wait, cooperative-sticky, read from the earliest
-/// offset of a new group, `[kafka.client]` and `[kafka.consumer]` applied), with automatic offset
-/// commits of every record handed out unless `manual_commit`.
+/// Consumer settings as clickpipe's (clickpipe's client builder: `[kafka.client]` and
+/// `[kafka.consumer]` applied, authentication), reading from the earliest offset of a new group,
+/// with automatic offset commits of every record handed out unless `manual_commit`.
 pub fn consumer_config(k: &KafkaConfig, group: &str, manual_commit: bool) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers)
-        .set("group.id", group)
-        .set(
+    client::consumer(k)
+        .default(
             "enable.auto.commit",
             if manual_commit { "false" } else { "true" },
         )
-        .set("auto.commit.interval.ms", k.commit_interval_ms.to_string())
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
-    for (key, value) in k.client.iter().chain(k.consumer.iter()) {
-        c.set(key, value);
-    }
-    c
+        .default("auto.commit.interval.ms", k.commit_interval_ms.to_string())
+        .default("auto.offset.reset", "earliest")
+        .default("enable.partition.eof", "false")
+        .force("group.id", group)
+        .build()
 }
 
 /// Producer settings: exactly clickpipe's (idempotent, `linger.ms` 1, `[kafka.client]` and
 /// `[kafka.producer]` applied).
-pub use clickpipe_actors::group::producer_config;
+pub fn producer_config(config: &Config) -> ClientConfig {
+    client::pipeline_producer(&config.kafka)
+}
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn stop_signal() {

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use clickpipe_actors::clients::aws::CredentialsProvider;
 use clickpipe_actors::config::Config;
-use clickpipe_actors::produce::{
-    create_producer, AuthContext, MskAuth, Producer as ReplayProducer,
-};
-use rdkafka::config::ClientConfig;
+use clickpipe_actors::kafka::auth::{AuthContext, MskAuth};
+use clickpipe_actors::kafka::client;
+use clickpipe_actors::kafka::produce::{create_producer, Producer as ReplayProducer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
@@ -81,20 +80,16 @@ fn run_inner(
 ) -> Result<Outcome, String> {
     let k = &config.kafka;
     let group = replay_group(config);
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &k.brokers);
-    for (key, value) in &k.client {
-        cc.set(key, value);
-    }
-    cc.set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
+    let cc = client::consumer(k)
+        .force("group.id", &group)
+        .force("enable.auto.commit", "false")
+        .force("enable.auto.offset.store", "false")
+        .force("enable.partition.eof", "true")
+        .force("auto.offset.reset", "earliest")
         // It never joins the group; this bounds how long a commit waits for an unavailable
         // coordinator.
-        .set("session.timeout.ms", "10000");
-    clickpipe_actors::produce::apply_auth(k, &mut cc);
+        .force("session.timeout.ms", "10000")
+        .build();
     // Its own credentials cache: the job runs on a thread of its own.
     let credentials = std::sync::Arc::new(CredentialsProvider::default());
     let context = AuthContext::new(MskAuth::for_config(k, credentials));
@@ -193,15 +188,8 @@ fn run_inner(
         return Ok(Outcome::Done);
     }
     if !filter.dry_run {
-        let mut pc = ClientConfig::new();
-        pc.set("bootstrap.servers", &k.brokers)
-            .set("enable.idempotence", "true");
-        for (key, value) in k.client.iter().chain(k.producer.iter()) {
-            pc.set(key, value);
-        }
-        clickpipe_actors::produce::apply_auth(k, &mut pc);
         replay.producer = Some(
-            create_producer(&pc, context)
+            create_producer(&client::pipeline_producer(k), context)
                 .map_err(|e| format!("cannot create the replay producer: {e}"))?,
         );
     }

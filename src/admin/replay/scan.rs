@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
-use clickpipe_actors::record::{replay_count, REPLAY_COUNT_HEADER};
+use clickpipe_actors::dlq::headers::{self, replay_count, REPLAY_COUNT};
 use futures::FutureExt;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer, PurgeConfig};
 use rdkafka::Offset;
 
@@ -29,14 +29,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a stopping job (cancelled, past its deadline, failed) waits for the deliveries
 /// already sent to the broker before it gives up on knowing their outcome.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-fn header_str<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
-    headers?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
 
 impl Replay<'_> {
     /// Reads up to the ends; returns why it stopped early, if it did.
@@ -97,9 +89,12 @@ impl Replay<'_> {
                 continue;
             }
             self.job.scanned.fetch_add(1, Ordering::Relaxed);
-            let headers = msg.headers();
-            let kind = header_str(headers, "clickpipe.error.kind").unwrap_or("");
-            let failed_at = header_str(headers, "clickpipe.failed_at")
+            let h = msg.headers();
+            let kind = h
+                .and_then(|h| headers::get(h, headers::ERROR_KIND))
+                .unwrap_or("");
+            let failed_at = h
+                .and_then(|h| headers::get(h, headers::FAILED_AT))
                 .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
                 .map(|t| t.timestamp_millis())
                 .or_else(|| msg.timestamp().to_millis());
@@ -126,13 +121,9 @@ impl Replay<'_> {
                 continue; // a dry run
             };
             let next = (count + 1).to_string();
-            let headers = OwnedHeaders::new().insert(Header {
-                key: REPLAY_COUNT_HEADER,
-                value: Some(next.as_str()),
-            });
             let mut record = FutureRecord::to(&k.input_topic)
                 .payload(msg.payload().unwrap_or_default())
-                .headers(headers);
+                .headers(headers::with(OwnedHeaders::new(), REPLAY_COUNT, &next));
             if let Some(key) = msg.key() {
                 record = record.key(key);
             }

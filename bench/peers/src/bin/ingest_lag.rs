@@ -18,7 +18,6 @@ use clickpipe::loadgen::LatencySummary;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use serde_json::json;
 
@@ -149,12 +148,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     // The reader: every event's receive time, by event id.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", format!("ingest-lag-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "1")
+    let consumer: BaseConsumer = clickpipe_actors::kafka::client::consumer(&cfg.kafka)
+        .force("group.id", format!("ingest-lag-{}", std::process::id()))
+        .force("auto.offset.reset", "earliest")
+        .force("enable.auto.commit", "false")
+        .force("fetch.wait.max.ms", "1")
+        .build()
         .create()
         .context("consumer")?;
     // Assigned, not subscribed: reading starts at once, before the first document is indexed.

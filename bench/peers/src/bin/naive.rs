@@ -11,13 +11,15 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use clickpipe_actors::clients::model::Prediction;
 use clickpipe_actors::config::Config;
+use clickpipe_actors::dlq::headers;
+use clickpipe_actors::event::rfc3339;
 use clickpipe_actors::event::{decode, Event, Limits};
 use clickpipe_actors::features::{compute, Features, ZipInfo};
-use clickpipe_actors::record::{rfc3339, OutputRecord};
+use clickpipe_actors::record::OutputRecord;
 use clickpipe_actors::session::{advance, SessionState};
 use clickpipe_bench::{consumer_config, producer_config, stop_signal, PeerArgs};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::MultiplexedConnection;
@@ -108,15 +110,10 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
             Err((kind, reason)) => (
                 k.dlq_topic.clone(),
                 m.payload().unwrap_or_default().to_vec(),
-                OwnedHeaders::new()
-                    .insert(Header {
-                        key: "clickpipe.error.kind",
-                        value: Some(kind),
-                    })
-                    .insert(Header {
-                        key: "clickpipe.error.message",
-                        value: Some(reason.as_str()),
-                    }),
+                {
+                    let h = headers::with(OwnedHeaders::new(), headers::ERROR_KIND, kind);
+                    headers::with(h, headers::ERROR_MESSAGE, &reason)
+                },
             ),
         };
         let mut rec = FutureRecord::to(&topic).payload(&value).headers(headers);

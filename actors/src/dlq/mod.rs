@@ -18,11 +18,14 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::Utc;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
+
+pub mod headers;
 
 use crate::error::Failure;
-use crate::produce::{deliver, Producer};
-use crate::record::{rfc3339, Record};
+use crate::event::rfc3339;
+use crate::kafka::produce::{deliver, Producer};
+use crate::record::Record;
 use crate::stats::Stats;
 
 /// How much of a too-large payload is kept.
@@ -114,15 +117,12 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
         Err(e) => e,
     };
     let size = payload.len().to_string();
-    let marker = || Header {
-        key: "clickpipe.payload.truncated",
-        value: Some(size.as_str()),
-    };
+    let mark = |h: OwnedHeaders| headers::with(h, headers::PAYLOAD_TRUNCATED, &size);
     if payload.len() > TRUNCATED_PAYLOAD_BYTES {
         tracing::warn!(error = %refused, size = payload.len(),
             "dead letter too large for the broker; writing it truncated");
         let cut = &payload[..TRUNCATED_PAYLOAD_BYTES];
-        match deliver(producer, topic, key, cut, headers.insert(marker())).await {
+        match deliver(producer, topic, key, cut, mark(headers)).await {
             Ok(()) => return Form::Truncated,
             Err(e) => {
                 tracing::warn!(error = %e, "truncated dead letter refused; writing it minimal")
@@ -135,7 +135,7 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
     // A size refusal can be a batch-mate's: the broker refuses a whole batch that is over the
     // topic's `max.message.bytes`. The minimal letter (a few hundred bytes) is tried again, in a
     // batch of its own, until it is written.
-    let minimal = minimal.insert(marker());
+    let minimal = mark(minimal);
     let mut attempt = 0u32;
     loop {
         match deliver(producer, topic, None, &[], minimal.clone()).await {
@@ -156,47 +156,28 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
 
 /// The headers of a minimal dead letter: kind, stage, message and the source's coordinates.
 pub fn minimal_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
-    record.coordinates(why(failure, OwnedHeaders::new_with_capacity(7)))
+    headers::coordinates(record, why(failure, OwnedHeaders::new_with_capacity(7)))
 }
 
-/// `headers` with `clickpipe.error.kind`, `.message` and `.stage`.
-fn why(failure: &Failure, headers: OwnedHeaders) -> OwnedHeaders {
-    headers
-        .insert(Header {
-            key: "clickpipe.error.kind",
-            value: Some(failure.kind.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.error.message",
-            value: Some(failure.message()),
-        })
-        .insert(Header {
-            key: "clickpipe.error.stage",
-            value: Some(failure.stage.as_str()),
-        })
+/// `headers` with why `failure` happened (kind, message, stage).
+fn why(failure: &Failure, h: OwnedHeaders) -> OwnedHeaders {
+    headers::why(
+        h,
+        failure.kind.as_str(),
+        failure.message(),
+        failure.stage.as_str(),
+    )
 }
 
 /// The headers of a dead letter.
 pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
-    let attempts = failure.attempts.to_string();
     let failed_at = rfc3339(Utc::now());
-    let replays = record.replay_count.to_string();
-    let headers = why(failure, record.source_headers(6))
-        .insert(Header {
-            key: "clickpipe.attempts",
-            value: Some(attempts.as_str()),
-        })
-        .insert(Header {
-            key: "clickpipe.failed_at",
-            value: Some(failed_at.as_str()),
-        });
+    let h = why(failure, headers::source(record, 6));
+    let h = headers::when(h, failure.attempts, &failed_at);
     if record.replay_count > 0 {
-        headers.insert(Header {
-            key: crate::record::REPLAY_COUNT_HEADER,
-            value: Some(replays.as_str()),
-        })
+        headers::with(h, headers::REPLAY_COUNT, &record.replay_count.to_string())
     } else {
-        headers
+        h
     }
 }
 

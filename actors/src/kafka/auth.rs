@@ -1,16 +1,98 @@
-//! Amazon MSK IAM authentication: the SASL/OAUTHBEARER token librdkafka asks for (through
-//! `ClientContext::generate_oauth_token`, on its own thread, before it expires) is a presigned
-//! `kafka-cluster:Connect` URL for `kafka.{region}.amazonaws.com`, signed with SigV4 for 15
-//! minutes and base64url-encoded — what AWS's `aws-msk-iam-sasl-signer` libraries make.
+//! Kafka authentication. With `kafka.auth = msk_iam` every client speaks SASL/OAUTHBEARER over
+//! TLS, and librdkafka asks the client context ([`AuthContext`], through
+//! `ClientContext::generate_oauth_token`, on its own thread, before a token expires) for a token:
+//! a presigned `kafka-cluster:Connect` URL for `kafka.{region}.amazonaws.com`, signed with SigV4
+//! for 15 minutes and base64url-encoded — what AWS's `aws-msk-iam-sasl-signer` libraries make.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{
     sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
 };
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::ClientConfig;
 
-use crate::clients::aws::Credentials;
+use crate::clients::aws::{Credentials, CredentialsProvider};
+use crate::config::{KafkaAuth, KafkaConfig};
 use crate::error::ClientError;
+
+/// Every Kafka client's context: the MSK IAM token when `kafka.auth = msk_iam`.
+#[derive(Clone, Default)]
+pub struct AuthContext {
+    msk: Option<MskAuth>,
+}
+
+/// What an MSK IAM token needs.
+#[derive(Clone)]
+pub struct MskAuth {
+    region: String,
+    credentials: Arc<CredentialsProvider>,
+}
+
+impl MskAuth {
+    /// The MSK IAM signer for `kafka`, or None when `kafka.auth` is not `msk_iam`.
+    pub fn for_config(kafka: &KafkaConfig, credentials: Arc<CredentialsProvider>) -> Option<Self> {
+        (kafka.auth == KafkaAuth::MskIam).then(|| MskAuth {
+            region: kafka.region.clone(),
+            credentials,
+        })
+    }
+
+    /// A fresh token for librdkafka (called on its thread, which may block).
+    pub fn oauth_token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let credentials = self.credentials.get_blocking()?;
+        let token = token(&credentials, &self.region, std::time::SystemTime::now())?;
+        Ok(OAuthToken {
+            token: token.value,
+            principal_name: String::new(),
+            lifetime_ms: token.expires_ms,
+        })
+    }
+}
+
+impl AuthContext {
+    /// A context signing MSK IAM tokens when `msk` is set.
+    pub fn new(msk: Option<MskAuth>) -> Self {
+        AuthContext { msk }
+    }
+
+    /// The context `kafka` asks for, with a credentials cache of its own (for a client that
+    /// does not share the pipeline's).
+    pub fn for_kafka(kafka: &KafkaConfig) -> Self {
+        AuthContext::new(MskAuth::for_config(
+            kafka,
+            Arc::new(CredentialsProvider::default()),
+        ))
+    }
+}
+
+impl ClientContext for AuthContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        match &self.msk {
+            Some(msk) => msk.oauth_token(),
+            None => Err("OAUTHBEARER asked for, but kafka.auth is not msk_iam".into()),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for AuthContext {}
+
+/// With `kafka.auth = msk_iam`: SASL over TLS with OAUTHBEARER tokens from the client context.
+pub(crate) fn apply_auth(kafka: &KafkaConfig, config: &mut ClientConfig) {
+    if kafka.auth == KafkaAuth::MskIam {
+        config
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanism", "OAUTHBEARER");
+    }
+}
 
 /// How long a token is valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -84,17 +166,7 @@ fn encode(v: &str) -> String {
 
 /// URL-safe base64 without padding.
 fn base64url(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..=chunk.len() {
-            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(b)
 }
 
 #[cfg(test)]
@@ -102,20 +174,7 @@ mod tests {
     use super::*;
 
     fn decode(s: &str) -> Vec<u8> {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut bits = 0u32;
-        let mut n = 0;
-        let mut out = Vec::new();
-        for c in s.bytes() {
-            let v = T.iter().position(|&t| t == c).expect("base64url") as u32;
-            bits = (bits << 6) | v;
-            n += 6;
-            if n >= 8 {
-                n -= 8;
-                out.push((bits >> n) as u8);
-            }
-        }
-        out
+        URL_SAFE_NO_PAD.decode(s).expect("base64url")
     }
 
     #[test]
