@@ -1,0 +1,205 @@
+//! The typed configuration of clickpipe, one file per section, each with its own `validate()`.
+//! Loading and layering (compiled-in defaults, a TOML file, `CLICKPIPE__SECTION__KEY` environment
+//! variables) lives in the binary; this module only defines the shape, the defaults a field falls
+//! back to, and the checks run once at start-up.
+//!
+//! Every struct denies unknown keys, so a typo in a config file stops start-up with the key named.
+
+mod ingest;
+mod kafka;
+mod model;
+mod pipeline;
+mod redis;
+mod service;
+mod tracing;
+
+use serde::{Deserialize, Serialize};
+
+pub use ingest::IngestConfig;
+pub use kafka::{
+    GroupProtocol, KafkaAuth, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS,
+    CLASSIC_SESSION_TIMEOUT_MS, MANAGED_CLIENT_KEYS,
+};
+pub use model::{ModelConfig, ModelKind};
+pub use pipeline::{FeaturesConfig, PipelineConfig, SupervisionConfig};
+pub use redis::{RedisConfig, UnavailablePolicy};
+pub use service::{AdminConfig, LoadgenConfig, LogConfig, MetricsConfig, ModelServerConfig};
+pub use tracing::{TracingConfig, SAMPLERS};
+
+/// The widest event-time window (`features.max_event_age_s`, `features.max_event_lead_s`) a
+/// config may set on either side of now (100 years).
+pub const MAX_WINDOW_S: u64 = 100 * 365 * 24 * 3600;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection, topics and librdkafka pass-through settings.
+    pub kafka: KafkaConfig,
+    /// Redis (ElastiCache) connection and key layout.
+    pub redis: RedisConfig,
+    /// The model endpoint and how it is called.
+    pub model: ModelConfig,
+    /// Feature computation settings.
+    pub features: FeaturesConfig,
+    /// Actor pipeline sizing: workers, batches, mailboxes, in-flight bound.
+    pub pipeline: PipelineConfig,
+    /// Restart intensity and backoff of the supervisors.
+    pub supervision: SupervisionConfig,
+    /// The admin HTTP API.
+    pub admin: AdminConfig,
+    /// The reference model server (`clickpipe model-server`).
+    pub model_server: ModelServerConfig,
+    /// The synthetic load generator (`clickpipe loadgen`).
+    pub loadgen: LoadgenConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Metrics exported besides `/metrics` (CloudWatch Embedded Metric Format).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry trace export (OTLP/HTTP to a collector such as ADOT, then X-Ray).
+    #[serde(default)]
+    pub tracing: TracingConfig,
+    /// The Elasticsearch / OpenSearch tailer (`clickpipe ingest`).
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// A configuration value that is not acceptable, with the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `kafka.brokers`.
+    pub key: String,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+pub(crate) fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Checks every value and every relation between values; the first problem is returned with the
+    /// key that holds it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
+        self.redis.validate()?;
+        self.model.validate()?;
+        self.supervision.validate()?;
+        self.features.validate()?;
+        self.pipeline.validate()?;
+        self.validate_group_timing()?;
+        self.admin.validate()?;
+        self.metrics.validate()?;
+        self.tracing.validate()?;
+        self.ingest.validate()?;
+        self.model_server.validate()?;
+        self.loadgen.validate()?;
+        self.log.validate()
+    }
+
+    /// The drain timeout against the consumer's poll interval and session.
+    fn validate_group_timing(&self) -> Result<(), ConfigError> {
+        let (k, p) = (&self.kafka, &self.pipeline);
+        // librdkafka keeps heartbeating while a revoke callback drains (the session is safe),
+        // but a member that has not rejoined within max.poll.interval.ms (the rebalance timeout)
+        // is evicted mid-drain: its partitions move while it still works on them.
+        let consumer_ms = |key: &str| {
+            self.kafka
+                .consumer
+                .get(key)
+                .or_else(|| self.kafka.client.get(key))
+                .map(|v| v.parse::<u64>())
+                .transpose()
+                .map_err(|_| {
+                    bad(
+                        &format!("kafka.consumer.\"{key}\""),
+                        "must be a number of milliseconds",
+                    )
+                })
+        };
+        let poll_ms = consumer_ms("max.poll.interval.ms")?.unwrap_or(300_000);
+        if p.drain_timeout_ms >= poll_ms {
+            return Err(bad(
+                "pipeline.drain_timeout_ms",
+                format!(
+                    "{} must be below the consumer's max.poll.interval.ms ({poll_ms})",
+                    p.drain_timeout_ms
+                ),
+            ));
+        }
+        if k.group_protocol == GroupProtocol::Classic {
+            let session_ms =
+                consumer_ms("session.timeout.ms")?.unwrap_or(CLASSIC_SESSION_TIMEOUT_MS);
+            if poll_ms < session_ms {
+                return Err(bad(
+                    "kafka.consumer.\"max.poll.interval.ms\"",
+                    format!("{poll_ms} must be at least the session.timeout.ms ({session_ms})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns `value` with any password in a URL replaced by `***`.
+pub fn mask_url(value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://") {
+        if let Some((auth, host)) = rest.rsplit_once('@') {
+            let user = auth.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}:***@{host}");
+        }
+    }
+    value.to_string()
+}
+
+/// Whether a librdkafka property holds a secret that must never be printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "key.pem",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+impl Config {
+    /// A copy safe to print or expose: passwords and secret properties replaced by `***`.
+    pub fn masked(&self) -> Config {
+        let mut c = self.clone();
+        c.redis.url = mask_url(&c.redis.url);
+        c.model.url = mask_url(&c.model.url);
+        c.ingest.url = mask_url(&c.ingest.url);
+        c.tracing.otlp_endpoint = mask_url(&c.tracing.otlp_endpoint);
+        c.tracing.otlp_traces_endpoint = mask_url(&c.tracing.otlp_traces_endpoint);
+        for secret in [
+            &mut c.admin.token,
+            &mut c.ingest.password,
+            &mut c.ingest.api_key,
+        ] {
+            if secret.is_some() {
+                *secret = Some("***".to_string());
+            }
+        }
+        for (key, value) in c
+            .kafka
+            .client
+            .iter_mut()
+            .chain(c.kafka.consumer.iter_mut())
+            .chain(c.kafka.producer.iter_mut())
+        {
+            if is_secret_key(key) {
+                *value = "***".to_string();
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,174 @@
+//! `[features]`, `[pipeline]` and `[supervision]`: feature computation, the actor pipeline's
+//! sizing and backpressure, and restart intensity and backoff.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{bad, ConfigError, MAX_WINDOW_S};
+
+/// Feature computation settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// A session ends after this many seconds without events.
+    pub session_gap_s: u64,
+    /// `zip_median_income` when the ZIP is missing or unknown.
+    pub default_zip_median_income: f64,
+    /// Events older than this many seconds (by event time) are `invalid_event`.
+    pub max_event_age_s: u64,
+    /// Events more than this many seconds ahead of now (by event time) are `invalid_event`.
+    pub max_event_lead_s: u64,
+}
+
+/// Actor pipeline sizing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Worker threads (actix arbiters) that host partition actors; 0 means one per CPU core.
+    pub workers: usize,
+    /// Maximum records read from a partition and not yet finished (output or dead letter acked).
+    pub max_in_flight: usize,
+    /// Capacity of every stage mailbox, in batches.
+    pub mailbox_capacity: usize,
+    /// Maximum records in one batch between stages.
+    pub max_batch: usize,
+    /// How long a revoked or stopping partition may take to finish in-flight work, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// Pause the partition at the consumer when in-flight records reach this share of
+    /// `max_in_flight` (0.0–1.0].
+    pub pause_high_watermark: f64,
+    /// Resume it when in-flight records fall to this share of `max_in_flight` (below the high
+    /// watermark, so pause and resume do not alternate on every record).
+    pub resume_low_watermark: f64,
+}
+
+/// Supervision settings (see the vocabulary in `supervision`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts of a partition's stages allowed within `restart_window_ms`; one more and the
+    /// partition is paused and reported failed.
+    pub max_restarts: u32,
+    /// The partition's restart window, in milliseconds.
+    pub restart_window_ms: u64,
+    /// Partition failures (restarts of any partition) the root allows within
+    /// `root_restart_window_ms`; one more and the process exits with code 3.
+    pub root_max_restarts: u32,
+    /// The root's window, in milliseconds.
+    pub root_restart_window_ms: u64,
+    /// First backoff before a restart, in milliseconds (doubles, with full jitter).
+    pub backoff_initial_ms: u64,
+    /// Largest backoff before a restart, in milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+impl FeaturesConfig {
+    /// Checks this section's values; the first problem is returned with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let window = MAX_WINDOW_S;
+        if self.session_gap_s == 0 || self.session_gap_s > window {
+            return Err(bad(
+                "features.session_gap_s",
+                format!("must be between 1 and {window} (100 years)"),
+            ));
+        }
+        for (key, value) in [
+            ("features.max_event_age_s", self.max_event_age_s),
+            ("features.max_event_lead_s", self.max_event_lead_s),
+        ] {
+            if value == 0 || value > window {
+                return Err(bad(
+                    key,
+                    format!("must be between 1 and {window} (100 years)"),
+                ));
+            }
+        }
+        if !self.default_zip_median_income.is_finite() {
+            return Err(bad(
+                "features.default_zip_median_income",
+                "must be a finite number",
+            ));
+        }
+
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// Checks this section's values; the first problem is returned with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = self;
+        if p.max_in_flight == 0 {
+            return Err(bad("pipeline.max_in_flight", "must be greater than 0"));
+        }
+        if p.mailbox_capacity == 0 {
+            return Err(bad("pipeline.mailbox_capacity", "must be greater than 0"));
+        }
+        if p.max_batch == 0 {
+            return Err(bad("pipeline.max_batch", "must be greater than 0"));
+        }
+        if p.max_batch > p.max_in_flight {
+            return Err(bad(
+                "pipeline.max_batch",
+                format!(
+                    "{} is above pipeline.max_in_flight ({})",
+                    p.max_batch, p.max_in_flight
+                ),
+            ));
+        }
+
+        if !(p.pause_high_watermark > 0.0 && p.pause_high_watermark <= 1.0) {
+            return Err(bad(
+                "pipeline.pause_high_watermark",
+                "must be in (0.0, 1.0]",
+            ));
+        }
+        if !(p.resume_low_watermark >= 0.0 && p.resume_low_watermark < p.pause_high_watermark) {
+            return Err(bad(
+                "pipeline.resume_low_watermark",
+                format!(
+                    "must be at least 0.0 and below pipeline.pause_high_watermark ({})",
+                    p.pause_high_watermark
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SupervisionConfig {
+    /// Checks this section's values; the first problem is returned with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let sv = self;
+        if sv.restart_window_ms == 0 || sv.root_restart_window_ms == 0 {
+            return Err(bad(
+                "supervision.restart_window_ms",
+                "windows must be greater than 0",
+            ));
+        }
+        if sv.backoff_initial_ms == 0 {
+            return Err(bad(
+                "supervision.backoff_initial_ms",
+                "must be greater than 0",
+            ));
+        }
+        if sv.backoff_max_ms < sv.backoff_initial_ms {
+            return Err(bad(
+                "supervision.backoff_max_ms",
+                format!(
+                    "{} is below supervision.backoff_initial_ms ({})",
+                    sv.backoff_max_ms, sv.backoff_initial_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// How long a partition may take to drain.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
