@@ -833,7 +833,10 @@ fn cents(v: f64) -> f64 {
 fn producer_config(k: &KafkaConfig) -> ClientConfig {
     client::producer(k)
         .default("linger.ms", "2")
-        .default("message.timeout.ms", "30000")
+        .default(
+            "message.timeout.ms",
+            client::DEFAULT_MESSAGE_TIMEOUT_MS.to_string(),
+        )
         .default("client.id", "clickpipe-loadgen")
         .build()
 }

@@ -45,8 +45,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The stage of the pipeline where a record failed, written to `clickpipe.error.stage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A stage of the pipeline: where a record failed (written to `clickpipe.error.stage`), which
+/// stage actor a log line, metric or restart is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
     /// Reading and decoding the input record.
     Decode,

@@ -18,7 +18,7 @@ use futures::FutureExt as _;
 use tracing::Instrument as _;
 
 use crate::dlq::{Completed, DeadLetter, DlqActor};
-use crate::error::Failure;
+use crate::error::{Failure, Stage};
 use crate::record::Record;
 use crate::stats::Stats;
 use crate::supervision::{panic_message, ChildFailed};
@@ -39,7 +39,7 @@ pub struct StopStage;
 #[rtype(result = "()")]
 pub struct StageHealth {
     /// The stage.
-    pub stage: &'static str,
+    pub stage: Stage,
     /// What is wrong, or None once it is fine again.
     pub problem: Option<String>,
 }
@@ -55,8 +55,8 @@ pub enum Outcome {
 
 /// The logic of one stage.
 pub trait StageLogic: Unpin + 'static {
-    /// The stage's name in logs and metrics.
-    fn name(&self) -> &'static str;
+    /// Which stage this is (its name in logs, metrics and spans).
+    fn stage(&self) -> Stage;
     /// Processes a batch. The future owns what it needs, so the actor stays free to queue input.
     fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>>;
     /// Largest batch handed to [`StageLogic::process`].
@@ -151,9 +151,9 @@ impl<S: StageLogic> StageActor<S> {
         };
         self.busy = true;
         let size = batch.len();
-        let name = self.logic.name();
+        let name = self.logic.stage();
         for t in batch.iter_mut().filter_map(|r| r.trace.as_deref_mut()) {
-            t.enter_stage(name, size);
+            t.enter_stage(name.as_str(), size);
         }
         // A panic in the stage's logic is this actor's failure: report it to the partition (which
         // restarts its stages from the last committed offset) and take no more work.
@@ -177,7 +177,7 @@ impl<S: StageLogic> StageActor<S> {
             if let Some(h) = wiring.stats.stages.get(name) {
                 h.observe_duration(took);
             }
-            tracing::trace!(stage = name, size, ?took, "batch processed");
+            tracing::trace!(stage = name.as_str(), size, ?took, "batch processed");
             let mut forward = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 match outcome {
@@ -223,8 +223,8 @@ impl<S: StageLogic> StageActor<S> {
     /// Reports this stage's failure to its partition; the stage stays busy (takes no more work)
     /// until the partition stops it.
     fn fail(&mut self, reason: String) {
-        let name = self.logic.name();
-        tracing::error!(stage = name, %reason, "stage failed");
+        let name = self.logic.stage();
+        tracing::error!(stage = name.as_str(), %reason, "stage failed");
         self.busy = true;
         // A failure report must not be lost to a full mailbox: it is rare and decides recovery.
         self.wiring.failed.do_send(ChildFailed {
@@ -237,7 +237,7 @@ impl<S: StageLogic> StageActor<S> {
 impl<S: StageLogic> StageActor<S> {
     /// Moves the stage's queue-depth gauge by `delta` records.
     fn count_queued(&self, delta: i64) {
-        if let Some(g) = self.wiring.stats.queued.get(self.logic.name()) {
+        if let Some(g) = self.wiring.stats.queued.get(self.logic.stage()) {
             g.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -248,8 +248,7 @@ impl<S: StageLogic> Actor for StageActor<S> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
-        self.span =
-            tracing::info_span!(parent: &self.wiring.span, "stage", stage = self.logic.name());
+        self.span = tracing::info_span!(parent: &self.wiring.span, "stage", stage = self.logic.stage().as_str());
         self.logic.started();
     }
 
@@ -300,8 +299,8 @@ mod tests {
     }
 
     impl StageLogic for Recorder {
-        fn name(&self) -> &'static str {
-            "recorder"
+        fn stage(&self) -> Stage {
+            Stage::Enrich
         }
         fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
             self.sizes.borrow_mut().push(batch.len());

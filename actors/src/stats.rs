@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Stage};
 use crate::metrics::Histogram;
 
 /// One value per stage of a partition, in pipeline order.
@@ -20,24 +20,24 @@ pub struct PerStage<T> {
 }
 
 impl<T> PerStage<T> {
-    /// The value of stage `name` (`lookup`, `enrich`, `infer`, `emit`).
-    pub fn get(&self, name: &str) -> Option<&T> {
-        match name {
-            "lookup" => Some(&self.lookup),
-            "enrich" => Some(&self.enrich),
-            "infer" => Some(&self.infer),
-            "emit" => Some(&self.emit),
-            _ => None,
+    /// The value of `stage` (None for the stages outside a partition: decode, ingest).
+    pub fn get(&self, stage: Stage) -> Option<&T> {
+        match stage {
+            Stage::Lookup => Some(&self.lookup),
+            Stage::Enrich => Some(&self.enrich),
+            Stage::Infer => Some(&self.infer),
+            Stage::Emit => Some(&self.emit),
+            Stage::Decode | Stage::Ingest => None,
         }
     }
 
-    /// Every stage with its name, in pipeline order.
-    pub fn all(&self) -> [(&'static str, &T); 4] {
+    /// Every stage with its value, in pipeline order.
+    pub fn all(&self) -> [(Stage, &T); 4] {
         [
-            ("lookup", &self.lookup),
-            ("enrich", &self.enrich),
-            ("infer", &self.infer),
-            ("emit", &self.emit),
+            (Stage::Lookup, &self.lookup),
+            (Stage::Enrich, &self.enrich),
+            (Stage::Infer, &self.infer),
+            (Stage::Emit, &self.emit),
         ]
     }
 }

@@ -84,7 +84,7 @@ impl RestartTracker {
 #[rtype(result = "()")]
 pub struct ChildFailed {
     /// The child's name (e.g. the stage).
-    pub child: &'static str,
+    pub child: crate::error::Stage,
     /// What happened (a panic message, an error).
     pub reason: String,
 }

@@ -98,7 +98,9 @@ impl<'a> Builder<'a> {
         for (key, value) in &self.defaults {
             c.set(key, value);
         }
+        let mut users = std::collections::HashSet::new();
         for (key, value) in self.user() {
+            users.insert(key.as_str());
             for (a, b) in ALIASES {
                 if key == a {
                     c.remove(b);
@@ -110,6 +112,22 @@ impl<'a> Builder<'a> {
         }
         for (key, value) in &self.forced {
             c.set(key, value);
+        }
+        // librdkafka refuses a message timeout not above the linger: a default timeout gives way
+        // to a user's long linger instead of failing the client's creation.
+        let linger = ["linger.ms", "queue.buffering.max.ms"]
+            .iter()
+            .find_map(|k| c.get(k).and_then(|v| v.trim().parse::<u64>().ok()));
+        let timeout = c
+            .get("message.timeout.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(linger), Some(timeout)) = (linger, timeout) {
+            if linger >= timeout && !users.contains("message.timeout.ms") {
+                c.set(
+                    "message.timeout.ms",
+                    (linger + DEFAULT_MESSAGE_TIMEOUT_MS).to_string(),
+                );
+            }
         }
         apply_auth(self.kafka, &mut c);
         c
@@ -157,9 +175,12 @@ pub fn pipeline_producer(kafka: &KafkaConfig) -> ClientConfig {
         // default: 5 minutes, a partition held that long — seen in the chaos soak). `deliver`
         // sends a timed-out record again, so a short timeout only turns such a stall into a
         // retry.
-        .default("message.timeout.ms", "30000")
+        .default("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS.to_string())
         .build()
 }
+
+/// clickpipe's producers' `message.timeout.ms` unless configured (librdkafka's is 5 minutes).
+pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
 
 /// Properties only a consumer understands; not passed to a producer.
 fn is_consumer_only(key: &str) -> bool {
@@ -268,6 +289,21 @@ mod tests {
         assert_eq!(p.get("linger.ms"), None);
         assert_eq!(p.get("queue.buffering.max.ms"), Some("9"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn a_long_user_linger_lifts_the_default_message_timeout_above_it() {
+        let mut k = kafka();
+        k.producer.insert("linger.ms".into(), "60000".into());
+        let p = pipeline_producer(&k);
+        assert_eq!(p.get("message.timeout.ms"), Some("90000"));
+        k.producer
+            .insert("message.timeout.ms".into(), "1000".into());
+        // The user's own timeout stands (librdkafka then says what is wrong with it).
+        assert_eq!(
+            pipeline_producer(&k).get("message.timeout.ms"),
+            Some("1000")
+        );
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub struct PartitionActor {
     /// Paused at the consumer by an operator (admin API) until resumed the same way.
     operator_paused: bool,
     /// Dependencies a stage reported unavailable, by stage.
-    problems: BTreeMap<&'static str, String>,
+    problems: BTreeMap<crate::error::Stage, String>,
     failure: Option<String>,
     /// Parent of the stages' spans: their log lines name the topic and partition.
     span: tracing::Span,
@@ -894,16 +894,16 @@ impl Handler<StageHealth> for PartitionActor {
     fn handle(&mut self, msg: StageHealth, _: &mut Self::Context) {
         match msg.problem {
             Some(problem) => {
-                tracing::warn!(partition = self.partition, stage = msg.stage, %problem, "partition held");
+                tracing::warn!(partition = self.partition, stage = msg.stage.as_str(), %problem, "partition held");
                 self.problems.insert(msg.stage, problem);
             }
             None => {
                 tracing::info!(
                     partition = self.partition,
-                    stage = msg.stage,
+                    stage = msg.stage.as_str(),
                     "dependency available again"
                 );
-                self.problems.remove(msg.stage);
+                self.problems.remove(&msg.stage);
             }
         }
         self.publish();

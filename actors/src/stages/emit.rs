@@ -35,8 +35,8 @@ impl Emit {
 }
 
 impl StageLogic for Emit {
-    fn name(&self) -> &'static str {
-        "emit"
+    fn stage(&self) -> Stage {
+        Stage::Emit
     }
 
     fn max_batch(&self) -> usize {

@@ -42,8 +42,8 @@ impl Enrich {
 }
 
 impl StageLogic for Enrich {
-    fn name(&self) -> &'static str {
-        "enrich"
+    fn stage(&self) -> Stage {
+        Stage::Enrich
     }
 
     fn max_batch(&self) -> usize {

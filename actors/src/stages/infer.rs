@@ -55,8 +55,8 @@ impl Infer {
 }
 
 impl StageLogic for Infer {
-    fn name(&self) -> &'static str {
-        "infer"
+    fn stage(&self) -> Stage {
+        Stage::Infer
     }
 
     fn max_batch(&self) -> usize {
@@ -110,7 +110,7 @@ impl StageLogic for Infer {
                 // Health changes are rare transitions; they must not be lost to a full mailbox.
                 let report = |problem: Option<String>| {
                     health.do_send(StageHealth {
-                        stage: "infer",
+                        stage: Stage::Infer,
                         problem,
                     })
                 };

@@ -53,8 +53,8 @@ impl Lookup {
 }
 
 impl StageLogic for Lookup {
-    fn name(&self) -> &'static str {
-        "lookup"
+    fn stage(&self) -> Stage {
+        Stage::Lookup
     }
 
     fn max_batch(&self) -> usize {
@@ -100,7 +100,7 @@ impl StageLogic for Lookup {
             let mut unavailable = false;
             let report = |problem: Option<String>| {
                 // Health changes are rare transitions; they must not be lost to a full mailbox.
-                health.do_send(StageHealth { stage: "lookup", problem });
+                health.do_send(StageHealth { stage: Stage::Lookup, problem });
             };
             let result = loop {
                 attempt += 1;
