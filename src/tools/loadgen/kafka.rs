@@ -4,58 +4,58 @@
 use clickpipe_actors::config::KafkaConfig;
 use rdkafka::config::ClientConfig;
 
-/// Properties only a consumer understands; not passed to the producer.
-fn is_consumer_only(key: &str) -> bool {
-    key.starts_with("fetch.")
-        || key.starts_with("group.")
-        || key.starts_with("queued.")
-        || key.starts_with("auto.commit")
-        || key.starts_with("enable.auto.")
-        || matches!(
-            key,
-            "session.timeout.ms"
-                | "heartbeat.interval.ms"
-                | "max.poll.interval.ms"
-                | "auto.offset.reset"
-                | "partition.assignment.strategy"
-                | "enable.partition.eof"
-                | "isolation.level"
-                | "check.crcs"
-                | "coordinator.query.interval.ms"
-                | "consume.callback.max.messages"
-        )
-}
+/// Properties only a consumer understands (by prefix, then by name); not passed to the producer.
+const CONSUMER_ONLY: (&[&str], &[&str]) = (
+    &["fetch.", "group.", "queued.", "auto.commit", "enable.auto."],
+    &[
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "partition.assignment.strategy",
+        "enable.partition.eof",
+        "isolation.level",
+        "check.crcs",
+        "coordinator.query.interval.ms",
+        "consume.callback.max.messages",
+    ],
+);
 
-/// Properties only a producer understands; not passed to the summary consumer.
-fn is_producer_only(key: &str) -> bool {
-    key.starts_with("queue.buffering.")
-        || key.starts_with("batch.")
-        || key.starts_with("compression.")
-        || key.starts_with("transaction")
-        || matches!(
-            key,
-            "linger.ms"
-                | "acks"
-                | "request.required.acks"
-                | "request.timeout.ms"
-                | "message.timeout.ms"
-                | "delivery.timeout.ms"
-                | "message.send.max.retries"
-                | "retries"
-                | "partitioner"
-                | "sticky.partitioning.linger.ms"
-                | "enable.gapless.guarantee"
-                | "queuing.strategy"
-                | "delivery.report.only.error"
-                | "dr_msg_cb"
-                | "dr_cb"
-        )
+/// Properties only a producer understands (by prefix, then by name); not passed to the summary
+/// consumer.
+const PRODUCER_ONLY: (&[&str], &[&str]) = (
+    &["queue.buffering.", "batch.", "compression.", "transaction"],
+    &[
+        "linger.ms",
+        "acks",
+        "request.required.acks",
+        "request.timeout.ms",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "message.send.max.retries",
+        "retries",
+        "partitioner",
+        "sticky.partitioning.linger.ms",
+        "enable.gapless.guarantee",
+        "queuing.strategy",
+        "delivery.report.only.error",
+        "dr_msg_cb",
+        "dr_cb",
+    ],
+);
+
+/// Whether `key` starts with one of the prefixes or is one of the names of `list`.
+fn is_in(key: &str, (prefixes, names): (&[&str], &[&str])) -> bool {
+    prefixes.iter().any(|p| key.starts_with(p)) || names.contains(&key)
 }
 
 pub(super) fn producer_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
-    let shared = k.client.iter().filter(|(key, _)| !is_consumer_only(key));
+    let shared = k
+        .client
+        .iter()
+        .filter(|(key, _)| !is_in(key, CONSUMER_ONLY));
     for (key, value) in shared.chain(k.producer.iter()) {
         c.set(key, value);
     }
@@ -77,7 +77,10 @@ pub(super) fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
     // A low fetch wait unless configured: brokers that wait the full time add it to every latency.
     c.set("bootstrap.servers", &k.brokers)
         .set("fetch.wait.max.ms", "5");
-    let shared = k.client.iter().filter(|(key, _)| !is_producer_only(key));
+    let shared = k
+        .client
+        .iter()
+        .filter(|(key, _)| !is_in(key, PRODUCER_ONLY));
     for (key, value) in shared.chain(k.consumer.iter()) {
         c.set(key, value);
     }

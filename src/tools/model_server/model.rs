@@ -274,34 +274,35 @@ mod tests {
         let m = shipped();
         let score = |pairs: &[(&str, Value)]| m.score(&with(instance(), pairs)).expect("score");
 
-        let counts: Vec<f64> = [1, 3, 8, 20]
-            .iter()
-            .map(|c| score(&[("session_event_count", json!(c))]))
-            .collect();
-        assert!(
-            counts.windows(2).all(|w| w[0] < w[1]),
-            "session_event_count: {counts:?}"
+        let increasing = |what: &str, scores: Vec<f64>| {
+            assert!(scores.windows(2).all(|w| w[0] < w[1]), "{what}: {scores:?}");
+        };
+        increasing(
+            "session_event_count",
+            [1, 3, 8, 20]
+                .iter()
+                .map(|c| score(&[("session_event_count", json!(c))]))
+                .collect(),
         );
-
-        let incomes: Vec<f64> = [30_000.0, 60_000.0, 120_000.0]
-            .iter()
-            .map(|i| score(&[("zip_median_income", json!(i))]))
-            .collect();
-        assert!(
-            incomes.windows(2).all(|w| w[0] < w[1]),
-            "income: {incomes:?}"
+        increasing(
+            "income",
+            [30_000.0, 60_000.0, 120_000.0]
+                .iter()
+                .map(|i| score(&[("zip_median_income", json!(i))]))
+                .collect(),
         );
-
-        let funnel: Vec<f64> = ["page_view", "add_to_cart", "checkout", "purchase"]
-            .iter()
-            .map(|t| {
-                score(&[
-                    ("event_type_page_view", json!(0)),
-                    (format!("event_type_{t}").as_str(), json!(1)),
-                ])
-            })
-            .collect();
-        assert!(funnel.windows(2).all(|w| w[0] < w[1]), "funnel: {funnel:?}");
+        increasing(
+            "funnel",
+            ["page_view", "add_to_cart", "checkout", "purchase"]
+                .iter()
+                .map(|t| {
+                    score(&[
+                        ("event_type_page_view", json!(0)),
+                        (format!("event_type_{t}").as_str(), json!(1)),
+                    ])
+                })
+                .collect(),
+        );
 
         let mobile = score(&[]);
         let desktop = score(&[("device_mobile", json!(0)), ("device_desktop", json!(1))]);
