@@ -19,6 +19,11 @@ pub mod server;
 pub mod service;
 pub mod tools;
 
+/// Log target of the lines that `main.rs` wrote before they moved into the library (`clickpipe
+/// running`, `stopped`, `model server listening`, …): the binary crate's root, `clickpipe`. Kept
+/// so that log filters and queries on it still match.
+pub(crate) const CLI_LOG_TARGET: &str = "clickpipe";
+
 // `bench/peers` (outside this change) still imports these two old paths. They go once it
 // imports `clickpipe::service::settings` and `clickpipe::tools::loadgen::LatencySummary`.
 #[doc(hidden)]

@@ -32,7 +32,11 @@ pub async fn wait_for_signal() {
         let mut term = match signal(SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops");
+                tracing::warn!(
+                    target: crate::CLI_LOG_TARGET,
+                    error = %e,
+                    "cannot watch SIGTERM; only Ctrl-C stops",
+                );
                 let _ = actix_rt::signal::ctrl_c().await;
                 return;
             }

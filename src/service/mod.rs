@@ -49,20 +49,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let listen = &config.admin.listen;
     let admin_handle = crate::server::spawn_http(admin::routes(state), listen, "admin.listen")?;
-    tracing::info!(admin = %listen, "clickpipe running");
+    tracing::info!(target: crate::CLI_LOG_TARGET, admin = %listen, "clickpipe running");
 
     let failed = pipeline.failed();
     let code = tokio::select! {
         () = shutdown => ExitCode::SUCCESS,
         reason = failed => {
-            tracing::error!(%reason, "giving up so the orchestrator restarts the process");
+            tracing::error!(
+                target: crate::CLI_LOG_TARGET,
+                %reason,
+                "giving up so the orchestrator restarts the process",
+            );
             ExitCode::from(3)
         }
     };
-    tracing::info!("stopping: draining partitions");
+    tracing::info!(target: crate::CLI_LOG_TARGET, "stopping: draining partitions");
     let reports = pipeline.shutdown().await;
     let abandoned: usize = reports.iter().map(|r| r.abandoned).sum();
     admin_handle.stop(true).await;
-    tracing::info!(partitions = reports.len(), abandoned, "stopped");
+    tracing::info!(target: crate::CLI_LOG_TARGET, partitions = reports.len(), abandoned, "stopped");
     Ok(code)
 }

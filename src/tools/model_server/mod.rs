@@ -35,7 +35,13 @@ pub async fn serve(config: &Config, listen: Option<String>, delay_ms: u64) -> an
     let addr = listen.unwrap_or_else(|| config.model_server.listen.clone());
     let model = Model::load(Path::new(&config.model_server.model_path))?;
     let listener = TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, version = model.version(), delay_ms, "model server listening");
+    tracing::info!(
+        target: crate::CLI_LOG_TARGET,
+        %addr,
+        version = model.version(),
+        delay_ms,
+        "model server listening",
+    );
     let delay = std::time::Duration::from_millis(delay_ms);
     start_with_delay(model, listener, delay)?.await?;
     Ok(())
