@@ -162,6 +162,15 @@ struct AdminArg {
     token: Option<String>,
 }
 
+impl AdminArg {
+    /// The configuration and the admin API's base URL.
+    fn connect(&self) -> anyhow::Result<(Config, String)> {
+        let config = load(&self.config)?;
+        let base = admin_client::base_url(self.url.as_deref(), &config.admin.listen);
+        Ok((config, base))
+    }
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate and print the effective configuration (secrets masked).
@@ -186,8 +195,7 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Health { admin, path } => {
-            let config = load(&admin.config)?;
-            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let (_, base) = admin.connect()?;
             match actix_rt::System::new().block_on(admin_client::health(&base, &path)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
@@ -197,8 +205,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { admin, json } => {
-            let config = load(&admin.config)?;
-            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let (_, base) = admin.connect()?;
             let text = actix_rt::System::new().block_on(admin_client::status(&base, json))?;
             println!("{text}");
             Ok(ExitCode::SUCCESS)
@@ -213,8 +220,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             no_wait,
         } => {
-            let config = load(&admin.config)?;
-            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let (config, base) = admin.connect()?;
             let token = admin.token.or(config.admin.token);
             let body = admin_client::ReplayFilter {
                 kinds,

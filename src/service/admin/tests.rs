@@ -34,6 +34,11 @@ fn state(token: Option<&str>) -> AdminState {
     }
 }
 
+/// [`call`] on an app whose `admin.token` is `t0ken`.
+async fn call_with_token(req: test::TestRequest) -> (StatusCode, serde_json::Value) {
+    call(state(Some("t0ken")), req).await
+}
+
 async fn call(state: AdminState, req: test::TestRequest) -> (StatusCode, serde_json::Value) {
     let app = test::init_service(App::new().configure(routes(state))).await;
     let resp = test::call_service(&app, req.to_request()).await;
@@ -135,14 +140,9 @@ async fn the_status_page_is_self_contained_html() {
 async fn replay_requests_are_authorized_and_validated() {
     let (code, _) = call(state(None), test::TestRequest::post().uri("/replay")).await;
     assert_eq!(code, 403);
-    let (code, _) = call(
-        state(Some("t0ken")),
-        test::TestRequest::post().uri("/replay"),
-    )
-    .await;
+    let (code, _) = call_with_token(test::TestRequest::post().uri("/replay")).await;
     assert_eq!(code, 401);
-    let (code, body) = call(
-        state(Some("t0ken")),
+    let (code, body) = call_with_token(
         test::TestRequest::post()
             .uri("/replay")
             .insert_header(("Authorization", "Bearer t0ken"))
@@ -151,8 +151,7 @@ async fn replay_requests_are_authorized_and_validated() {
     .await;
     assert_eq!(code, 400, "{body}");
     assert_eq!(body["field"], "kinds[1]", "{body}");
-    let (code, body) = call(
-        state(Some("t0ken")),
+    let (code, body) = call_with_token(
         test::TestRequest::post()
             .uri("/replay")
             .insert_header(("Authorization", "Bearer t0ken"))
@@ -208,14 +207,9 @@ async fn mutating_endpoints_need_the_token_and_are_forbidden_without_one() {
     assert!(body["error"]
         .as_str()
         .is_some_and(|e| e.contains("admin.token")));
-    let (code, _) = call(
-        state(Some("t0ken")),
-        test::TestRequest::post().uri("/partitions/0/pause"),
-    )
-    .await;
+    let (code, _) = call_with_token(test::TestRequest::post().uri("/partitions/0/pause")).await;
     assert_eq!(code, 401);
-    let (code, _) = call(
-        state(Some("t0ken")),
+    let (code, _) = call_with_token(
         test::TestRequest::post()
             .uri("/partitions/0/resume")
             .insert_header(("Authorization", "Bearer wrong")),
@@ -223,8 +217,7 @@ async fn mutating_endpoints_need_the_token_and_are_forbidden_without_one() {
     .await;
     assert_eq!(code, 401);
     // Authorized, but no pipeline behind this test app.
-    let (code, _) = call(
-        state(Some("t0ken")),
+    let (code, _) = call_with_token(
         test::TestRequest::post()
             .uri("/partitions/0/resume")
             .insert_header(("Authorization", "Bearer t0ken")),
@@ -253,14 +246,13 @@ async fn bad_seek_requests_get_a_400_naming_the_field() {
         (r#"{"offset": -1}"#, "offset"),
         (r#"{"timestamp": "yesterday"}"#, "timestamp"),
     ] {
-        let (code, resp) = call(state(Some("t0ken")), authorized(body)).await;
+        let (code, resp) = call_with_token(authorized(body)).await;
         assert_eq!(code, 400, "{body}: {resp}");
         assert_eq!(resp["field"], field, "{body}: {resp}");
     }
-    let (code, resp) = call(state(Some("t0ken")), authorized("{not json")).await;
+    let (code, resp) = call_with_token(authorized("{not json")).await;
     assert_eq!(code, 400, "{resp}");
-    let (code, resp) = call(
-        state(Some("t0ken")),
+    let (code, resp) = call_with_token(
         test::TestRequest::post()
             .uri("/partitions/zero/pause")
             .insert_header(("Authorization", "Bearer t0ken")),
@@ -272,6 +264,6 @@ async fn bad_seek_requests_get_a_400_naming_the_field() {
         r#"{{"offset": 1, "pad": "{}"}}"#,
         "x".repeat(MAX_BODY_BYTES)
     );
-    let (code, _) = call(state(Some("t0ken")), authorized(&big)).await;
+    let (code, _) = call_with_token(authorized(&big)).await;
     assert_eq!(code, 413);
 }

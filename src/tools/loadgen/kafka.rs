@@ -1,11 +1,16 @@
 //! The load generator's Kafka clients: which `kafka.client` properties go to its producer and
 //! which to its summary consumer, and their defaults.
 
+use std::collections::BTreeMap;
+
 use clickpipe_actors::config::KafkaConfig;
 use rdkafka::config::ClientConfig;
 
+/// Property keys by prefix, then by name.
+type Keys = (&'static [&'static str], &'static [&'static str]);
+
 /// Properties only a consumer understands (by prefix, then by name); not passed to the producer.
-const CONSUMER_ONLY: (&[&str], &[&str]) = (
+const CONSUMER_ONLY: Keys = (
     &["fetch.", "group.", "queued.", "auto.commit", "enable.auto."],
     &[
         "session.timeout.ms",
@@ -23,7 +28,7 @@ const CONSUMER_ONLY: (&[&str], &[&str]) = (
 
 /// Properties only a producer understands (by prefix, then by name); not passed to the summary
 /// consumer.
-const PRODUCER_ONLY: (&[&str], &[&str]) = (
+const PRODUCER_ONLY: Keys = (
     &["queue.buffering.", "batch.", "compression.", "transaction"],
     &[
         "linger.ms",
@@ -45,20 +50,12 @@ const PRODUCER_ONLY: (&[&str], &[&str]) = (
 );
 
 /// Whether `key` starts with one of the prefixes or is one of the names of `list`.
-fn is_in(key: &str, (prefixes, names): (&[&str], &[&str])) -> bool {
+fn is_in(key: &str, (prefixes, names): Keys) -> bool {
     prefixes.iter().any(|p| key.starts_with(p)) || names.contains(&key)
 }
 
 pub(super) fn producer_config(k: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
-    let shared = k
-        .client
-        .iter()
-        .filter(|(key, _)| !is_in(key, CONSUMER_ONLY));
-    for (key, value) in shared.chain(k.producer.iter()) {
-        c.set(key, value);
-    }
+    let mut c = client_config(k, &[], CONSUMER_ONLY, &k.producer);
     let has = |key: &str| k.client.contains_key(key) || k.producer.contains_key(key);
     if !has("linger.ms") && !has("queue.buffering.max.ms") {
         c.set("linger.ms", "2");
@@ -73,17 +70,8 @@ pub(super) fn producer_config(k: &KafkaConfig) -> ClientConfig {
 }
 
 pub(super) fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
     // A low fetch wait unless configured: brokers that wait the full time add it to every latency.
-    c.set("bootstrap.servers", &k.brokers)
-        .set("fetch.wait.max.ms", "5");
-    let shared = k
-        .client
-        .iter()
-        .filter(|(key, _)| !is_in(key, PRODUCER_ONLY));
-    for (key, value) in shared.chain(k.consumer.iter()) {
-        c.set(key, value);
-    }
+    let mut c = client_config(k, &[("fetch.wait.max.ms", "5")], PRODUCER_ONLY, &k.consumer);
     // Never joins a group (partitions are assigned), never commits.
     c.set("group.id", format!("clickpipe-loadgen-{run_id}"))
         .set("enable.auto.commit", "false")
@@ -91,6 +79,26 @@ pub(super) fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
         .set("enable.partition.eof", "false");
     if !k.client.contains_key("client.id") && !k.consumer.contains_key("client.id") {
         c.set("client.id", "clickpipe-loadgen-summary");
+    }
+    c
+}
+
+/// `bootstrap.servers` and `defaults`, then the shared `kafka.client` properties but those in
+/// `excluded` (the other role's), then the role's own map: a later setting wins.
+fn client_config(
+    k: &KafkaConfig,
+    defaults: &[(&str, &str)],
+    excluded: Keys,
+    role: &BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, value) in defaults {
+        c.set(*key, *value);
+    }
+    let shared = k.client.iter().filter(|(key, _)| !is_in(key, excluded));
+    for (key, value) in shared.chain(role) {
+        c.set(key, value);
     }
     c
 }
