@@ -1,14 +1,25 @@
-//! clickpipe's binary-side library: configuration loading, the admin API, the reference model
-//! server, the load generator, Redis seeding, the Elasticsearch / OpenSearch tailer and logging /
-//! trace set-up. The actors live in the
-//! `clickpipe-actors` crate.
+//! clickpipe's binary-side library. The actors (the pipeline itself) live in the
+//! `clickpipe-actors` crate; this crate holds what runs them and what surrounds them.
+//!
+//! Layout:
+//!
+//! - [`service`]: the service (`clickpipe run`): [`service::run`] starts the pipeline, the admin
+//!   API ([`service::admin`]) and the EMF metrics task ([`service::emf`]) and stops them when a
+//!   given future completes; the configuration ([`service::settings`]) and logging / trace set-up
+//!   ([`service::telemetry`]).
+//! - [`ingest`]: a second service (`clickpipe ingest`): the Elasticsearch / OpenSearch tailer.
+//! - [`tools`]: developer tools: the load generator, the reference model server, Redis seeding,
+//!   the mock broker and the admin API's command-line client.
+//! - [`server`]: the HTTP listener set-up and the stop signal the services share.
+//!
+//! `src/main.rs` is the command line only: it parses arguments and calls these.
 
-pub mod admin;
-pub mod admin_client;
-pub mod emf;
 pub mod ingest;
-pub mod loadgen;
-pub mod model_server;
-pub mod seed;
-pub mod settings;
-pub mod telemetry;
+pub mod server;
+pub mod service;
+pub mod tools;
+
+/// Log target of the lines that `main.rs` wrote before they moved into the library (`clickpipe
+/// running`, `stopped`, `model server listening`, …): the binary crate's root, `clickpipe`. Kept
+/// so that log filters and queries on it still match.
+pub(crate) const CLI_LOG_TARGET: &str = "clickpipe";

@@ -1,16 +1,16 @@
 //! The `clickpipe` command line.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use clickpipe::{admin, admin_client, ingest, loadgen, model_server, seed, settings, telemetry};
+use clickpipe::ingest;
+use clickpipe::server::wait_for_signal;
+use clickpipe::service::{self, settings, telemetry};
+use clickpipe::tools::{admin_client, loadgen, mock_broker, model_server, seed};
 use clickpipe_actors::config::Config;
-use clickpipe_actors::pipeline::Pipeline;
 
 #[derive(Parser)]
 #[command(
@@ -162,6 +162,15 @@ struct AdminArg {
     token: Option<String>,
 }
 
+impl AdminArg {
+    /// The configuration and the admin API's base URL.
+    fn connect(&self) -> anyhow::Result<(Config, String)> {
+        let config = load(&self.config)?;
+        let base = admin_client::base_url(self.url.as_deref(), &config.admin.listen);
+        Ok((config, base))
+    }
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate and print the effective configuration (secrets masked).
@@ -186,8 +195,7 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Health { admin, path } => {
-            let config = load(&admin.config)?;
-            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let (_, base) = admin.connect()?;
             match actix_rt::System::new().block_on(admin_client::health(&base, &path)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
@@ -197,8 +205,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { admin, json } => {
-            let config = load(&admin.config)?;
-            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let (_, base) = admin.connect()?;
             let text = actix_rt::System::new().block_on(admin_client::status(&base, json))?;
             println!("{text}");
             Ok(ExitCode::SUCCESS)
@@ -213,24 +220,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             no_wait,
         } => {
-            let config = load(&admin.config)?;
-            let base = admin_client::base_url(admin.url.as_deref(), &config.admin.listen);
+            let (config, base) = admin.connect()?;
             let token = admin.token.or(config.admin.token);
-            let mut body = serde_json::json!({ "dry_run": dry_run });
-            if !kinds.is_empty() {
-                body["kinds"] = serde_json::json!(kinds);
+            let body = admin_client::ReplayFilter {
+                kinds,
+                since,
+                until,
+                partition,
+                limit,
+                dry_run,
             }
-            for (key, value) in [("since", since), ("until", until)] {
-                if let Some(v) = value {
-                    body[key] = serde_json::json!(v);
-                }
-            }
-            if let Some(p) = partition {
-                body["partition"] = serde_json::json!(p);
-            }
-            if let Some(l) = limit {
-                body["limit"] = serde_json::json!(l);
-            }
+            .to_json();
             let report = actix_rt::System::new().block_on(admin_client::replay(
                 &base,
                 token.as_deref(),
@@ -253,26 +253,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::MockBroker { config, partitions } => {
             let config = load(&config)?;
-            let mock =
-                rdkafka::mocking::MockCluster::new(1).context("cannot start the mock broker")?;
-            for topic in [
-                &config.kafka.input_topic,
-                &config.kafka.output_topic,
-                &config.kafka.dlq_topic,
-            ] {
-                mock.create_topic(topic, partitions, 1)
-                    .with_context(|| format!("cannot create topic {topic}"))?;
-            }
-            println!("{}", mock.bootstrap_servers());
-            eprintln!(
-                "mock broker on {} with topics {}, {}, {} ({partitions} partitions each); Ctrl-C stops it",
-                mock.bootstrap_servers(),
-                config.kafka.input_topic,
-                config.kafka.output_topic,
-                config.kafka.dlq_topic
-            );
-            actix_rt::System::new().block_on(wait_for_signal());
-            drop(mock);
+            actix_rt::System::new().block_on(mock_broker::run(
+                &config,
+                partitions,
+                wait_for_signal(),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(arg) => {
@@ -284,7 +269,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(arg) => {
             let config = load(&arg)?;
             let telemetry = telemetry::init_with_traces(&config)?;
-            let code = actix_rt::System::new().block_on(run(config));
+            let code = actix_rt::System::new().block_on(service::run(config, wait_for_signal()));
             telemetry.shutdown();
             code
         }
@@ -295,16 +280,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load(&config)?;
             telemetry::init(&config.log)?;
-            let addr = listen.unwrap_or_else(|| config.model_server.listen.clone());
-            let model =
-                model_server::Model::load(std::path::Path::new(&config.model_server.model_path))?;
-            let listener =
-                TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
-            tracing::info!(%addr, version = model.version(), delay_ms, "model server listening");
-            let delay = Duration::from_millis(delay_ms);
-            actix_rt::System::new().block_on(async move {
-                model_server::start_with_delay(model, listener, delay)?.await
-            })?;
+            actix_rt::System::new().block_on(model_server::serve(&config, listen, delay_ms))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::SeedRedis { config, csv } => {
@@ -339,98 +315,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 actix_rt::System::new().block_on(loadgen::run_with_timeline(&config, opts))?;
             println!("{report}");
             if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report)?;
-                std::fs::write(&path, text + "\n")
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                report.write_json(&path)?;
             }
             if let Some(path) = timeline {
-                let mut text = String::new();
-                for s in &samples {
-                    text.push_str(&serde_json::to_string(s)?);
-                    text.push('\n');
-                }
-                std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                loadgen::write_timeline(&path, &samples)?;
             }
-            Ok(if report.delivery_errors > 0 || report.missing > 0 {
-                ExitCode::FAILURE
-            } else {
+            Ok(if report.is_complete() {
                 ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
-    }
-}
-
-async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let config = Arc::new(config);
-    let started = Instant::now();
-    let pipeline = Pipeline::start(config.clone())?;
-    let instance_id = admin::instance_id();
-    if config.metrics.emf_enabled {
-        actix_rt::spawn(clickpipe::emf::run(
-            config.metrics.clone(),
-            instance_id.clone(),
-            pipeline.stats(),
-            pipeline.status(),
-        ));
-    }
-    let state = admin::AdminState {
-        stats: pipeline.stats(),
-        status: pipeline.status(),
-        started,
-        config: config.clone(),
-        instance_id,
-        pipeline: Some(pipeline.handle()),
-        replays: Default::default(),
-    };
-    let listen = config.admin.listen.clone();
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().configure(admin::routes(state.clone()))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(&listen)
-    .with_context(|| format!("cannot listen on admin.listen {listen}"))?
-    .run();
-    let admin_handle = server.handle();
-    actix_rt::spawn(server);
-    tracing::info!(admin = %listen, "clickpipe running");
-
-    let failed = pipeline.failed();
-    let code = tokio::select! {
-        () = wait_for_signal() => ExitCode::SUCCESS,
-        reason = failed => {
-            tracing::error!(%reason, "giving up so the orchestrator restarts the process");
-            ExitCode::from(3)
-        }
-    };
-    tracing::info!("stopping: draining partitions");
-    let reports = pipeline.shutdown().await;
-    let abandoned: usize = reports.iter().map(|r| r.abandoned).sum();
-    admin_handle.stop(true).await;
-    tracing::info!(partitions = reports.len(), abandoned, "stopped");
-    Ok(code)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use actix_rt::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops");
-                let _ = actix_rt::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = actix_rt::signal::ctrl_c() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = actix_rt::signal::ctrl_c().await;
     }
 }

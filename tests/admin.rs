@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::Method;
 use actix_web::test as web_test;
 use actix_web::App;
-use clickpipe::admin::routes;
+use clickpipe::service::admin::routes;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);

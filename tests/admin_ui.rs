@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
-use clickpipe::admin::routes;
+use clickpipe::service::admin::routes;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);

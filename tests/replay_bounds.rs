@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix_web::http::Method;
 use actix_web::test as web_test;
 use actix_web::App;
-use clickpipe::admin::replay::{replay_group, ReplayJobs, KEEP_FINISHED};
-use clickpipe::admin::{routes, AdminState};
+use clickpipe::service::admin::replay::{replay_group, ReplayJobs, KEEP_FINISHED};
+use clickpipe::service::admin::{routes, AdminState};
 use clickpipe_actors::config::Config;
 use common::*;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -76,7 +76,7 @@ fn replay_only_state(cfg: Config) -> AdminState {
         )),
         started: Instant::now(),
         config: Arc::new(cfg),
-        instance_id: clickpipe::admin::instance_id(),
+        instance_id: clickpipe::service::admin::instance_id(),
         pipeline: None,
         replays: Arc::new(ReplayJobs::default()),
     }

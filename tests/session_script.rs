@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 const GAP_S: u64 = 60;
 
 fn client(prefix: &str) -> LookupClient {
-    let mut cfg = clickpipe::settings::load_from(
+    let mut cfg = clickpipe::service::settings::load_from(
         None,
         figment::providers::Env::prefixed("CLICKPIPE_TEST_UNUSED__"),
     )

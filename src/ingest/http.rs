@@ -22,7 +22,7 @@ pub struct IngestState {
 }
 
 /// The routes.
-pub fn routes(state: IngestState) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn routes(state: IngestState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg| {
         cfg.app_data(web::Data::new(state))
             .route("/health/live", web::get().to(live))

@@ -100,17 +100,8 @@ pub async fn serve(
         stats: stats.clone(),
         config: config.clone(),
     };
-    let listen = config.ingest.listen.clone();
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().configure(http::routes(state.clone()))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(&listen)
-    .with_context(|| format!("cannot listen on ingest.listen {listen}"))?
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
+    let handle =
+        crate::server::spawn_http(http::routes(state), &config.ingest.listen, "ingest.listen")?;
     let (tx, rx) = watch::channel(false);
     let mut tail = actix_rt::spawn(run(config, stats, rx));
     let result = tokio::select! {

@@ -181,35 +181,26 @@ impl SearchClient {
     /// Opens a point in time on the index.
     pub async fn open_pit(&self, api: PitApi) -> Result<Pit, ClientError> {
         let index = urlencode(&self.index);
-        match api {
-            PitApi::OpenSearch => {
-                let v = self
-                    .call(
-                        "POST",
-                        &format!("/{index}/_search/point_in_time?keep_alive={KEEP_ALIVE}"),
-                        None,
-                    )
-                    .await?;
-                v["pit_id"]
-                    .as_str()
-                    .map(|id| Pit::OpenSearch(id.to_string()))
-                    .ok_or_else(|| ClientError::permanent("point in time: no pit_id in the answer"))
-            }
-            PitApi::Elasticsearch => {
-                let v = self
-                    .call(
-                        "POST",
-                        &format!("/{index}/_pit?keep_alive={KEEP_ALIVE}"),
-                        None,
-                    )
-                    .await?;
-                v["id"]
-                    .as_str()
-                    .map(|id| Pit::Elasticsearch(id.to_string()))
-                    .ok_or_else(|| ClientError::permanent("point in time: no id in the answer"))
-            }
-            PitApi::None => Err(ClientError::permanent("no point-in-time API")),
-        }
+        let (path, field, pit): (String, &str, fn(String) -> Pit) = match api {
+            PitApi::OpenSearch => (
+                format!("/{index}/_search/point_in_time?keep_alive={KEEP_ALIVE}"),
+                "pit_id",
+                Pit::OpenSearch,
+            ),
+            PitApi::Elasticsearch => (
+                format!("/{index}/_pit?keep_alive={KEEP_ALIVE}"),
+                "id",
+                Pit::Elasticsearch,
+            ),
+            PitApi::None => return Err(ClientError::permanent("no point-in-time API")),
+        };
+        let v = self.call("POST", &path, None).await?;
+        v[field]
+            .as_str()
+            .map(|id| pit(id.to_string()))
+            .ok_or_else(|| {
+                ClientError::permanent(format!("point in time: no {field} in the answer"))
+            })
     }
 
     /// Closes a point in time (best effort: it expires after a minute anyway).

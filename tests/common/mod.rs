@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer};
-use clickpipe::model_server::{configure, Model};
+use clickpipe::tools::model_server::{configure, Model};
 use clickpipe_actors::config::Config;
 use clickpipe_actors::fault_injection::FaultHooks;
 use clickpipe_actors::partition::DrainReport;
@@ -158,7 +158,7 @@ pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str) -> Vec<Optio
 
 /// A config for one test: defaults, with the test's services, topics, group and prefixes.
 pub fn config(names: &Names, model_url: &str) -> Config {
-    let mut c = clickpipe::settings::load_from(
+    let mut c = clickpipe::service::settings::load_from(
         None,
         figment::providers::Env::prefixed("CLICKPIPE_TEST_UNUSED__"),
     )
@@ -422,13 +422,13 @@ pub fn run_pipeline_with(config: Config, hooks: Arc<FaultHooks>) -> Running {
 }
 
 /// The admin API state of a running pipeline (as `clickpipe run` builds it).
-pub fn admin_state(running: &Running, cfg: Config) -> clickpipe::admin::AdminState {
-    clickpipe::admin::AdminState {
+pub fn admin_state(running: &Running, cfg: Config) -> clickpipe::service::admin::AdminState {
+    clickpipe::service::admin::AdminState {
         stats: running.stats.clone(),
         status: running.status.clone(),
         started: Instant::now(),
         config: Arc::new(cfg),
-        instance_id: clickpipe::admin::instance_id(),
+        instance_id: clickpipe::service::admin::instance_id(),
         pipeline: Some(running.handle.clone()),
         replays: Default::default(),
     }

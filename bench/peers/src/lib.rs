@@ -24,7 +24,7 @@ pub struct PeerArgs {
 impl PeerArgs {
     /// Loads and validates the configuration.
     pub fn load(&self) -> anyhow::Result<Config> {
-        clickpipe::settings::load(self.config.as_deref())
+        clickpipe::service::settings::load(self.config.as_deref())
     }
 }
 

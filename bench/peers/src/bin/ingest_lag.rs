@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use clickpipe::loadgen::LatencySummary;
+use clickpipe::tools::loadgen::LatencySummary;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -125,7 +125,7 @@ async fn bulk(
 }
 
 fn run(args: Args) -> anyhow::Result<bool> {
-    let cfg = clickpipe::settings::load(args.config.as_deref())?;
+    let cfg = clickpipe::service::settings::load(args.config.as_deref())?;
     let client = || {
         awc::Client::builder()
             .timeout(Duration::from_secs(60))

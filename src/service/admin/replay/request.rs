@@ -6,7 +6,7 @@ use chrono::DateTime;
 use serde::Deserialize;
 
 use super::KINDS;
-use crate::admin::error::ApiError;
+use crate::service::admin::error::ApiError;
 
 /// Body of `POST /replay`. Every field is optional.
 #[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]

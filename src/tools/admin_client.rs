@@ -62,6 +62,22 @@ async fn request(
     Ok((status, json))
 }
 
+/// [`request`], the answer's JSON when its status is `expected`, else the API's error.
+async fn expect(
+    expected: u16,
+    method: awc::http::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
+    let (code, answer) = request(method, url, token, body).await?;
+    if code == expected {
+        Ok(answer)
+    } else {
+        Err(api_error(code, &answer))
+    }
+}
+
 fn api_error(status: u16, body: &Value) -> anyhow::Error {
     let message = body["error"].as_str().unwrap_or("(no message)");
     match body["field"].as_str() {
@@ -72,16 +88,14 @@ fn api_error(status: u16, body: &Value) -> anyhow::Error {
 
 /// `GET /status`: the raw JSON, or a human summary.
 pub async fn status(base: &str, raw: bool) -> anyhow::Result<String> {
-    let (code, body) = request(
+    let body = expect(
+        200,
         awc::http::Method::GET,
         &format!("{base}/status"),
         None,
         None,
     )
     .await?;
-    if code != 200 {
-        return Err(api_error(code, &body));
-    }
     if raw {
         return serde_json::to_string_pretty(&body).context("printing the status");
     }
@@ -132,6 +146,45 @@ pub async fn status(base: &str, raw: bool) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Which dead letters `clickpipe replay` asks for: the body of `POST /replay`.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Dead-letter kinds (empty: all).
+    pub kinds: Vec<String>,
+    /// Only dead letters written at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only dead letters written before this RFC 3339 time.
+    pub until: Option<String>,
+    /// Only this partition of the dead-letter topic.
+    pub partition: Option<i32>,
+    /// At most this many records.
+    pub limit: Option<u64>,
+    /// Count only; publish nothing.
+    pub dry_run: bool,
+}
+
+impl ReplayFilter {
+    /// The JSON body: `dry_run` always, the other fields when given.
+    pub fn to_json(&self) -> Value {
+        let mut body = serde_json::json!({ "dry_run": self.dry_run });
+        if !self.kinds.is_empty() {
+            body["kinds"] = serde_json::json!(self.kinds);
+        }
+        for (key, value) in [("since", &self.since), ("until", &self.until)] {
+            if let Some(v) = value {
+                body[key] = serde_json::json!(v);
+            }
+        }
+        if let Some(p) = self.partition {
+            body["partition"] = serde_json::json!(p);
+        }
+        if let Some(l) = self.limit {
+            body["limit"] = serde_json::json!(l);
+        }
+        body
+    }
+}
+
 /// `POST /replay`, then (with `wait`) `GET /replay/{id}` until the job ends. Returns the last
 /// report.
 pub async fn replay(
@@ -140,16 +193,14 @@ pub async fn replay(
     body: &Value,
     wait: bool,
 ) -> anyhow::Result<Value> {
-    let (code, started) = request(
+    let started = expect(
+        202,
         awc::http::Method::POST,
         &format!("{base}/replay"),
         token,
         Some(body),
     )
     .await?;
-    if code != 202 {
-        return Err(api_error(code, &started));
-    }
     let id = started["id"]
         .as_str()
         .ok_or_else(|| anyhow!("the admin API returned no job id: {started}"))?
@@ -158,16 +209,14 @@ pub async fn replay(
         return Ok(started);
     }
     loop {
-        let (code, report) = request(
+        let report = expect(
+            200,
             awc::http::Method::GET,
             &format!("{base}/replay/{id}"),
             token,
             None,
         )
         .await?;
-        if code != 200 {
-            return Err(api_error(code, &report));
-        }
         match report["state"].as_str() {
             Some("running") => {
                 eprintln!(

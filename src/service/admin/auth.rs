@@ -66,6 +66,7 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_and_absent_configuration_forbids() {
+        let refusal = |req: &HttpRequest| authorize(req, Some("s3cret")).map_err(|e| e.status);
         let ok = TestRequest::default()
             .insert_header(("Authorization", "Bearer s3cret"))
             .to_http_request();
@@ -77,22 +78,13 @@ mod tests {
         let wrong = TestRequest::default()
             .insert_header(("Authorization", "Bearer nope"))
             .to_http_request();
-        assert_eq!(
-            authorize(&wrong, Some("s3cret")).map_err(|e| e.status),
-            Err(StatusCode::UNAUTHORIZED)
-        );
+        assert_eq!(refusal(&wrong), Err(StatusCode::UNAUTHORIZED));
         let basic = TestRequest::default()
             .insert_header(("Authorization", "Basic czNjcmV0"))
             .to_http_request();
-        assert_eq!(
-            authorize(&basic, Some("s3cret")).map_err(|e| e.status),
-            Err(StatusCode::UNAUTHORIZED)
-        );
+        assert_eq!(refusal(&basic), Err(StatusCode::UNAUTHORIZED));
         let none = TestRequest::default().to_http_request();
-        assert_eq!(
-            authorize(&none, Some("s3cret")).map_err(|e| e.status),
-            Err(StatusCode::UNAUTHORIZED)
-        );
+        assert_eq!(refusal(&none), Err(StatusCode::UNAUTHORIZED));
         assert_eq!(
             authorize(&ok, None).map_err(|e| e.status),
             Err(StatusCode::FORBIDDEN)

@@ -183,20 +183,16 @@ mod tests {
         let stats = Stats::default();
         let status = board();
         let mut prev = Snapshot::take(&stats);
+        let mut emit = |at_ms: i64| -> Value {
+            serde_json::from_str(&line(&cfg, "i-1", &stats, &status, &mut prev, at_ms))
+                .expect("JSON")
+        };
         stats.outputs.fetch_add(40, Ordering::Relaxed);
         stats.invalid_event.fetch_add(2, Ordering::Relaxed);
         for _ in 0..40 {
             stats.end_to_end.observe_duration(Duration::from_millis(3));
         }
-        let v: Value = serde_json::from_str(&line(
-            &cfg,
-            "i-1",
-            &stats,
-            &status,
-            &mut prev,
-            1_700_000_000_000,
-        ))
-        .expect("JSON");
+        let v = emit(1_700_000_000_000);
         let aws = &v["_aws"];
         assert_eq!(aws["Timestamp"], 1_700_000_000_000i64);
         let m = &aws["CloudWatchMetrics"][0];
@@ -216,15 +212,7 @@ mod tests {
         }
         // The next interval counts only what happened since.
         stats.outputs.fetch_add(5, Ordering::Relaxed);
-        let v: Value = serde_json::from_str(&line(
-            &cfg,
-            "i-1",
-            &stats,
-            &status,
-            &mut prev,
-            1_700_000_060_000,
-        ))
-        .expect("JSON");
+        let v = emit(1_700_000_060_000);
         assert_eq!(v["Processed"], 5.0);
         assert_eq!(v["DeadLetters"], 0.0);
         assert!(

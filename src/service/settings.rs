@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 /// The compiled-in defaults.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Loads and validates the configuration.
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::request::ReplayFilter;
 use super::run::{run, Outcome};
-use crate::admin::error::ApiError;
+use crate::service::admin::error::ApiError;
 
 /// Finished jobs kept for `GET /replay/{id}`; older finished ones are forgotten.
 pub const KEEP_FINISHED: usize = 100;

@@ -172,8 +172,8 @@ mod tests {
     use chrono::DateTime;
 
     use super::*;
-    use crate::admin::replay::memory::OTHER_KIND;
-    use crate::admin::replay::ReplayRequest;
+    use crate::service::admin::replay::memory::OTHER_KIND;
+    use crate::service::admin::replay::ReplayRequest;
 
     fn filter(body: serde_json::Value) -> ReplayFilter {
         serde_json::from_value::<ReplayRequest>(body)

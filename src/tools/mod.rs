@@ -1,0 +1,8 @@
+//! Developer tools around the service: the load generator, the reference model server, Redis
+//! seeding, an in-memory Kafka broker, and the command-line client of the admin API.
+
+pub mod admin_client;
+pub mod loadgen;
+pub mod mock_broker;
+pub mod model_server;
+pub mod seed;
