@@ -7,7 +7,12 @@
 //! source waits for a finished record before reading more, and every hand-over between stages is
 //! a `send().await` into a bounded mailbox.
 
+mod control;
+mod read;
+mod supervise;
 pub mod tracker;
+
+pub use control::{Control, ControlError};
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -74,48 +79,6 @@ pub struct PartitionRestarted {
     pub gave_up: bool,
     /// Why.
     pub reason: String,
-}
-
-/// An operator's command for one partition (admin API: pause, resume, seek).
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "Result<(), ControlError>")]
-pub enum Control {
-    /// Stop fetching (at the consumer) until [`Control::Resume`]; in-flight records finish.
-    Pause,
-    /// Undo [`Control::Pause`] (backpressure or a failure may still hold the partition).
-    Resume,
-    /// Drop the records in flight and continue reading at this offset. Earlier offsets are read
-    /// again (replay); skipped ones are never processed. The new position is committed.
-    Seek(i64),
-}
-
-/// Why a [`Control`] command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// The partition is being released (stop or rebalance).
-    #[error("partition {0} is draining (being released)")]
-    Draining(i32),
-    /// Restart intensity exceeded: only a process restart brings it back.
-    #[error("partition {0} has failed; restart the process to bring it back")]
-    Failed(i32),
-    /// The consumer refused the seek.
-    #[error("seek failed: {0}")]
-    Seek(String),
-    /// An offset below zero.
-    #[error("offset must be 0 or more, got {0}")]
-    BadOffset(i64),
-    /// An offset past the partition's end (its high watermark).
-    #[error("offset {offset} is past the end of partition {partition}: it holds offsets {low} to {high} (seek to {high} to wait for new records)")]
-    PastTheEnd {
-        /// The partition.
-        partition: i32,
-        /// The offset asked for.
-        offset: i64,
-        /// The earliest offset the broker still holds.
-        low: i64,
-        /// The offset the next record will get.
-        high: i64,
-    },
 }
 
 /// A record that arrived on the consumer's main queue instead of the partition's own queue.
@@ -283,154 +246,6 @@ impl PartitionActor {
         self.lookup = Some(lookup);
     }
 
-    /// Reads the next batch: waits for room in flight and for a first record, then takes what
-    /// else is already fetched, up to `pipeline.max_batch`.
-    fn read_next(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
-            return;
-        }
-        let Some(queue) = self.queue.clone() else {
-            return;
-        };
-        let permits = self.permits.clone();
-        let stop = self.stop.clone();
-        let max_batch = self.deps.config.pipeline.max_batch;
-        let read = async move {
-            tokio::select! {
-                biased;
-                _ = stop.notified() => return None,
-                p = permits.acquire() => p.ok()?.forget(),
-            }
-            let first = tokio::select! {
-                biased;
-                _ = stop.notified() => { permits.add_permits(1); return None }
-                m = queue.recv() => m.map(|m| m.detach()),
-            };
-            let mut msgs = Vec::with_capacity(max_batch.min(64));
-            match first {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
-                    permits.add_permits(1);
-                    tracing::warn!(error = %e, "partition queue error");
-                    actix_rt::time::sleep(Duration::from_millis(100)).await;
-                    return Some(msgs);
-                }
-            }
-            while msgs.len() < max_batch {
-                let Ok(p) = permits.try_acquire() else { break };
-                match queue.recv().now_or_never() {
-                    Some(Ok(m)) => {
-                        p.forget();
-                        msgs.push(m.detach());
-                    }
-                    _ => break,
-                }
-            }
-            Some(msgs)
-        };
-        let generation = self.generation;
-        ctx.spawn(read.into_actor(self).then(move |msgs, act, _ctx| {
-            // Records read by a generation that has since been restarted are dropped: the restart
-            // rewound the partition to before them, so they will be read again.
-            let msgs = msgs.filter(|_| act.generation == generation && !act.stopping);
-            let forward = msgs.map(|m| act.ingest(m));
-            async move {
-                if let Some(f) = forward {
-                    f.await;
-                }
-            }
-            .into_actor(act)
-            .map(move |(), act, ctx| {
-                if act.generation == generation {
-                    act.read_next(ctx)
-                }
-            })
-        }));
-    }
-
-    /// Registers and decodes freshly read messages; returns the future that hands them on.
-    fn ingest(
-        &mut self,
-        msgs: Vec<OwnedMessage>,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        let limits = crate::event::Limits::from_config(&self.deps.config);
-        let now_utc = chrono::Utc::now();
-        let now = Instant::now();
-        let mut valid = Vec::with_capacity(msgs.len());
-        let mut invalid = Vec::new();
-        let n = msgs.len();
-        self.deps
-            .stats
-            .records_in
-            .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-        for m in msgs {
-            self.tracker.read(m.offset());
-            let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-            let mut record = Record {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                timestamp_ms: m.timestamp().to_millis(),
-                replay_count: crate::dlq::headers::replay_count(&m),
-                received: now,
-                event: None,
-                zip: None,
-                session: None,
-                features: None,
-                prediction: None,
-                trace: crate::trace::start(
-                    &self.deps.sampling,
-                    &m,
-                    &self.deps.config.kafka.group_id,
-                ),
-                payload,
-            };
-            if let Some(t) = record.trace.as_deref_mut() {
-                t.enter_stage("receive", n);
-            }
-            match decode(&record.payload, &limits, now_utc) {
-                Ok(event) => {
-                    if let Some(t) = record.trace.as_deref_mut() {
-                        t.end_stage(None);
-                    }
-                    record.event = Some(event);
-                    valid.push(record);
-                }
-                Err(reason) => {
-                    let failure = Failure::new(ErrorKind::InvalidEvent, Stage::Decode, reason);
-                    if let Some(t) = record.trace.as_deref_mut() {
-                        t.end_stage(Some(&failure));
-                    }
-                    invalid.push((record, failure));
-                }
-            }
-        }
-        self.apply_backpressure();
-        let dlq = self.deps.dlq.clone();
-        let lookup = self.lookup.clone();
-        let done = self.me_completed.clone();
-        async move {
-            for (record, failure) in invalid {
-                let Some(done) = done.clone() else { break };
-                let letter = DeadLetter {
-                    record,
-                    failure,
-                    done,
-                };
-                if dlq.send(letter).await.is_err() {
-                    tracing::error!("dead-letter actor is gone; record stays uncommitted");
-                }
-            }
-            if let Some(lookup) = lookup {
-                if !valid.is_empty() && lookup.send(Batch(valid)).await.is_err() {
-                    // The stage stopped (a restart is under way): the records are re-read.
-                    tracing::debug!("lookup stage is gone; records will be read again");
-                }
-            }
-        }
-    }
-
     fn finish(&mut self, offsets: impl Iterator<Item = i64>, ctx: &mut Context<Self>) {
         let mut n = 0;
         for o in offsets {
@@ -516,62 +331,6 @@ impl PartitionActor {
         ctx.stop();
     }
 
-    /// Pauses the partition at the consumer when in-flight records reach the high watermark and
-    /// resumes it at the low one. Between the two nothing changes, so a partition near its bound
-    /// does not flip on every record (each pause makes librdkafka drop what it prefetched).
-    fn apply_backpressure(&mut self) {
-        let p = &self.deps.config.pipeline;
-        let max = p.max_in_flight as f64;
-        let in_flight = self.tracker.in_flight() as f64;
-        if !self.backpressure && in_flight >= (max * p.pause_high_watermark).max(1.0) {
-            self.backpressure = true;
-            self.set_paused(true);
-        } else if self.backpressure && in_flight <= max * p.resume_low_watermark {
-            self.backpressure = false;
-            let hold = self.state == PartitionState::Failed || self.operator_paused;
-            self.set_paused(hold);
-        }
-    }
-
-    /// Part of every resume: seeks the partition to where this actor reads next. librdkafka's resume
-    /// does not wake its broker thread, which notices the partition only on its next periodic
-    /// wake-up (up to a second later: measured, the partition sat idle ~0.8 s after every resume
-    /// under load); a seek to an absolute offset starts the fetcher at once. The pause dropped
-    /// everything prefetched, so the position is exactly the next record not yet read.
-    fn restart_fetch(&self) {
-        let Some(next) = self.tracker.position() else {
-            return;
-        };
-        // Timeout zero: asynchronous, never blocks the actor.
-        if let Err(e) = self.consumer.seek(
-            &self.topic,
-            self.partition,
-            Offset::Offset(next),
-            Duration::ZERO,
-        ) {
-            tracing::debug!(partition = self.partition, next, error = %e, "seek after resume failed");
-        }
-    }
-
-    /// Pauses or resumes the partition at the consumer; a resume also restarts the fetcher
-    /// ([`Self::restart_fetch`]).
-    fn set_paused(&self, paused: bool) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, self.partition);
-        let result = if paused {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        match result {
-            Ok(()) if !paused => self.restart_fetch(),
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(partition = self.partition, paused, error = %e, "pause/resume failed")
-            }
-        }
-    }
-
     /// The status the admin API shows.
     fn publish(&self) {
         let paused =
@@ -607,153 +366,6 @@ impl PartitionActor {
             restarts_in_window: self.restarts.in_window(Instant::now()),
             failure: self.failure.clone(),
         });
-    }
-
-    /// One-for-all: a stage failed, so every stage of this partition is stopped, in-flight records
-    /// are dropped, and after a backoff the stages start again from the first unfinished offset.
-    fn child_failed(&mut self, msg: ChildFailed, ctx: &mut Context<Self>) {
-        if self.stopping || self.state == PartitionState::Failed {
-            return;
-        }
-        if self.state == PartitionState::Restarting {
-            return; // the other stages' failures are part of the same restart
-        }
-        let reason = format!("stage {} failed: {}", msg.child, msg.reason);
-        self.stop_stages();
-        let allowed = self.restarts.record(Instant::now());
-        self.deps.stats.restarts.fetch_add(1, Ordering::Relaxed);
-        self.root.do_send(PartitionRestarted {
-            partition: self.partition,
-            gave_up: !allowed,
-            reason: reason.clone(),
-        });
-        if !allowed {
-            tracing::error!(partition = self.partition, %reason,
-                "restart intensity exceeded; partition paused and failed");
-            self.state = PartitionState::Failed;
-            self.failure = Some(format!(
-                "restart intensity exceeded; last failure: {reason}"
-            ));
-            self.set_paused(true);
-            self.publish();
-            return;
-        }
-        self.state = PartitionState::Restarting;
-        self.publish();
-        let sv = &self.deps.config.supervision;
-        let wait = backoff(
-            self.restarts.in_window(Instant::now()).saturating_sub(1),
-            Duration::from_millis(sv.backoff_initial_ms),
-            Duration::from_millis(sv.backoff_max_ms),
-        );
-        tracing::warn!(partition = self.partition, %reason, ?wait, "restarting the partition's stages");
-        ctx.run_later(wait, |act, ctx| act.restart(ctx));
-    }
-
-    /// An operator's seek: stops the stages (their in-flight records are dropped, as in a
-    /// restart), repositions the consumer, stores the new position for the next commit, and
-    /// starts the stages again.
-    ///
-    /// The offset is checked against the partition's watermarks: one past the end is refused
-    /// (librdkafka would reset it to the beginning and commit it); one below the earliest record
-    /// the broker still holds goes to that record.
-    fn seek_to(&mut self, offset: i64, ctx: &mut Context<Self>) -> Result<(), ControlError> {
-        let (low, high) = self
-            .consumer
-            .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(5))
-            .map_err(|e| {
-                ControlError::Seek(format!("cannot read the partition's watermarks: {e}"))
-            })?;
-        if offset > high {
-            return Err(ControlError::PastTheEnd {
-                partition: self.partition,
-                offset,
-                low,
-                high,
-            });
-        }
-        let offset = offset.max(low);
-        self.consumer
-            .seek(
-                &self.topic,
-                self.partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-            .map_err(|e| ControlError::Seek(e.to_string()))?;
-        tracing::info!(partition = self.partition, offset, "seek by an operator");
-        self.stop_stages();
-        self.tracker = OffsetTracker::resumed_at(offset);
-        self.stored.set(None);
-        self.store();
-        // Commit the new position now (the stored offset only moves once a record finishes, and
-        // offset 0 cannot be stored at all), so a crash right after the seek resumes from it.
-        let mut tpl = TopicPartitionList::new();
-        let committed = tpl
-            .add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))
-            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async));
-        if let Err(e) = committed {
-            tracing::warn!(partition = self.partition, offset, error = %e, "commit after seek failed");
-        }
-        self.start_generation(ctx);
-        Ok(())
-    }
-
-    /// Stops the current generation of stages; their in-flight records are dropped (work of an
-    /// older generation is discarded when it comes back).
-    fn stop_stages(&mut self) {
-        self.generation += 1;
-        self.stop.notify_one();
-        for stage in self.stages.drain(..) {
-            let _ = stage.try_send(StopStage);
-        }
-        self.lookup = None;
-    }
-
-    /// Starts a new generation of stages and reads from the tracker's position.
-    fn start_generation(&mut self, ctx: &mut Context<Self>) {
-        // A new generation reads alone: any read loop still running belongs to an older one.
-        self.generation += 1;
-        self.permits = Rc::new(Semaphore::new(self.deps.config.pipeline.max_in_flight));
-        self.stop = Rc::new(Notify::new());
-        self.problems.clear();
-        if self.backpressure {
-            self.backpressure = false;
-            self.set_paused(self.operator_paused);
-        }
-        self.start_stages(ctx);
-        self.state = PartitionState::Running;
-        self.publish();
-        self.read_next(ctx);
-    }
-
-    fn restart(&mut self, ctx: &mut Context<Self>) {
-        // An operator's seek during the backoff already started a new generation: this restart
-        // is void (running it would start a second read loop on the same partition queue).
-        if self.stopping || self.state != PartitionState::Restarting {
-            return;
-        }
-        // Rewind to the first record not finished: everything before it has its output or dead
-        // letter; everything from it on is read again.
-        if let Some(from) = self.tracker.committable() {
-            if let Err(e) = self.consumer.seek(
-                &self.topic,
-                self.partition,
-                Offset::Offset(from),
-                Duration::from_secs(10),
-            ) {
-                tracing::error!(partition = self.partition, error = %e, "seek failed; retrying the restart");
-                ctx.run_later(Duration::from_secs(1), |act, ctx| act.restart(ctx));
-                return;
-            }
-            self.tracker = OffsetTracker::resumed_at(from);
-        }
-        tracing::info!(
-            partition = self.partition,
-            generation = self.generation,
-            "restarting stages"
-        );
-        self.start_generation(ctx);
     }
 }
 
@@ -829,41 +441,6 @@ impl Handler<Drain> for PartitionActor {
     }
 }
 
-impl Handler<Control> for PartitionActor {
-    type Result = Result<(), ControlError>;
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) -> Self::Result {
-        if self.stopping {
-            return Err(ControlError::Draining(self.partition));
-        }
-        match msg {
-            Control::Pause => {
-                tracing::info!(partition = self.partition, "paused by an operator");
-                self.operator_paused = true;
-                self.set_paused(true);
-            }
-            Control::Resume => {
-                tracing::info!(partition = self.partition, "resumed by an operator");
-                let was = std::mem::replace(&mut self.operator_paused, false);
-                if was && !self.backpressure && self.state != PartitionState::Failed {
-                    self.set_paused(false);
-                }
-            }
-            Control::Seek(offset) => {
-                if offset < 0 {
-                    return Err(ControlError::BadOffset(offset));
-                }
-                if self.state == PartitionState::Failed {
-                    return Err(ControlError::Failed(self.partition));
-                }
-                self.seek_to(offset, ctx)?;
-            }
-        }
-        self.publish();
-        Ok(())
-    }
-}
-
 impl Handler<Stray> for PartitionActor {
     type Result = ();
 
@@ -877,14 +454,6 @@ impl Handler<Stray> for PartitionActor {
         self.permits.forget_permits(1);
         let forward = self.ingest(vec![msg.0]);
         ctx.spawn(forward.into_actor(self));
-    }
-}
-
-impl Handler<ChildFailed> for PartitionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ChildFailed, ctx: &mut Self::Context) {
-        self.child_failed(msg, ctx);
     }
 }
 
