@@ -277,14 +277,8 @@ def read_records(path):
 def read_topic(data_dir, topic):
     """{partition: [(offset, value, headers)]} of `topic` in a stopped broker's log directory."""
     out = {}
-    for d in os.listdir(data_dir):
-        name, _, part = d.rpartition("-")
-        if name != topic or not part.isdigit():
-            continue
-        rows = out.setdefault(int(part), [])
-        for f in sorted(os.listdir(os.path.join(data_dir, d))):
-            if f.endswith(".log"):
-                rows.extend(read_records(os.path.join(data_dir, d, f)))
+    for part, path in h.topic_segments(data_dir, topic):
+        out.setdefault(part, []).extend(read_records(path))
     return out
 
 

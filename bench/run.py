@@ -981,22 +981,29 @@ def read_segment(path):
         pos = end
 
 
-def read_topic(data_dir, topic):
-    """{partition: [(timestamp ms, event_id)]} of `topic` from a stopped Kafka broker's log
-    directory (records without an `event_id` are left out)."""
-    out = {}
+def topic_segments(data_dir, topic):
+    """(partition, segment file) of every log segment of `topic` in a stopped Kafka broker's log
+    directory, in offset order within a partition."""
     for d in os.listdir(data_dir):
         name, _, part = d.rpartition("-")
         if name != topic or not part.isdigit():
             continue
-        rows = out.setdefault(int(part), [])
         pdir = os.path.join(data_dir, d)
         for f in sorted(os.listdir(pdir)):
             if f.endswith(".log"):
-                for ts, value in read_segment(os.path.join(pdir, f)):
-                    m = EVENT_ID.search(value)
-                    if m:
-                        rows.append((ts, m.group(1).decode()))
+                yield int(part), os.path.join(pdir, f)
+
+
+def read_topic(data_dir, topic):
+    """{partition: [(timestamp ms, event_id)]} of `topic` from a stopped Kafka broker's log
+    directory (records without an `event_id` are left out)."""
+    out = {}
+    for part, path in topic_segments(data_dir, topic):
+        rows = out.setdefault(part, [])
+        for ts, value in read_segment(path):
+            m = EVENT_ID.search(value)
+            if m:
+                rows.append((ts, m.group(1).decode()))
     return out
 
 

@@ -124,25 +124,8 @@ enum Command {
     Replay {
         #[command(flatten)]
         admin: AdminArg,
-        /// Dead-letter kind to replay (repeatable): invalid_event, lookup_failed,
-        /// inference_failed, output_failed. Default: all.
-        #[arg(long = "kind")]
-        kinds: Vec<String>,
-        /// Only dead letters written at or after this RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
-        /// Only dead letters written before this RFC 3339 time.
-        #[arg(long)]
-        until: Option<String>,
-        /// Only this partition of the dead-letter topic.
-        #[arg(long)]
-        partition: Option<i32>,
-        /// Replay at most this many records.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Count what would be replayed; publish nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        filter: admin_client::ReplayFilter,
         /// Print the job id and return without waiting.
         #[arg(long)]
         no_wait: bool,
@@ -212,25 +195,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay {
             admin,
-            kinds,
-            since,
-            until,
-            partition,
-            limit,
-            dry_run,
+            filter,
             no_wait,
         } => {
             let (config, base) = admin.connect()?;
             let token = admin.token.or(config.admin.token);
-            let body = admin_client::ReplayFilter {
-                kinds,
-                since,
-                until,
-                partition,
-                limit,
-                dry_run,
-            }
-            .to_json();
+            let body = filter.to_json();
             let report = actix_rt::System::new().block_on(admin_client::replay(
                 &base,
                 token.as_deref(),

@@ -147,19 +147,27 @@ pub async fn status(base: &str, raw: bool) -> anyhow::Result<String> {
 }
 
 /// Which dead letters `clickpipe replay` asks for: the body of `POST /replay`.
-#[derive(Debug, Clone, Default)]
+/// Its fields are `clickpipe replay`'s options.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReplayFilter {
-    /// Dead-letter kinds (empty: all).
+    /// Dead-letter kind to replay (repeatable): invalid_event, lookup_failed,
+    /// inference_failed, output_failed. Default: all.
+    #[arg(long = "kind")]
     pub kinds: Vec<String>,
     /// Only dead letters written at or after this RFC 3339 time.
+    #[arg(long)]
     pub since: Option<String>,
     /// Only dead letters written before this RFC 3339 time.
+    #[arg(long)]
     pub until: Option<String>,
     /// Only this partition of the dead-letter topic.
+    #[arg(long)]
     pub partition: Option<i32>,
-    /// At most this many records.
+    /// Replay at most this many records.
+    #[arg(long)]
     pub limit: Option<u64>,
-    /// Count only; publish nothing.
+    /// Count what would be replayed; publish nothing.
+    #[arg(long)]
     pub dry_run: bool,
 }
 

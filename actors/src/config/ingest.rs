@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError};
+use super::{bad, positive, ConfigError};
 
 /// The Elasticsearch / OpenSearch tailer: reads an index in `timestamp_field` order and writes
 /// every document to `kafka.input_topic`.
@@ -95,9 +95,7 @@ impl IngestConfig {
                 return Err(bad(key, "must not be empty"));
             }
         }
-        if self.poll_interval_ms == 0 {
-            return Err(bad("ingest.poll_interval_ms", "must be greater than 0"));
-        }
+        positive("ingest.poll_interval_ms", self.poll_interval_ms)?;
         if !(1..=10_000).contains(&self.page_size) {
             return Err(bad("ingest.page_size", "must be between 1 and 10000"));
         }
@@ -107,9 +105,7 @@ impl IngestConfig {
         if !["earliest", "now"].contains(&self.start_from.as_str()) {
             return Err(bad("ingest.start_from", "must be earliest or now"));
         }
-        if self.timeout_ms == 0 {
-            return Err(bad("ingest.timeout_ms", "must be greater than 0"));
-        }
+        positive("ingest.timeout_ms", self.timeout_ms)?;
         if self.username.is_some() != self.password.is_some() {
             return Err(bad("ingest.username", "username and password go together"));
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError};
+use super::{bad, positive, ConfigError};
 
 /// Kafka settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -184,12 +184,8 @@ impl KafkaConfig {
                 "must be set for kafka.auth = msk_iam (or AWS_REGION)",
             ));
         }
-        if k.max_payload_bytes == 0 {
-            return Err(bad("kafka.max_payload_bytes", "must be greater than 0"));
-        }
-        if k.commit_interval_ms == 0 {
-            return Err(bad("kafka.commit_interval_ms", "must be greater than 0"));
-        }
+        positive("kafka.max_payload_bytes", k.max_payload_bytes)?;
+        positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
         for (table, key) in k
             .client
             .keys()

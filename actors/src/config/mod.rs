@@ -75,6 +75,14 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Refuses a zero `value` of `key`.
+pub(crate) fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<(), ConfigError> {
+    if value == T::default() {
+        return Err(bad(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
 pub(crate) fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_string(),

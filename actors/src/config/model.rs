@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError, UnavailablePolicy};
+use super::{bad, positive, ConfigError, UnavailablePolicy};
 
 /// Model endpoint settings (SageMaker container convention: `/ping`, `/invocations`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -106,15 +106,9 @@ impl ModelConfig {
                 ));
             }
         }
-        if m.max_batch_size == 0 {
-            return Err(bad("model.max_batch_size", "must be greater than 0"));
-        }
-        if m.timeout_ms == 0 {
-            return Err(bad("model.timeout_ms", "must be greater than 0"));
-        }
-        if m.backoff_initial_ms == 0 {
-            return Err(bad("model.backoff_initial_ms", "must be greater than 0"));
-        }
+        positive("model.max_batch_size", m.max_batch_size)?;
+        positive("model.timeout_ms", m.timeout_ms)?;
+        positive("model.backoff_initial_ms", m.backoff_initial_ms)?;
         if m.backoff_max_ms < m.backoff_initial_ms {
             return Err(bad(
                 "model.backoff_max_ms",
@@ -125,15 +119,11 @@ impl ModelConfig {
             ));
         }
 
-        if m.circuit_failure_threshold == 0 {
-            return Err(bad(
-                "model.circuit_failure_threshold",
-                "must be greater than 0",
-            ));
-        }
-        if m.circuit_open_ms == 0 {
-            return Err(bad("model.circuit_open_ms", "must be greater than 0"));
-        }
+        positive(
+            "model.circuit_failure_threshold",
+            m.circuit_failure_threshold,
+        )?;
+        positive("model.circuit_open_ms", m.circuit_open_ms)?;
         Ok(())
     }
 }

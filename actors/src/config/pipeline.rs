@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError, MAX_WINDOW_S};
+use super::{bad, positive, ConfigError, MAX_WINDOW_S};
 
 /// Feature computation settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,15 +99,9 @@ impl PipelineConfig {
     /// Checks this section's values; the first problem is returned with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = self;
-        if p.max_in_flight == 0 {
-            return Err(bad("pipeline.max_in_flight", "must be greater than 0"));
-        }
-        if p.mailbox_capacity == 0 {
-            return Err(bad("pipeline.mailbox_capacity", "must be greater than 0"));
-        }
-        if p.max_batch == 0 {
-            return Err(bad("pipeline.max_batch", "must be greater than 0"));
-        }
+        positive("pipeline.max_in_flight", p.max_in_flight)?;
+        positive("pipeline.mailbox_capacity", p.mailbox_capacity)?;
+        positive("pipeline.max_batch", p.max_batch)?;
         if p.max_batch > p.max_in_flight {
             return Err(bad(
                 "pipeline.max_batch",
@@ -147,12 +141,7 @@ impl SupervisionConfig {
                 "windows must be greater than 0",
             ));
         }
-        if sv.backoff_initial_ms == 0 {
-            return Err(bad(
-                "supervision.backoff_initial_ms",
-                "must be greater than 0",
-            ));
-        }
+        positive("supervision.backoff_initial_ms", sv.backoff_initial_ms)?;
         if sv.backoff_max_ms < sv.backoff_initial_ms {
             return Err(bad(
                 "supervision.backoff_max_ms",

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError};
+use super::{bad, positive, ConfigError};
 
 /// Redis settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -64,12 +64,8 @@ impl RedisConfig {
                 "must start with redis://, rediss://, redis+unix:// or unix://",
             ));
         }
-        if r.pool_size == 0 {
-            return Err(bad("redis.pool_size", "must be greater than 0"));
-        }
-        if r.timeout_ms == 0 {
-            return Err(bad("redis.timeout_ms", "must be greater than 0"));
-        }
+        positive("redis.pool_size", r.pool_size)?;
+        positive("redis.timeout_ms", r.timeout_ms)?;
         if r.zip_prefix.is_empty() {
             return Err(bad("redis.zip_prefix", "must not be empty"));
         }

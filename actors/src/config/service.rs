@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError};
+use super::{bad, positive, ConfigError};
 
 /// Admin API settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -162,9 +162,7 @@ impl LoadgenConfig {
                 return Err(bad(key, "must be between 0.0 and 1.0"));
             }
         }
-        if l.concurrent_sessions == 0 {
-            return Err(bad("loadgen.concurrent_sessions", "must be greater than 0"));
-        }
+        positive("loadgen.concurrent_sessions", l.concurrent_sessions)?;
         Ok(())
     }
 }
