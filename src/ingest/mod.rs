@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use clickpipe_actors::config::Config;
+use clickpipe_actors::config::{Config, PitMode, StartFrom};
 use clickpipe_actors::dlq::{headers, write, Letter};
 use clickpipe_actors::error::{bounded, ErrorKind, Retry, Stage, MAX_MESSAGE_BYTES};
 use clickpipe_actors::event::decode;
@@ -184,7 +184,7 @@ pub async fn run(
             tracing::info!(cursor_ms = ?c.cursor_ms, window = c.seen.len(), "resuming from the checkpoint");
             c.not_after(Utc::now().timestamp_millis())
         }
-        None if cfg.ingest.start_from == "now" => {
+        None if cfg.ingest.start_from == StartFrom::Now => {
             Checkpoint::starting_at(Utc::now().timestamp_millis())
         }
         None => Checkpoint::default(),
@@ -195,9 +195,9 @@ pub async fn run(
             clickpipe_actors::config::mask_url(&cfg.ingest.url)
         )
     };
-    let pit_api = match cfg.ingest.pit.as_str() {
-        "never" => PitApi::None,
-        "always" => {
+    let pit_api = match cfg.ingest.pit {
+        PitMode::Never => PitApi::None,
+        PitMode::Always => {
             let Some(api) = until_reachable(&stats, &stop, || client.detect_pit()).await else {
                 return Ok(());
             };
@@ -209,7 +209,7 @@ pub async fn run(
                 api => api,
             }
         }
-        _ => {
+        PitMode::Auto => {
             // auto: no point in time while the cluster sorts on the tiebreaker field (a search
             // less per poll, and none of the snapshot's cost); one when it refuses to (as
             // Elasticsearch 8 does for `_id`).

@@ -153,6 +153,35 @@ mod tests {
     use figment::Jail;
 
     #[test]
+    fn a_word_outside_a_keys_choices_is_refused_naming_the_key() {
+        for (var, key) in [
+            ("CLICKPIPE__LOG__FORMAT", "log.format"),
+            ("CLICKPIPE__INGEST__PIT", "ingest.pit"),
+            ("CLICKPIPE__INGEST__START_FROM", "ingest.start_from"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(var, "sometimes");
+                let e = format!("{:#}", load(None).expect_err("refused"));
+                assert!(e.contains(key), "{e}");
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("CLICKPIPE__LOG__FORMAT", "json");
+            jail.set_env("CLICKPIPE__INGEST__PIT", "never");
+            jail.set_env("CLICKPIPE__INGEST__START_FROM", "now");
+            let c = load(None).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(c.log.format, clickpipe_actors::config::LogFormat::Json);
+            assert_eq!(c.ingest.pit, clickpipe_actors::config::PitMode::Never);
+            assert_eq!(
+                c.ingest.start_from,
+                clickpipe_actors::config::StartFrom::Now
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_load_and_validate() {
         Jail::expect_with(|_| {
             let c = load(None).map_err(|e| e.to_string())?;

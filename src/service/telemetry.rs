@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clickpipe_actors::config::{Config, LogConfig};
+use clickpipe_actors::config::{Config, LogConfig, LogFormat};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
@@ -121,7 +121,7 @@ fn install(cfg: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::Resu
                 .parse()
                 .map_err(|e| anyhow::anyhow!("log filter: {e}"))?,
         );
-    let logs = if cfg.format == "json" {
+    let logs = if cfg.format == LogFormat::Json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)

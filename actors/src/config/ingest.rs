@@ -6,6 +6,30 @@ use serde::{Deserialize, Serialize};
 
 use super::{bad, positive, ConfigError};
 
+/// When the tailer pages with a point in time (`ingest.pit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PitMode {
+    /// Only when the cluster refuses to sort on `tiebreaker_field`.
+    #[default]
+    Auto,
+    /// Always; start-up fails when the cluster opens none.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Where the tailer begins without a checkpoint (`ingest.start_from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The whole index.
+    #[default]
+    Earliest,
+    /// Only documents indexed from now on.
+    Now,
+}
+
 /// The Elasticsearch / OpenSearch tailer: reads an index in `timestamp_field` order and writes
 /// every document to `kafka.input_topic`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -25,14 +49,14 @@ pub struct IngestConfig {
     pub tiebreaker_field: String,
     /// Point in time for each poll's paging: `auto` (only when the cluster refuses to sort on
     /// `tiebreaker_field`), `always`, `never`.
-    pub pit: String,
+    pub pit: PitMode,
     /// Documents per search request.
     pub page_size: usize,
     /// How far behind the newest timestamp sent each poll looks again, for documents that became
     /// visible late (refresh, slow ingest); documents sent already are skipped by id.
     pub overlap_ms: u64,
     /// Where to begin with no checkpoint: `earliest` (the whole index) or `now`.
-    pub start_from: String,
+    pub start_from: StartFrom,
     /// The Redis key holding the checkpoint (cursor and the ids inside the overlap window).
     pub checkpoint_key: String,
     /// Basic auth user (with `password`).
@@ -59,10 +83,10 @@ impl Default for IngestConfig {
             poll_interval_ms: 250,
             timestamp_field: "@timestamp".into(),
             tiebreaker_field: "_id".into(),
-            pit: "auto".into(),
+            pit: PitMode::Auto,
             page_size: 1000,
             overlap_ms: 2000,
-            start_from: "earliest".into(),
+            start_from: StartFrom::Earliest,
             checkpoint_key: "clickpipe:ingest:checkpoint".into(),
             username: None,
             password: None,
@@ -98,12 +122,6 @@ impl IngestConfig {
         positive("ingest.poll_interval_ms", self.poll_interval_ms)?;
         if !(1..=10_000).contains(&self.page_size) {
             return Err(bad("ingest.page_size", "must be between 1 and 10000"));
-        }
-        if !["auto", "always", "never"].contains(&self.pit.as_str()) {
-            return Err(bad("ingest.pit", "must be auto, always or never"));
-        }
-        if !["earliest", "now"].contains(&self.start_from.as_str()) {
-            return Err(bad("ingest.start_from", "must be earliest or now"));
         }
         positive("ingest.timeout_ms", self.timeout_ms)?;
         if self.username.is_some() != self.password.is_some() {

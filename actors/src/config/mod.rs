@@ -15,7 +15,7 @@ mod tracing;
 
 use serde::{Deserialize, Serialize};
 
-pub use ingest::IngestConfig;
+pub use ingest::{IngestConfig, PitMode, StartFrom};
 pub use kafka::{
     GroupProtocol, KafkaAuth, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS,
     CLASSIC_SESSION_TIMEOUT_MS, MANAGED_CLIENT_KEYS,
@@ -23,7 +23,9 @@ pub use kafka::{
 pub use model::{ModelConfig, ModelKind};
 pub use pipeline::{FeaturesConfig, PipelineConfig, SupervisionConfig};
 pub use redis::{RedisConfig, UnavailablePolicy};
-pub use service::{AdminConfig, LoadgenConfig, LogConfig, MetricsConfig, ModelServerConfig};
+pub use service::{
+    AdminConfig, LoadgenConfig, LogConfig, LogFormat, MetricsConfig, ModelServerConfig,
+};
 pub use tracing::{TracingConfig, SAMPLERS};
 
 /// The widest event-time window (`features.max_event_age_s`, `features.max_event_lead_s`) a
