@@ -162,8 +162,8 @@ fn replay_config(names: &Names, model: &ModelServer) -> clickpipe_actors::config
     let mut cfg = config(names, &model.url);
     cfg.admin.token = Some(TOKEN.into());
     cfg.model.on_unavailable = clickpipe_actors::config::UnavailablePolicy::DeadLetter;
-    cfg.model.retry_budget_ms = 300;
-    cfg.model.circuit_open_ms = 200;
+    cfg.model.retry_budget_ms = Millis(300);
+    cfg.model.circuit_open_ms = Millis(200);
     cfg
 }
 

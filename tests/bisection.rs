@@ -107,7 +107,7 @@ fn a_4xx_for_one_instance_dead_letters_that_event_alone() {
     let mut cfg = config(&names, &model.url);
     // One full batch of 64.
     cfg.model.max_batch_size = 64;
-    cfg.model.max_wait_ms = 2_000;
+    cfg.model.max_wait_ms = Millis(2_000);
     let running = run_pipeline(cfg);
     produce(&names.input, &batch_with_one_bad(17));
     let out = consume(&names.output, 63, WAIT);
@@ -140,10 +140,10 @@ fn a_500_for_one_instance_under_pause_dead_letters_it_after_the_budget_instead_o
     let mut cfg = config(&names, &model.url);
     cfg.model.on_unavailable = UnavailablePolicy::Pause;
     cfg.model.max_batch_size = 64;
-    cfg.model.max_wait_ms = 2_000;
-    cfg.model.retry_budget_ms = 1_000;
-    cfg.model.backoff_initial_ms = 20;
-    cfg.model.backoff_max_ms = 100;
+    cfg.model.max_wait_ms = Millis(2_000);
+    cfg.model.retry_budget_ms = Millis(1_000);
+    cfg.model.backoff_initial_ms = Millis(20);
+    cfg.model.backoff_max_ms = Millis(100);
     let running = run_pipeline(cfg);
     let started = Instant::now();
     produce(&names.input, &batch_with_one_bad(40));
@@ -166,9 +166,9 @@ fn a_model_answering_500_to_everything_under_pause_is_waited_out_without_dead_le
     let model = ModelServer::start(0);
     let mut cfg = config(&names, &model.url);
     cfg.model.on_unavailable = UnavailablePolicy::Pause;
-    cfg.model.retry_budget_ms = 500;
-    cfg.model.backoff_max_ms = 200;
-    cfg.model.circuit_open_ms = 300;
+    cfg.model.retry_budget_ms = Millis(500);
+    cfg.model.backoff_max_ms = Millis(200);
+    cfg.model.circuit_open_ms = Millis(300);
     let running = run_pipeline(cfg);
     model.failing.store(true, Ordering::SeqCst);
     produce(&names.input, &events("o", 40, 4));

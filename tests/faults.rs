@@ -41,8 +41,8 @@ fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
     let hooks = Arc::new(FaultHooks::default());
     hooks.enrich_panics.store(2, Ordering::SeqCst);
     let mut cfg = config(&names, &model.url);
-    cfg.supervision.backoff_initial_ms = 10;
-    cfg.supervision.backoff_max_ms = 50;
+    cfg.supervision.backoff_initial_ms = Millis(10);
+    cfg.supervision.backoff_max_ms = Millis(50);
     let running = run_pipeline_with(cfg, hooks.clone());
 
     let mut records = events("p", 200, 7);
@@ -88,8 +88,8 @@ fn a_seek_during_a_restart_backoff_reads_the_partition_once_in_order() {
     hooks.enrich_panics.store(1, Ordering::SeqCst);
     let mut cfg = config(&names, &model.url);
     // A long backoff: the seek lands inside it, and the restart comes due after it.
-    cfg.supervision.backoff_initial_ms = 2_000;
-    cfg.supervision.backoff_max_ms = 2_000;
+    cfg.supervision.backoff_initial_ms = Millis(2_000);
+    cfg.supervision.backoff_max_ms = Millis(2_000);
     cfg.pipeline.max_batch = 8;
     cfg.model.max_batch_size = 4;
     let running = run_pipeline_with(cfg, hooks);
@@ -174,8 +174,8 @@ fn always_panicking(
     let mut cfg = config(names, &model.url);
     cfg.supervision.max_restarts = max_restarts;
     cfg.supervision.root_max_restarts = root_max_restarts;
-    cfg.supervision.backoff_initial_ms = 10;
-    cfg.supervision.backoff_max_ms = 20;
+    cfg.supervision.backoff_initial_ms = Millis(10);
+    cfg.supervision.backoff_max_ms = Millis(20);
     let running = run_pipeline_with(cfg, hooks);
     let poisoned = event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None);
     produce(&names.input, &[("k0".into(), poisoned)]);
@@ -247,7 +247,7 @@ fn model_down_for_ten_seconds_pauses_and_resumes_without_dead_letters() {
     let addr = listener.local_addr().expect("addr");
     let model = ModelServer::start_on(listener, 0);
     let mut cfg = config(&names, &model.url);
-    cfg.model.circuit_open_ms = 500;
+    cfg.model.circuit_open_ms = Millis(500);
     let running = run_pipeline(cfg);
     let mut outputs = Collector::new(&names.output);
 
@@ -307,7 +307,7 @@ fn a_probe_answered_with_a_4xx_after_an_outage_closes_the_circuit_instead_of_sta
     let names = Names::new("probe4xx", 1);
     let model = ModelServer::start(0);
     let mut cfg = config(&names, &model.url);
-    cfg.model.circuit_open_ms = 300;
+    cfg.model.circuit_open_ms = Millis(300);
     cfg.model.circuit_failure_threshold = 2;
     cfg.model.max_batch_size = 1;
     let running = run_pipeline(cfg);
@@ -351,7 +351,7 @@ fn model_down_with_the_dead_letter_policy_dead_letters_inference_failed() {
     let model = ModelServer::start(usize::MAX);
     let mut cfg = config(&names, &model.url);
     cfg.model.on_unavailable = UnavailablePolicy::DeadLetter;
-    cfg.model.retry_budget_ms = 200;
+    cfg.model.retry_budget_ms = Millis(200);
     cfg.model.circuit_failure_threshold = 2;
     let running = run_pipeline(cfg);
     produce(&names.input, &events("d", 30, 5));
@@ -441,7 +441,7 @@ fn redis_down_for_five_seconds_loses_nothing() {
     let mut redis = OwnRedis::start(port);
     let mut cfg = config(&names, &model.url);
     cfg.redis.url = redis.url();
-    cfg.redis.timeout_ms = 300;
+    cfg.redis.timeout_ms = Millis(300);
     let running = run_pipeline(cfg);
     let mut outputs = Collector::new(&names.output);
 

@@ -268,7 +268,7 @@ fn a_model_that_keeps_failing_dead_letters_as_inference_failed() {
     let model = ModelServer::start(usize::MAX);
     let mut cfg = config(&names, &model.url);
     cfg.model.on_unavailable = clickpipe_actors::config::UnavailablePolicy::DeadLetter;
-    cfg.model.retry_budget_ms = 300;
+    cfg.model.retry_budget_ms = Millis(300);
     // This test is about the retry budget; the circuit breaker has its own test (faults.rs).
     cfg.model.circuit_failure_threshold = 1000;
     let running = run_pipeline(cfg);

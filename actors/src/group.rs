@@ -251,7 +251,7 @@ impl ConsumerGroup {
         let sv = &deps.config.supervision;
         let restarts = RestartTracker::new(Intensity {
             max_restarts: sv.root_max_restarts,
-            window: Duration::from_millis(sv.root_restart_window_ms),
+            window: sv.root_restart_window_ms.get(),
         });
         let (fatal, _) = tokio::sync::watch::channel(None);
         ConsumerGroup {

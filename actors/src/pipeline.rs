@@ -20,7 +20,7 @@ use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::ModelClient;
 use crate::clients::redis::create_pool;
 use crate::clients::zip_cache::ZipCache;
-use crate::config::Config;
+use crate::config::{Config, Millis};
 use crate::deps::Deps;
 use crate::dlq::DlqActor;
 use crate::error::ClientError;
@@ -160,7 +160,12 @@ impl PipelineHandle {
 
     /// `PING`s Redis on a pooled connection (given back to the pool afterwards).
     pub async fn ping_redis(&self) -> Result<(), ClientError> {
-        let timeout = Duration::from_millis(self.config.redis.timeout_ms.min(1000));
+        let timeout = self
+            .config
+            .redis
+            .timeout_ms
+            .get()
+            .min(Duration::from_secs(1));
         let ping = async {
             let mut conn = self
                 .redis
@@ -181,7 +186,7 @@ impl PipelineHandle {
     /// `GET /ping` of the model (on the calling thread's runtime).
     pub async fn ping_model(&self) -> Result<(), ClientError> {
         let mut cfg = self.config.model.clone();
-        cfg.timeout_ms = cfg.timeout_ms.min(1000);
+        cfg.timeout_ms = cfg.timeout_ms.min(Millis(1000));
         ModelClient::new(&cfg, self.breaker.clone(), self.credentials.clone())
             .ping()
             .await
@@ -238,7 +243,7 @@ impl Pipeline {
         let redis = create_pool(&config.redis)?;
         let zip_cache = Arc::new(ZipCache::new(
             config.redis.zip_cache_capacity,
-            Duration::from_millis(config.redis.zip_cache_ttl_ms),
+            config.redis.zip_cache_ttl_ms.get(),
         ));
 
         let dlq_arbiter = Arbiter::new();
@@ -258,7 +263,7 @@ impl Pipeline {
         let workers: Vec<Arbiter> = (0..n_workers).map(|_| Arbiter::new()).collect();
         let breaker = Arc::new(CircuitBreaker::new(
             config.model.circuit_failure_threshold,
-            Duration::from_millis(config.model.circuit_open_ms),
+            config.model.circuit_open_ms.get(),
         ));
         let status = Arc::new(StatusBoard::new(
             breaker.clone(),

@@ -274,7 +274,7 @@ pub async fn run(
 
 impl Tailer {
     async fn run(&mut self) -> anyhow::Result<()> {
-        let interval = Duration::from_millis(self.cfg.ingest.poll_interval_ms);
+        let interval = self.cfg.ingest.poll_interval_ms.get();
         let mut failures = 0u32;
         while !*self.stop.borrow() {
             self.stats.polls.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +337,7 @@ impl Tailer {
         &mut self,
         pit: &mut Option<Pit>,
     ) -> Result<bool, clickpipe_actors::error::ClientError> {
-        let overlap = self.cfg.ingest.overlap_ms as i64;
+        let overlap = self.cfg.ingest.overlap_ms.ms() as i64;
         let mut more = false;
         if let (Some(floor), Some(cursor)) =
             (self.checkpoint.floor(overlap), self.checkpoint.cursor_ms)
@@ -447,7 +447,7 @@ impl Tailer {
             }
         });
         futures::future::join_all(sends).await;
-        let overlap = cfg.ingest.overlap_ms as i64;
+        let overlap = cfg.ingest.overlap_ms.ms() as i64;
         for h in &hits {
             self.checkpoint.sent(&h.id, h.ts_ms, now.timestamp_millis());
         }

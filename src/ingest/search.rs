@@ -79,7 +79,7 @@ pub struct SearchClient {
 impl SearchClient {
     /// A client for `cfg`; TLS with the system's roots, or `tls_ca_file`'s.
     pub fn new(cfg: &IngestConfig) -> anyhow::Result<SearchClient> {
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout_ms.get();
         let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
             .context("cannot set up TLS")?;
         if let Some(ca) = &cfg.tls_ca_file {

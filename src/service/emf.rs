@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clickpipe_actors::config::MetricsConfig;
 use clickpipe_actors::stats::Stats;
@@ -138,7 +137,7 @@ pub async fn run(
     status: Arc<StatusBoard>,
 ) {
     let mut prev = Snapshot::take(&stats);
-    let mut tick = actix_rt::time::interval(Duration::from_millis(cfg.emf_interval_ms));
+    let mut tick = actix_rt::time::interval(cfg.emf_interval_ms.get());
     tick.tick().await; // the first tick is immediate
     loop {
         tick.tick().await;
@@ -162,6 +161,7 @@ mod tests {
     use super::*;
     use clickpipe_actors::clients::breaker::CircuitBreaker;
     use clickpipe_actors::status::Policies;
+    use std::time::Duration;
 
     fn board() -> StatusBoard {
         StatusBoard::new(

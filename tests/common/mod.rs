@@ -14,6 +14,8 @@ mod process;
 mod redis;
 mod tls;
 pub use broker::OwnBroker;
+/// `*_ms` config fields are typed.
+pub use clickpipe_actors::config::Millis;
 pub use kafka::*;
 pub use load::{PacedProducer, Produced};
 pub use model::*;

@@ -15,7 +15,7 @@ pub fn config(names: &Names, model_url: &str) -> Config {
     c.kafka.input_topic = names.input.clone();
     c.kafka.output_topic = names.output.clone();
     c.kafka.dlq_topic = names.dlq.clone();
-    c.kafka.commit_interval_ms = 200;
+    c.kafka.commit_interval_ms = Millis(200);
     c.kafka
         .consumer
         .insert("session.timeout.ms".into(), "15000".into());
@@ -26,11 +26,11 @@ pub fn config(names: &Names, model_url: &str) -> Config {
     c.redis.zip_prefix = names.zip_prefix.clone();
     c.redis.session_prefix = names.session_prefix.clone();
     c.model.url = model_url.to_string();
-    c.model.retry_budget_ms = 3000;
-    c.model.backoff_initial_ms = 20;
-    c.model.backoff_max_ms = 200;
+    c.model.retry_budget_ms = Millis(3000);
+    c.model.backoff_initial_ms = Millis(20);
+    c.model.backoff_max_ms = Millis(200);
     c.pipeline.workers = 2;
-    c.pipeline.drain_timeout_ms = 10_000;
+    c.pipeline.drain_timeout_ms = Millis(10_000);
     c.validate().expect("test config is valid");
     c.log.level = "warn".into();
     c

@@ -125,7 +125,7 @@ impl ModelClient {
                 }),
             ),
         };
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout_ms.get();
         ModelClient {
             http: awc::Client::builder()
                 .timeout(timeout)
@@ -134,9 +134,9 @@ impl ModelClient {
             invocations,
             ping,
             timeout,
-            budget: Duration::from_millis(cfg.retry_budget_ms),
-            backoff_initial: Duration::from_millis(cfg.backoff_initial_ms),
-            backoff_max: Duration::from_millis(cfg.backoff_max_ms),
+            budget: cfg.retry_budget_ms.get(),
+            backoff_initial: cfg.backoff_initial_ms.get(),
+            backoff_max: cfg.backoff_max_ms.get(),
             breaker,
             policy: cfg.on_unavailable,
             sagemaker,

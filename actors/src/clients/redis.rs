@@ -72,7 +72,7 @@ impl LookupClient {
             cache,
             zip_prefix: cfg.zip_prefix.as_str().into(),
             session_prefix: cfg.session_prefix.as_str().into(),
-            timeout: Duration::from_millis(cfg.timeout_ms),
+            timeout: cfg.timeout_ms.get(),
             gap_ms: i64::try_from(session_gap.as_millis()).unwrap_or(i64::MAX),
             script: Rc::new(redis::Script::new(SESSION_SCRIPT)),
         }

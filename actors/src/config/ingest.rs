@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError};
+use super::{bad, positive, ConfigError, Millis};
 
 /// When the tailer pages with a point in time (`ingest.pit`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -40,7 +40,7 @@ pub struct IngestConfig {
     /// Index (or alias, or pattern) to tail.
     pub index: String,
     /// Milliseconds between polls once caught up.
-    pub poll_interval_ms: u64,
+    pub poll_interval_ms: Millis,
     /// The date field documents are ordered by.
     pub timestamp_field: String,
     /// A unique field to order documents with equal timestamps, when no point in time is used
@@ -54,7 +54,7 @@ pub struct IngestConfig {
     pub page_size: usize,
     /// How far behind the newest timestamp sent each poll looks again, for documents that became
     /// visible late (refresh, slow ingest); documents sent already are skipped by id.
-    pub overlap_ms: u64,
+    pub overlap_ms: Millis,
     /// Where to begin with no checkpoint: `earliest` (the whole index) or `now`.
     pub start_from: StartFrom,
     /// The Redis key holding the checkpoint (cursor and the ids inside the overlap window).
@@ -70,7 +70,7 @@ pub struct IngestConfig {
     /// Skip certificate verification (testing only).
     pub tls_insecure: bool,
     /// Per-request timeout in milliseconds.
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// Address of the tailer's own HTTP endpoint (`/health/live`, `/status`, `/metrics`).
     pub listen: String,
 }
@@ -80,12 +80,12 @@ impl Default for IngestConfig {
         IngestConfig {
             url: "http://127.0.0.1:9200".into(),
             index: "clicks".into(),
-            poll_interval_ms: 250,
+            poll_interval_ms: Millis(250),
             timestamp_field: "@timestamp".into(),
             tiebreaker_field: "_id".into(),
             pit: PitMode::Auto,
             page_size: 1000,
-            overlap_ms: 2000,
+            overlap_ms: Millis(2000),
             start_from: StartFrom::Earliest,
             checkpoint_key: "clickpipe:ingest:checkpoint".into(),
             username: None,
@@ -93,7 +93,7 @@ impl Default for IngestConfig {
             api_key: None,
             tls_ca_file: None,
             tls_insecure: false,
-            timeout_ms: 10_000,
+            timeout_ms: Millis(10_000),
             listen: "127.0.0.1:9091".into(),
         }
     }

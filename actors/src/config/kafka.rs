@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError};
+use super::{bad, positive, ConfigError, Millis};
 
 /// Kafka settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -24,7 +24,7 @@ pub struct KafkaConfig {
     /// Records larger than this many bytes are dead-lettered as `invalid_event`.
     pub max_payload_bytes: usize,
     /// Interval at which stored (fully processed) offsets are committed, in milliseconds.
-    pub commit_interval_ms: u64,
+    pub commit_interval_ms: Millis,
     /// The consumer group protocol: `classic` (JoinGroup/SyncGroup with cooperative-sticky
     /// assignment, every broker version) or `consumer` (KIP-848: the broker assigns partitions
     /// incrementally, no group-wide barrier; Kafka 4.0+, session timeout set broker side).

@@ -13,6 +13,8 @@ mod redis;
 mod service;
 mod tracing;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 pub use ingest::{IngestConfig, PitMode, StartFrom};
@@ -77,6 +79,30 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// A duration written in milliseconds (the `*_ms` keys): a whole number in the file, a
+/// [`Duration`] to the code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// As a duration.
+    pub fn get(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+
+    /// The number of milliseconds.
+    pub fn ms(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Refuses a zero `value` of `key`.
 pub(crate) fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<(), ConfigError> {
     if value == T::default() {
@@ -133,7 +159,7 @@ impl Config {
                 })
         };
         let poll_ms = consumer_ms("max.poll.interval.ms")?.unwrap_or(300_000);
-        if p.drain_timeout_ms >= poll_ms {
+        if p.drain_timeout_ms.ms() >= poll_ms {
             return Err(bad(
                 "pipeline.drain_timeout_ms",
                 format!(

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, UnavailablePolicy};
+use super::{bad, positive, ConfigError, Millis, UnavailablePolicy};
 
 /// Model endpoint settings (SageMaker container convention: `/ping`, `/invocations`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -15,19 +15,19 @@ pub struct ModelConfig {
     pub max_batch_size: usize,
     /// How long a batch may wait for more events before it is sent, in milliseconds (0: send what
     /// is there as soon as the previous call returns).
-    pub max_wait_ms: u64,
+    pub max_wait_ms: Millis,
     /// Timeout of one request, in milliseconds.
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// Total time spent retrying a batch before its events are dead-lettered, in milliseconds.
-    pub retry_budget_ms: u64,
+    pub retry_budget_ms: Millis,
     /// First retry backoff, in milliseconds; doubles each attempt, with full jitter.
-    pub backoff_initial_ms: u64,
+    pub backoff_initial_ms: Millis,
     /// Largest retry backoff, in milliseconds.
-    pub backoff_max_ms: u64,
+    pub backoff_max_ms: Millis,
     /// Consecutive failed calls that open the circuit breaker.
     pub circuit_failure_threshold: u32,
     /// How long the circuit stays open before a probe (`GET /ping`), in milliseconds.
-    pub circuit_open_ms: u64,
+    pub circuit_open_ms: Millis,
     /// What to do while the model is unavailable: `pause` (hold the events, probe, resume; nothing
     /// is dead-lettered) or `dead_letter` (`inference_failed` after `retry_budget_ms`, and at once
     /// while the circuit is open).

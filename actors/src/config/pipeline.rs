@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, MAX_WINDOW_S};
+use super::{bad, positive, ConfigError, Millis, MAX_WINDOW_S};
 
 /// Feature computation settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -34,7 +34,7 @@ pub struct PipelineConfig {
     /// Maximum records in one batch between stages.
     pub max_batch: usize,
     /// How long a revoked or stopping partition may take to finish in-flight work, in milliseconds.
-    pub drain_timeout_ms: u64,
+    pub drain_timeout_ms: Millis,
     /// Pause the partition at the consumer when in-flight records reach this share of
     /// `max_in_flight` (0.0–1.0].
     pub pause_high_watermark: f64,
@@ -51,16 +51,16 @@ pub struct SupervisionConfig {
     /// partition is paused and reported failed.
     pub max_restarts: u32,
     /// The partition's restart window, in milliseconds.
-    pub restart_window_ms: u64,
+    pub restart_window_ms: Millis,
     /// Partition failures (restarts of any partition) the root allows within
     /// `root_restart_window_ms`; one more and the process exits with code 3.
     pub root_max_restarts: u32,
     /// The root's window, in milliseconds.
-    pub root_restart_window_ms: u64,
+    pub root_restart_window_ms: Millis,
     /// First backoff before a restart, in milliseconds (doubles, with full jitter).
-    pub backoff_initial_ms: u64,
+    pub backoff_initial_ms: Millis,
     /// Largest backoff before a restart, in milliseconds.
-    pub backoff_max_ms: u64,
+    pub backoff_max_ms: Millis,
 }
 
 impl FeaturesConfig {
@@ -135,7 +135,7 @@ impl SupervisionConfig {
     /// Checks this section's values; the first problem is returned with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let sv = self;
-        if sv.restart_window_ms == 0 || sv.root_restart_window_ms == 0 {
+        if sv.restart_window_ms.ms() == 0 || sv.root_restart_window_ms.ms() == 0 {
             return Err(bad(
                 "supervision.restart_window_ms",
                 "windows must be greater than 0",
@@ -158,6 +158,6 @@ impl SupervisionConfig {
 impl PipelineConfig {
     /// How long a partition may take to drain.
     pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
+        self.drain_timeout_ms.get()
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError};
+use super::{bad, positive, ConfigError, Millis};
 
 /// Redis settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -17,14 +17,14 @@ pub struct RedisConfig {
     /// Maximum connections in the pool (each partition keeps one multiplexed connection).
     pub pool_size: usize,
     /// Timeout of one round trip, in milliseconds.
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// How long a ZIP lookup (hit or miss) stays in the in-process cache, in milliseconds.
-    pub zip_cache_ttl_ms: u64,
+    pub zip_cache_ttl_ms: Millis,
     /// Maximum number of ZIPs in the in-process cache; 0 disables the cache.
     pub zip_cache_capacity: usize,
     /// With `on_unavailable = "dead_letter"`: how long a failing lookup is retried before its
     /// records are dead-lettered as `lookup_failed`, in milliseconds.
-    pub retry_budget_ms: u64,
+    pub retry_budget_ms: Millis,
     /// What to do while Redis is unavailable: `pause` (retry with backoff, the partition pauses;
     /// nothing is dead-lettered) or `dead_letter` (after `retry_budget_ms`).
     pub on_unavailable: UnavailablePolicy,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError};
+use super::{bad, positive, ConfigError, Millis};
 
 /// Admin API settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -98,7 +98,7 @@ pub struct MetricsConfig {
     /// CloudWatch Logs turns it into metrics without API calls.
     pub emf_enabled: bool,
     /// Seconds between EMF lines, in milliseconds (at least 1000).
-    pub emf_interval_ms: u64,
+    pub emf_interval_ms: Millis,
     /// CloudWatch namespace of the EMF metrics.
     pub emf_namespace: String,
     /// Extra dimensions (name → value) on every EMF metric, besides `service` and `instance`.
@@ -109,7 +109,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             emf_enabled: false,
-            emf_interval_ms: 60_000,
+            emf_interval_ms: Millis(60_000),
             emf_namespace: "clickpipe".to_string(),
             emf_dimensions: BTreeMap::new(),
         }
@@ -189,7 +189,7 @@ impl MetricsConfig {
     /// Checks this section's values; the first problem is returned with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = self;
-        if m.emf_interval_ms < 1000 {
+        if m.emf_interval_ms.ms() < 1000 {
             return Err(bad("metrics.emf_interval_ms", "must be at least 1000"));
         }
         if m.emf_namespace.trim().is_empty() || m.emf_namespace.len() > 255 {

@@ -156,7 +156,7 @@ impl PartitionActor {
         let sv = &deps.config.supervision;
         let restarts = RestartTracker::new(Intensity {
             max_restarts: sv.max_restarts,
-            window: Duration::from_millis(sv.restart_window_ms),
+            window: sv.restart_window_ms.get(),
         });
         PartitionActor {
             topic: topic.into(),

@@ -39,8 +39,8 @@ impl PartitionActor {
         let sv = &self.deps.config.supervision;
         let wait = backoff(
             self.restarts.in_window(Instant::now()).saturating_sub(1),
-            Duration::from_millis(sv.backoff_initial_ms),
-            Duration::from_millis(sv.backoff_max_ms),
+            sv.backoff_initial_ms.get(),
+            sv.backoff_max_ms.get(),
         );
         tracing::warn!(partition = self.partition, %reason, ?wait, "restarting the partition's stages");
         ctx.run_later(wait, |act, ctx| act.restart(ctx));

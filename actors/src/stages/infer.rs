@@ -64,7 +64,7 @@ impl StageLogic for Infer {
     }
 
     fn max_wait(&self) -> Duration {
-        Duration::from_millis(self.config.max_wait_ms)
+        self.config.max_wait_ms.get()
     }
 
     fn started(&mut self) {

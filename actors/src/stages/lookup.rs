@@ -44,7 +44,7 @@ impl Lookup {
                 &config.redis,
                 Duration::from_secs(config.features.session_gap_s),
             ),
-            budget: Duration::from_millis(config.redis.retry_budget_ms),
+            budget: config.redis.retry_budget_ms.get(),
             max_batch: config.pipeline.max_batch,
             policy: config.redis.on_unavailable,
             health,

@@ -78,7 +78,7 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
         .await
         .context("cannot connect to Redis")?;
     let http = awc::Client::builder()
-        .timeout(Duration::from_millis(cfg.model.timeout_ms))
+        .timeout(cfg.model.timeout_ms.get())
         .finish();
     let mut job = Job {
         cfg,
