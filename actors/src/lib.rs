@@ -8,9 +8,19 @@
 //!                    offsets committed once the output or dead letter is acked ◄──┘
 //! ```
 //!
-//! Module map: [`group`] (consumer group, rebalances) → [`partition`] (source, offsets) →
-//! [`stages`] (lookup, enrich, infer, emit) run by [`stage`]; [`dlq`] for dead letters;
-//! [`pipeline`] starts and stops the tree.
+//! Module map:
+//! - the actor tree: [`pipeline`] starts and stops it; [`group`] (consumer group, rebalances) →
+//!   [`partition`] (its source, offsets, operator control and one-for-all supervision) →
+//!   [`stages`] (lookup, enrich, infer, emit) run by [`stage`]; [`dlq`] writes dead letters and
+//!   names every header clickpipe writes; [`supervision`] holds the restart intensity;
+//! - [`kafka`]: the one librdkafka client builder, MSK IAM, the group consumer's context,
+//!   delivery until acknowledged; [`clients`]: Redis, ZIP cache, model, circuit breaker, AWS;
+//! - pure logic: [`event`] (decoder), [`features`], [`session`], [`error`];
+//! - [`config`] (one file per section), [`deps`] (what every partition shares), [`stats`],
+//!   [`metrics`], [`status`], [`trace`].
+//!
+//! No module imports one that imports it back: the group consumer's context reports rebalances
+//! through [`kafka::consumer::GroupEvents`] instead of knowing the group.
 
 pub mod clients;
 pub mod config;
