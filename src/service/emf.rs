@@ -10,36 +10,53 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clickpipe_actors::config::MetricsConfig;
 use clickpipe_actors::stats::Stats;
 use clickpipe_actors::status::StatusBoard;
 use serde_json::{json, Map, Value};
 
-/// Counter values and histogram buckets at the previous line.
+use super::metrics::{Emf, Sources, Values, METRICS};
+
+/// What each EMF metric's table entry stood at in the previous line: totals of counters and
+/// bucket counts of histograms.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    processed: u64,
-    dead_letters: u64,
-    records_in: u64,
-    restarts: u64,
-    end_to_end: Vec<u64>,
-    processing: Vec<u64>,
+    totals: BTreeMap<&'static str, f64>,
+    buckets: BTreeMap<&'static str, Vec<u64>>,
 }
 
 impl Snapshot {
     /// The current values.
-    pub fn take(stats: &Stats) -> Snapshot {
-        Snapshot {
-            processed: stats.outputs.load(Ordering::Relaxed),
-            dead_letters: stats.dead_letters_total(),
-            records_in: stats.records_in.load(Ordering::Relaxed),
-            restarts: stats.restarts.load(Ordering::Relaxed),
-            end_to_end: stats.end_to_end.bucket_counts(),
-            processing: stats.processing.bucket_counts(),
+    pub fn take(stats: &Stats, status: &StatusBoard) -> Snapshot {
+        let sources = sources(stats, status);
+        let mut snap = Snapshot::default();
+        for m in METRICS.iter().filter(|m| !m.emf.is_empty()) {
+            match (m.read)(&sources) {
+                Some(Values::Samples(samples)) => {
+                    snap.totals
+                        .insert(m.name, samples.iter().map(|(_, v)| v).sum());
+                }
+                Some(Values::Histograms(h)) => {
+                    if let Some((_, h)) = h.first() {
+                        snap.buckets.insert(m.name, h.bucket_counts());
+                    }
+                }
+                None => {}
+            }
         }
+        snap
+    }
+}
+
+fn sources<'a>(stats: &'a Stats, status: &'a StatusBoard) -> Sources<'a> {
+    Sources {
+        stats,
+        status,
+        uptime: Duration::ZERO,
+        zip_cache: None,
     }
 }
 
@@ -50,7 +67,8 @@ fn diff(now: &[u64], before: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// One EMF line for the interval from `prev` to now (which becomes the new `prev`).
+/// One EMF line for the interval from `prev` to now (which becomes the new `prev`): the EMF
+/// metrics of the metric table ([`METRICS`]).
 pub fn line(
     cfg: &MetricsConfig,
     instance: &str,
@@ -59,40 +77,30 @@ pub fn line(
     prev: &mut Snapshot,
     timestamp_ms: i64,
 ) -> String {
-    let now = Snapshot::take(stats);
-    let partitions = status.partitions();
-    let lag: i64 = partitions.iter().filter_map(|p| p.lag).sum();
-    let in_flight: usize = partitions.iter().map(|p| p.in_flight).sum();
-    let ms = |v: Option<f64>| v.map(|s| s * 1000.0);
-    let e2e = diff(&now.end_to_end, &prev.end_to_end);
-    let proc = diff(&now.processing, &prev.processing);
-
-    // Counters: what happened during the interval.
-    let count =
-        |name, now: u64, before: u64| (name, "Count", Some(now.saturating_sub(before) as f64));
-    let mut values: Vec<(&str, &str, Option<f64>)> = vec![
-        count("Processed", now.processed, prev.processed),
-        count("DeadLetters", now.dead_letters, prev.dead_letters),
-        count("RecordsIn", now.records_in, prev.records_in),
-        count("Restarts", now.restarts, prev.restarts),
-        ("ConsumerLag", "Count", Some(lag as f64)),
-        ("InFlight", "Count", Some(in_flight as f64)),
-    ];
-    values.push((
-        "EndToEndLatencyP50",
-        "Milliseconds",
-        ms(stats.end_to_end.quantile_of(&e2e, 0.5)),
-    ));
-    values.push((
-        "EndToEndLatencyP99",
-        "Milliseconds",
-        ms(stats.end_to_end.quantile_of(&e2e, 0.99)),
-    ));
-    values.push((
-        "ProcessingLatencyP99",
-        "Milliseconds",
-        ms(stats.processing.quantile_of(&proc, 0.99)),
-    ));
+    let now = Snapshot::take(stats, status);
+    let sources = sources(stats, status);
+    let mut values: Vec<(&str, &str, Option<f64>)> = Vec::new();
+    for m in METRICS {
+        for e in m.emf {
+            let v = match *e {
+                Emf::Delta(_) => {
+                    let before = prev.totals.get(m.name).copied().unwrap_or(0.0);
+                    let total = now.totals.get(m.name).copied().unwrap_or(0.0);
+                    Some((total - before).max(0.0))
+                }
+                Emf::Total(_) => now.totals.get(m.name).copied(),
+                Emf::QuantileMs(_, q) => match (m.read)(&sources) {
+                    Some(Values::Histograms(h)) => h.first().and_then(|(_, h)| {
+                        let before = prev.buckets.get(m.name).map_or(&[][..], Vec::as_slice);
+                        let counts = diff(now.buckets.get(m.name)?, before);
+                        h.quantile_of(&counts, q).map(|s| s * 1000.0)
+                    }),
+                    _ => None,
+                },
+            };
+            values.push((e.name(), e.unit(), v));
+        }
+    }
     *prev = now;
 
     let mut dims: BTreeMap<&str, &str> = BTreeMap::new();
@@ -136,7 +144,7 @@ pub async fn run(
     stats: Arc<Stats>,
     status: Arc<StatusBoard>,
 ) {
-    let mut prev = Snapshot::take(&stats);
+    let mut prev = Snapshot::take(&stats, &status);
     let mut tick = actix_rt::time::interval(cfg.emf_interval_ms.get());
     tick.tick().await; // the first tick is immediate
     loop {
@@ -161,7 +169,7 @@ mod tests {
     use super::*;
     use clickpipe_actors::clients::breaker::CircuitBreaker;
     use clickpipe_actors::status::Policies;
-    use std::time::Duration;
+    use std::sync::atomic::Ordering;
 
     fn board() -> StatusBoard {
         StatusBoard::new(
@@ -182,7 +190,7 @@ mod tests {
         };
         let stats = Stats::default();
         let status = board();
-        let mut prev = Snapshot::take(&stats);
+        let mut prev = Snapshot::take(&stats, &status);
         let mut emit = |at_ms: i64| -> Value {
             serde_json::from_str(&line(&cfg, "i-1", &stats, &status, &mut prev, at_ms))
                 .expect("JSON")

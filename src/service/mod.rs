@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod emf;
+pub mod metrics;
 pub mod settings;
 pub mod telemetry;
 
