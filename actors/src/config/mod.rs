@@ -103,6 +103,17 @@ impl std::fmt::Display for Millis {
     }
 }
 
+/// Refuses a value below another key's (`{value} is below {other} ({limit})`).
+pub(crate) fn not_below<T: PartialOrd + std::fmt::Display>(
+    (key, value): (&str, T),
+    (other, limit): (&str, T),
+) -> Result<(), ConfigError> {
+    if value < limit {
+        return Err(bad(key, format!("{value} is below {other} ({limit})")));
+    }
+    Ok(())
+}
+
 /// Refuses a zero `value` of `key`.
 pub(crate) fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<(), ConfigError> {
     if value == T::default() {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, Millis, UnavailablePolicy};
+use super::{bad, not_below, positive, ConfigError, Millis, UnavailablePolicy};
 
 /// Model endpoint settings (SageMaker container convention: `/ping`, `/invocations`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -109,15 +109,10 @@ impl ModelConfig {
         positive("model.max_batch_size", m.max_batch_size)?;
         positive("model.timeout_ms", m.timeout_ms)?;
         positive("model.backoff_initial_ms", m.backoff_initial_ms)?;
-        if m.backoff_max_ms < m.backoff_initial_ms {
-            return Err(bad(
-                "model.backoff_max_ms",
-                format!(
-                    "{} is below model.backoff_initial_ms ({})",
-                    m.backoff_max_ms, m.backoff_initial_ms
-                ),
-            ));
-        }
+        not_below(
+            ("model.backoff_max_ms", m.backoff_max_ms),
+            ("model.backoff_initial_ms", m.backoff_initial_ms),
+        )?;
 
         positive(
             "model.circuit_failure_threshold",

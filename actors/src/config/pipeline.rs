@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, Millis, MAX_WINDOW_S};
+use super::{bad, not_below, positive, ConfigError, Millis, MAX_WINDOW_S};
 
 /// Feature computation settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -142,15 +142,10 @@ impl SupervisionConfig {
             ));
         }
         positive("supervision.backoff_initial_ms", sv.backoff_initial_ms)?;
-        if sv.backoff_max_ms < sv.backoff_initial_ms {
-            return Err(bad(
-                "supervision.backoff_max_ms",
-                format!(
-                    "{} is below supervision.backoff_initial_ms ({})",
-                    sv.backoff_max_ms, sv.backoff_initial_ms
-                ),
-            ));
-        }
+        not_below(
+            ("supervision.backoff_max_ms", sv.backoff_max_ms),
+            ("supervision.backoff_initial_ms", sv.backoff_initial_ms),
+        )?;
         Ok(())
     }
 }
