@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clickpipe::ingest;
 use clickpipe::server::wait_for_signal;
+use clickpipe::service::config::Config;
 use clickpipe::service::{self, settings, telemetry};
 use clickpipe::tools::{admin_client, loadgen, mock_broker, model_server, seed};
-use clickpipe_actors::config::Config;
 
 #[derive(Parser)]
 #[command(

@@ -158,7 +158,7 @@ macro_rules! replay {
 }
 
 /// Config for replay tests: dead-letter after a short retry budget when the model fails.
-fn replay_config(names: &Names, model: &ModelServer) -> clickpipe_actors::config::Config {
+fn replay_config(names: &Names, model: &ModelServer) -> clickpipe::service::config::Config {
     let mut cfg = config(names, &model.url);
     cfg.admin.token = Some(TOKEN.into());
     cfg.model.on_unavailable = clickpipe_actors::config::UnavailablePolicy::DeadLetter;

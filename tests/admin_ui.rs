@@ -27,7 +27,7 @@ struct AdminServer {
 }
 
 impl AdminServer {
-    fn start(running: &Running, cfg: clickpipe_actors::config::Config) -> AdminServer {
+    fn start(running: &Running, cfg: clickpipe::service::config::Config) -> AdminServer {
         let state = admin_state(running, cfg);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -182,7 +182,7 @@ fn fake_aws(secret: &'static str) -> FakeAws {
 }
 
 /// The test config with the model at a SageMaker endpoint served from `url`.
-fn sagemaker_config(names: &Names, url: &str) -> clickpipe_actors::config::Config {
+fn sagemaker_config(names: &Names, url: &str) -> clickpipe::service::config::Config {
     let mut cfg = config(names, "http://127.0.0.1:1");
     cfg.model.kind = clickpipe_actors::config::ModelKind::Sagemaker;
     cfg.model.sagemaker_endpoint = "clicks-propensity".into();

@@ -107,7 +107,7 @@ fn run_case(case: u32, model_url: &str, records: &[Input]) -> Result<(), TestCas
     let mut cfg = config(&names, model_url);
     cfg.kafka.max_payload_bytes = MAX_PAYLOAD;
     cfg.validate().expect("valid config");
-    let limits = Limits::from_config(&cfg);
+    let limits = Limits::from_config(&cfg.pipeline());
     let running = run_pipeline(cfg);
 
     let produced: Vec<(String, Vec<u8>)> = records

@@ -13,7 +13,7 @@ use actix_web::test as web_test;
 use actix_web::App;
 use clickpipe::service::admin::replay::{replay_group, ReplayJobs, KEEP_FINISHED};
 use clickpipe::service::admin::{routes, AdminState};
-use clickpipe_actors::config::Config;
+use clickpipe::service::config::Config;
 use common::*;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};

@@ -4,9 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::service::config::Config;
 use actix_web::{web, HttpResponse};
 use chrono::{TimeZone as _, Utc};
-use clickpipe_actors::config::{mask_url, Config};
+use clickpipe_actors::config::mask_url;
 use clickpipe_actors::metrics::{header, sample};
 use serde_json::json;
 

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::service::config::{Config, PitMode, StartFrom};
 use anyhow::Context as _;
 use chrono::Utc;
-use clickpipe_actors::config::{Config, PitMode, StartFrom};
 use clickpipe_actors::dlq::{headers, write, Letter};
 use clickpipe_actors::error::{bounded, ErrorKind, Retry, Stage, MAX_MESSAGE_BYTES};
 use clickpipe_actors::event::decode;
@@ -420,7 +420,7 @@ impl Tailer {
         stats
             .skipped
             .fetch_add((hits.len() - fresh.len()) as u64, Ordering::Relaxed);
-        let limits = clickpipe_actors::event::Limits::from_config(cfg);
+        let limits = clickpipe_actors::event::Limits::from_config(&cfg.pipeline());
         let now = Utc::now();
         let limits = &limits;
         let sends = fresh.iter().map(|hit| async move {

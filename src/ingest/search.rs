@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::service::config::IngestConfig;
 use anyhow::Context as _;
 use clickpipe_actors::config::mask_url;
-use clickpipe_actors::config::IngestConfig;
 use clickpipe_actors::error::ClientError;
 use serde_json::{json, Map, Value};
 

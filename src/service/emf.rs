@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickpipe_actors::config::MetricsConfig;
+use crate::service::config::MetricsConfig;
 use clickpipe_actors::stats::Stats;
 use clickpipe_actors::status::StatusBoard;
 use serde_json::{json, Map, Value};

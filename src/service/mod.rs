@@ -8,6 +8,7 @@
 //! - [`admin`]: the admin HTTP API.
 
 pub mod admin;
+pub mod config;
 pub mod emf;
 pub mod metrics;
 pub mod settings;
@@ -18,8 +19,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clickpipe_actors::config::Config;
 use clickpipe_actors::pipeline::Pipeline;
+use config::Config;
 
 /// Runs the service until `shutdown` completes (exit code 0) or the pipeline gives up (exit code
 /// 3, so the orchestrator restarts the process); then drains the partitions and stops the admin
@@ -29,7 +30,7 @@ use clickpipe_actors::pipeline::Pipeline;
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let started = Instant::now();
-    let pipeline = Pipeline::start(config.clone())?;
+    let pipeline = Pipeline::start(Arc::new(config.pipeline()))?;
     let instance_id = admin::instance_id();
     if config.metrics.emf_enabled {
         actix_rt::spawn(emf::run(

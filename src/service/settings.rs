@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
+use super::config::Config;
 use anyhow::{bail, Context};
-use clickpipe_actors::config::Config;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
@@ -171,12 +171,9 @@ mod tests {
             jail.set_env("CLICKPIPE__INGEST__PIT", "never");
             jail.set_env("CLICKPIPE__INGEST__START_FROM", "now");
             let c = load(None).map_err(|e| format!("{e:#}"))?;
-            assert_eq!(c.log.format, clickpipe_actors::config::LogFormat::Json);
-            assert_eq!(c.ingest.pit, clickpipe_actors::config::PitMode::Never);
-            assert_eq!(
-                c.ingest.start_from,
-                clickpipe_actors::config::StartFrom::Now
-            );
+            assert_eq!(c.log.format, crate::service::config::LogFormat::Json);
+            assert_eq!(c.ingest.pit, crate::service::config::PitMode::Never);
+            assert_eq!(c.ingest.start_from, crate::service::config::StartFrom::Now);
             Ok(())
         });
     }

@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
+use crate::service::config::{Config, LogConfig, LogFormat};
 use anyhow::Context as _;
-use clickpipe_actors::config::{Config, LogConfig, LogFormat};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};

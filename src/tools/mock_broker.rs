@@ -3,8 +3,8 @@
 
 use std::future::Future;
 
+use crate::service::config::Config;
 use anyhow::Context;
-use clickpipe_actors::config::Config;
 
 /// Starts the broker with `partitions` partitions of each configured topic, prints its bootstrap
 /// address on stdout (a line on stderr says what it runs) and runs until `shutdown` completes.

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::service::config::Config;
 use anyhow::{bail, Context};
-use clickpipe_actors::config::Config;
 use clickpipe_actors::features::ZipInfo;
 
 /// One validated CSV row.

@@ -70,8 +70,8 @@ pub fn run_pipeline_with(config: Config, hooks: Arc<FaultHooks>) -> Running {
     let thread = std::thread::spawn(move || {
         let sys = actix_rt::System::new();
         sys.block_on(async move {
-            let pipeline =
-                Pipeline::start_with_hooks(Arc::new(config), hooks).expect("pipeline starts");
+            let pipeline = Pipeline::start_with_hooks(Arc::new(config.pipeline()), hooks)
+                .expect("pipeline starts");
             let failed = pipeline.failed();
             actix_rt::spawn(async move {
                 let reason = failed.await;

@@ -1,23 +1,20 @@
-//! The typed configuration of clickpipe, one file per section, each with its own `validate()`.
+//! The typed configuration of the pipeline, one file per section, each with its own `validate()`.
 //! Loading and layering (compiled-in defaults, a TOML file, `CLICKPIPE__SECTION__KEY` environment
 //! variables) lives in the binary; this module only defines the shape, the defaults a field falls
 //! back to, and the checks run once at start-up.
 //!
 //! Every struct denies unknown keys, so a typo in a config file stops start-up with the key named.
 
-mod ingest;
 mod kafka;
 mod model;
 mod pipeline;
 mod redis;
-mod service;
 mod tracing;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use ingest::{IngestConfig, PitMode, StartFrom};
 pub use kafka::{
     GroupProtocol, KafkaAuth, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS,
     CLASSIC_SESSION_TIMEOUT_MS, MANAGED_CLIENT_KEYS,
@@ -25,16 +22,14 @@ pub use kafka::{
 pub use model::{ModelConfig, ModelKind};
 pub use pipeline::{FeaturesConfig, PipelineConfig, SupervisionConfig};
 pub use redis::{RedisConfig, UnavailablePolicy};
-pub use service::{
-    AdminConfig, LoadgenConfig, LogConfig, LogFormat, MetricsConfig, ModelServerConfig,
-};
 pub use tracing::{TracingConfig, SAMPLERS};
 
 /// The widest event-time window (`features.max_event_age_s`, `features.max_event_lead_s`) a
 /// config may set on either side of now (100 years).
 pub const MAX_WINDOW_S: u64 = 100 * 365 * 24 * 3600;
 
-/// The whole configuration.
+/// The pipeline's configuration: the sections the actors read. The service's own sections (admin
+/// API, logging, EMF, the tailer, the tools) are the binary's (`clickpipe::service::config`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -50,23 +45,9 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Restart intensity and backoff of the supervisors.
     pub supervision: SupervisionConfig,
-    /// The admin HTTP API.
-    pub admin: AdminConfig,
-    /// The reference model server (`clickpipe model-server`).
-    pub model_server: ModelServerConfig,
-    /// The synthetic load generator (`clickpipe loadgen`).
-    pub loadgen: LoadgenConfig,
-    /// Logging.
-    pub log: LogConfig,
-    /// Metrics exported besides `/metrics` (CloudWatch Embedded Metric Format).
-    #[serde(default)]
-    pub metrics: MetricsConfig,
     /// OpenTelemetry trace export (OTLP/HTTP to a collector such as ADOT, then X-Ray).
     #[serde(default)]
     pub tracing: TracingConfig,
-    /// The Elasticsearch / OpenSearch tailer (`clickpipe ingest`).
-    #[serde(default)]
-    pub ingest: IngestConfig,
 }
 
 /// A configuration value that is not acceptable, with the key that holds it.
@@ -104,7 +85,7 @@ impl std::fmt::Display for Millis {
 }
 
 /// Refuses a value below another key's (`{value} is below {other} ({limit})`).
-pub(crate) fn not_below<T: PartialOrd + std::fmt::Display>(
+pub fn not_below<T: PartialOrd + std::fmt::Display>(
     (key, value): (&str, T),
     (other, limit): (&str, T),
 ) -> Result<(), ConfigError> {
@@ -115,14 +96,15 @@ pub(crate) fn not_below<T: PartialOrd + std::fmt::Display>(
 }
 
 /// Refuses a zero `value` of `key`.
-pub(crate) fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<(), ConfigError> {
+pub fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<(), ConfigError> {
     if value == T::default() {
         return Err(bad(key, "must be greater than 0"));
     }
     Ok(())
 }
 
-pub(crate) fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+/// A [`ConfigError`] for `key`.
+pub fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_string(),
         problem: problem.into(),
@@ -140,13 +122,7 @@ impl Config {
         self.features.validate()?;
         self.pipeline.validate()?;
         self.validate_group_timing()?;
-        self.admin.validate()?;
-        self.metrics.validate()?;
-        self.tracing.validate()?;
-        self.ingest.validate()?;
-        self.model_server.validate()?;
-        self.loadgen.validate()?;
-        self.log.validate()
+        self.tracing.validate()
     }
 
     /// The drain timeout against the consumer's poll interval and session.
@@ -224,18 +200,8 @@ impl Config {
         let mut c = self.clone();
         c.redis.url = mask_url(&c.redis.url);
         c.model.url = mask_url(&c.model.url);
-        c.ingest.url = mask_url(&c.ingest.url);
         c.tracing.otlp_endpoint = mask_url(&c.tracing.otlp_endpoint);
         c.tracing.otlp_traces_endpoint = mask_url(&c.tracing.otlp_traces_endpoint);
-        for secret in [
-            &mut c.admin.token,
-            &mut c.ingest.password,
-            &mut c.ingest.api_key,
-        ] {
-            if secret.is_some() {
-                *secret = Some("***".to_string());
-            }
-        }
         for (key, value) in c
             .kafka
             .client

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use clickpipe_actors::config::{Config, KafkaConfig};
+use clickpipe::service::config::Config;
+use clickpipe_actors::config::KafkaConfig;
 use clickpipe_actors::kafka::client;
 use rdkafka::config::ClientConfig;
 

@@ -35,8 +35,8 @@ mod status;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::service::config::Config;
 use actix_web::{web, HttpRequest};
-use clickpipe_actors::config::Config;
 use clickpipe_actors::pipeline::PipelineHandle;
 use clickpipe_actors::stats::Stats;
 use clickpipe_actors::status::StatusBoard;

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
+use crate::service::config::LoadgenConfig;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use clickpipe_actors::config::LoadgenConfig;
 use clickpipe_actors::features::ZipInfo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -37,8 +37,8 @@ mod zips;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::service::config::Config;
 use anyhow::{bail, Context};
-use clickpipe_actors::config::Config;
 use clickpipe_actors::kafka::auth::AuthContext;
 use rdkafka::producer::FutureProducer;
 

@@ -22,8 +22,8 @@ mod model;
 use std::net::TcpListener;
 use std::path::Path;
 
+use crate::service::config::Config;
 use anyhow::Context;
-use clickpipe_actors::config::Config;
 
 pub use http::{configure, start, start_with_delay};
 pub use model::Model;

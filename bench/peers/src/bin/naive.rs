@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use clickpipe::service::config::Config;
 use clickpipe_actors::clients::model::Prediction;
-use clickpipe_actors::config::Config;
 use clickpipe_actors::dlq::headers;
 use clickpipe_actors::event::rfc3339;
 use clickpipe_actors::event::{decode, Event, Limits};
@@ -40,6 +40,8 @@ fn main() -> ExitCode {
 /// Everything one record needs.
 struct Job {
     cfg: Config,
+    /// The decoder's limits, as clickpipe's.
+    limits: Limits,
     redis: MultiplexedConnection,
     http: awc::Client,
     producer: FutureProducer,
@@ -81,6 +83,7 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
         .timeout(cfg.model.timeout_ms.get())
         .finish();
     let mut job = Job {
+        limits: Limits::from_config(&cfg.pipeline()),
         cfg,
         redis,
         http,
@@ -136,10 +139,9 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
 
 /// One record: the output value, or the dead-letter kind and reason.
 async fn process(job: &mut Job, m: &OwnedMessage) -> Result<Vec<u8>, (&'static str, String)> {
-    let cfg = &job.cfg;
     let event = decode(
         m.payload().unwrap_or_default(),
-        &Limits::from_config(cfg),
+        &job.limits,
         chrono::Utc::now(),
     )
     .map_err(|e| ("invalid_event", e))?;

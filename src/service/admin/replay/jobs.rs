@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::service::config::Config;
 use actix_web::http::StatusCode;
-use clickpipe_actors::config::Config;
 use parking_lot::Mutex;
 use serde::Serialize;
 

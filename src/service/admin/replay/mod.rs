@@ -30,7 +30,7 @@
 //! their offset-metadata encoding) and `store` (loading and committing them in the replay
 //! group).
 
-use clickpipe_actors::config::Config;
+use crate::service::config::Config;
 
 mod jobs;
 mod memory;

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::service::config::Config;
 use clickpipe_actors::clients::aws::CredentialsProvider;
-use clickpipe_actors::config::Config;
 use clickpipe_actors::kafka::auth::{AuthContext, MskAuth};
 use clickpipe_actors::kafka::client;
 use clickpipe_actors::kafka::produce::{create_producer, Producer as ReplayProducer};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, Millis};
+use clickpipe_actors::config::{bad, positive, ConfigError, Millis};
 
 /// Admin API settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, Millis};
+use clickpipe_actors::config::{bad, positive, ConfigError, Millis};
 
 /// When the tailer pages with a point in time (`ingest.pit`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
