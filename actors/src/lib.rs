@@ -1,5 +1,7 @@
-//! The actors of clickpipe and everything they need: the typed configuration, the input event
-//! decoder, pure feature computation, the Redis and model clients, and the actor tree itself.
+//! The actors of clickpipe and everything they need: the pipeline's typed configuration, the input
+//! event decoder, pure feature computation, the Redis and model clients, and the actor tree
+//! itself. The service around it (admin API, logging, EMF, the tailer, the tools) is the
+//! `clickpipe` crate's.
 //!
 //! ```text
 //! ConsumerGroup ─┬─ PartitionActor(p0): source → lookup → enrich → infer → emit ─┐
