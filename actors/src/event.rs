@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::config::{Config, FeaturesConfig, KafkaConfig};
 use crate::error::excerpt;
 
 /// What the decoder accepts: the payload size and the window of event times around "now".
@@ -26,10 +26,16 @@ impl Limits {
     /// The limits of `kafka.max_payload_bytes`, `features.max_event_age_s` and
     /// `features.max_event_lead_s`.
     pub fn from_config(config: &Config) -> Self {
+        Self::of(&config.kafka, &config.features)
+    }
+
+    /// [`Limits::from_config`] from the two sections it reads (for callers that hold the service's
+    /// configuration rather than the pipeline's).
+    pub fn of(kafka: &KafkaConfig, features: &FeaturesConfig) -> Self {
         Limits {
-            max_bytes: config.kafka.max_payload_bytes,
-            max_age_ms: secs_to_ms(config.features.max_event_age_s),
-            max_lead_ms: secs_to_ms(config.features.max_event_lead_s),
+            max_bytes: kafka.max_payload_bytes,
+            max_age_ms: secs_to_ms(features.max_event_age_s),
+            max_lead_ms: secs_to_ms(features.max_event_lead_s),
         }
     }
 

@@ -420,7 +420,7 @@ impl Tailer {
         stats
             .skipped
             .fetch_add((hits.len() - fresh.len()) as u64, Ordering::Relaxed);
-        let limits = clickpipe_actors::event::Limits::from_config(&cfg.pipeline());
+        let limits = clickpipe_actors::event::Limits::of(&cfg.kafka, &cfg.features);
         let now = Utc::now();
         let limits = &limits;
         let sends = fresh.iter().map(|hit| async move {

@@ -125,7 +125,9 @@ impl<'a> Builder<'a> {
             if linger >= timeout && !users.contains("message.timeout.ms") {
                 c.set(
                     "message.timeout.ms",
-                    (linger + DEFAULT_MESSAGE_TIMEOUT_MS).to_string(),
+                    linger
+                        .saturating_add(DEFAULT_MESSAGE_TIMEOUT_MS)
+                        .to_string(),
                 );
             }
         }

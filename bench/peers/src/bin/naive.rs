@@ -83,7 +83,7 @@ async fn run(args: PeerArgs) -> anyhow::Result<()> {
         .timeout(cfg.model.timeout_ms.get())
         .finish();
     let mut job = Job {
-        limits: Limits::from_config(&cfg.pipeline()),
+        limits: Limits::of(&cfg.kafka, &cfg.features),
         cfg,
         redis,
         http,

@@ -10,6 +10,7 @@ use clickpipe_actors::clients::aws::CredentialsProvider;
 use clickpipe_actors::kafka::auth::{AuthContext, MskAuth};
 use clickpipe_actors::kafka::client;
 use clickpipe_actors::kafka::produce::{create_producer, Producer as ReplayProducer};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
@@ -72,6 +73,24 @@ pub(super) fn run(
     }
 }
 
+/// The replay job's consumer: it reads assigned dead-letter partitions and commits its memory
+/// itself. It never joins the group, so the group timing is its own whatever `[kafka.consumer]`
+/// says (librdkafka refuses, for instance, a session longer than the poll interval a user set
+/// for the pipeline's shorter session).
+fn consumer_config(k: &clickpipe_actors::config::KafkaConfig, group: &str) -> ClientConfig {
+    client::consumer(k)
+        .force("group.id", group)
+        .force("enable.auto.commit", "false")
+        .force("enable.auto.offset.store", "false")
+        .force("enable.partition.eof", "true")
+        .force("auto.offset.reset", "earliest")
+        // This bounds how long a commit waits for an unavailable coordinator.
+        .force("session.timeout.ms", "10000")
+        .force("heartbeat.interval.ms", "3000")
+        .force("max.poll.interval.ms", "300000")
+        .build()
+}
+
 fn run_inner(
     config: &Config,
     filter: &ReplayFilter,
@@ -80,16 +99,7 @@ fn run_inner(
 ) -> Result<Outcome, String> {
     let k = &config.kafka;
     let group = replay_group(config);
-    let cc = client::consumer(k)
-        .force("group.id", &group)
-        .force("enable.auto.commit", "false")
-        .force("enable.auto.offset.store", "false")
-        .force("enable.partition.eof", "true")
-        .force("auto.offset.reset", "earliest")
-        // It never joins the group; this bounds how long a commit waits for an unavailable
-        // coordinator.
-        .force("session.timeout.ms", "10000")
-        .build();
+    let cc = consumer_config(k, &group);
     // Its own credentials cache: the job runs on a thread of its own.
     let credentials = std::sync::Arc::new(CredentialsProvider::default());
     let context = AuthContext::new(MskAuth::for_config(k, credentials));
@@ -257,4 +267,24 @@ fn with_commit_note(mut message: String, w: &Withdrawn, commit: Option<String>) 
         ));
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_consumer_is_created_whatever_group_timing_the_pipeline_uses() {
+        let k: clickpipe_actors::config::KafkaConfig = serde_json::from_value(serde_json::json!({
+            "brokers": "127.0.0.1:9", "group_id": "g", "input_topic": "in",
+            "output_topic": "out", "dlq_topic": "dlq", "max_payload_bytes": 1048576,
+            "commit_interval_ms": 1000,
+            // Valid for the pipeline (poll ≥ session); the replay's own 10 s session is not.
+            "consumer": {"session.timeout.ms": "6000", "max.poll.interval.ms": "8000",
+                         "heartbeat.interval.ms": "2000"},
+        }))
+        .expect("kafka config");
+        let created: Result<BaseConsumer, _> = consumer_config(&k, "clickpipe-replay-g").create();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
 }
