@@ -13,7 +13,8 @@
 //! Module map:
 //! - the actor tree: [`pipeline`] starts and stops it; [`group`] (consumer group, rebalances) →
 //!   [`partition`] (its source, offsets, operator control and one-for-all supervision) →
-//!   [`stages`] (lookup, enrich, infer, emit) run by [`stage`]; [`dlq`] writes dead letters and
+//!   [`stages`] (lookup, enrich, infer, emit) run by [`stage`], each typed by the [`record`]
+//!   state it takes and hands on (`Event` → `LookedUp` → `Enriched` → `Scored` → `Emitted`); [`dlq`] writes dead letters and
 //!   names every header clickpipe writes; [`supervision`] holds the restart intensity;
 //! - [`kafka`]: the one librdkafka client builder, MSK IAM, the group consumer's context,
 //!   delivery until acknowledged; [`clients`]: Redis, ZIP cache, model, circuit breaker, AWS;

@@ -1,6 +1,9 @@
-//! The unit of work flowing through a partition's stages: one input record and everything learnt
-//! about it so far. Stages fill in their part; the original key and payload stay untouched so a
-//! dead letter can carry them unchanged.
+//! The unit of work flowing through a partition's stages: one input record and what the stages
+//! have learnt about it so far. The type says how far a record got — [`Record<Event>`] leaves the
+//! source, [`Record<LookedUp>`] the lookup stage, [`Record<Enriched>`] enrich, [`Record<Scored>`]
+//! infer and [`Record<Emitted>`] emit — so a stage is handed exactly what the one before it
+//! produced and has no "missing part" to check. The [`Input`] (key and payload unchanged) rides
+//! along so a dead letter can carry it from any stage.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,9 +17,10 @@ use crate::features::{Features, ZipInfo};
 use crate::session::SessionSnapshot;
 use crate::trace::RecordTrace;
 
-/// One input record in flight.
-#[derive(Debug, Clone)]
-pub struct Record {
+/// An input record as it was read, with where it came from: what every stage keeps and what a
+/// dead letter carries.
+#[derive(Debug)]
+pub struct Input {
     /// Source topic.
     pub topic: Arc<str>,
     /// Source partition.
@@ -34,19 +38,63 @@ pub struct Record {
     pub replay_count: u32,
     /// When clickpipe read the record.
     pub received: Instant,
-    /// The decoded event (set by the source).
-    pub event: Option<Event>,
-    /// ZIP data (set by the lookup stage; None when unknown or absent).
-    pub zip: Option<Arc<ZipInfo>>,
-    /// Session snapshot (set by the lookup stage).
-    pub session: Option<SessionSnapshot>,
-    /// Features (set by the enrich stage).
-    pub features: Option<Features>,
-    /// Model answer (set by the infer stage).
-    pub prediction: Option<Prediction>,
     /// The record's trace, when it is traced or carries its producer's trace context.
     pub trace: Option<Box<RecordTrace>>,
 }
+
+/// One input record in flight, with what the stages so far made of it (`T`).
+#[derive(Debug)]
+pub struct Record<T> {
+    /// The record as read.
+    pub input: Input,
+    /// What the stages so far produced.
+    pub data: T,
+}
+
+impl<T> Record<T> {
+    /// The same record one stage further: `data` replaces what it carried.
+    pub fn advance<U>(self, data: U) -> Record<U> {
+        Record {
+            input: self.input,
+            data,
+        }
+    }
+}
+
+/// What the lookup stage adds to a decoded event.
+#[derive(Debug)]
+pub struct LookedUp {
+    /// The decoded event.
+    pub event: Event,
+    /// ZIP data; None when the event has no ZIP or Redis does not know it.
+    pub zip: Option<Arc<ZipInfo>>,
+    /// The session right after this event was applied.
+    pub session: SessionSnapshot,
+}
+
+/// A record with its features: what the model is asked about.
+#[derive(Debug)]
+pub struct Enriched {
+    /// The decoded event.
+    pub event: Event,
+    /// The features computed from the event and its lookups.
+    pub features: Features,
+}
+
+/// A record with the model's answer: everything its output record is made of.
+#[derive(Debug)]
+pub struct Scored {
+    /// The decoded event.
+    pub event: Event,
+    /// The features the model was given.
+    pub features: Features,
+    /// The model's answer.
+    pub prediction: Prediction,
+}
+
+/// A record whose output the broker acknowledged: only its offset matters now.
+#[derive(Debug, Clone, Copy)]
+pub struct Emitted;
 
 /// The value of an output record.
 #[derive(Debug, Serialize)]
@@ -67,19 +115,18 @@ pub struct OutputRecord<'a> {
     pub processed_at: String,
 }
 
-impl Record {
-    /// The output record value, or None when a stage has not filled its part.
-    pub fn output_json(&self) -> Option<Vec<u8>> {
-        let event = self.event.as_ref()?;
-        let out = OutputRecord {
+impl Scored {
+    /// The output record value.
+    pub fn output_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let event = &self.event;
+        serde_json::to_vec(&OutputRecord {
             event_id: &event.event_id,
             user_id: &event.user_id,
             session_id: &event.session_id,
             event_time: rfc3339(event.timestamp),
-            features: self.features.as_ref()?,
-            prediction: self.prediction.as_ref()?,
+            features: &self.features,
+            prediction: &self.prediction,
             processed_at: rfc3339(Utc::now()),
-        };
-        serde_json::to_vec(&out).ok()
+        })
     }
 }

@@ -19,14 +19,16 @@ use tracing::Instrument as _;
 
 use crate::dlq::{Completed, DeadLetter, DlqActor};
 use crate::error::{Failure, Stage};
-use crate::record::Record;
+use crate::record::{Input, Record};
 use crate::stats::Stats;
 use crate::supervision::{panic_message, ChildFailed};
 
-/// Records handed from one stage to the next.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Batch(pub Vec<Record>);
+/// Records handed from one stage to the next, each as far as the sending stage took it.
+pub struct Batch<T>(pub Vec<Record<T>>);
+
+impl<T: 'static> Message for Batch<T> {
+    type Result = ();
+}
 
 /// Asks a stage actor to stop (its partition is draining or stopping).
 #[derive(Message)]
@@ -46,19 +48,26 @@ pub struct StageHealth {
 
 /// What a stage decided for one record.
 #[derive(Debug)]
-pub enum Outcome {
-    /// Go on to the next stage.
-    Forward(Record),
-    /// Leave the pipeline for the dead-letter topic.
-    Fail(Record, Failure),
+pub enum Outcome<T> {
+    /// Go on to the next stage, with what this stage added.
+    Forward(Record<T>),
+    /// Leave the pipeline for the dead-letter topic: the record as read, and why.
+    Fail(Input, Failure),
 }
 
 /// The logic of one stage.
 pub trait StageLogic: Unpin + 'static {
+    /// What the stage is handed: what the stage before it produced.
+    type In: Send + Unpin + 'static;
+    /// What the stage hands on.
+    type Out: Send + 'static;
     /// Which stage this is (its name in logs, metrics and spans).
     fn stage(&self) -> Stage;
     /// Processes a batch. The future owns what it needs, so the actor stays free to queue input.
-    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>>;
+    fn process(
+        &mut self,
+        batch: Vec<Record<Self::In>>,
+    ) -> LocalBoxFuture<'static, Vec<Outcome<Self::Out>>>;
     /// Largest batch handed to [`StageLogic::process`].
     fn max_batch(&self) -> usize;
     /// How long a batch smaller than `max_batch` may wait for more records.
@@ -69,11 +78,10 @@ pub trait StageLogic: Unpin + 'static {
     fn started(&mut self) {}
 }
 
-/// Where a stage sends its results.
-#[derive(Clone)]
-pub struct Wiring {
+/// Where a stage sends its results (`T`: what it hands on).
+pub struct Wiring<T: Send + 'static> {
     /// The next stage (or the partition, after the last stage).
-    pub next: Recipient<Batch>,
+    pub next: Recipient<Batch<T>>,
     /// The dead-letter actor.
     pub dlq: Addr<DlqActor>,
     /// The partition, told when a dead letter is acknowledged.
@@ -87,12 +95,25 @@ pub struct Wiring {
     pub span: tracing::Span,
 }
 
+impl<T: Send + 'static> Clone for Wiring<T> {
+    fn clone(&self) -> Self {
+        Wiring {
+            next: self.next.clone(),
+            dlq: self.dlq.clone(),
+            done: self.done.clone(),
+            failed: self.failed.clone(),
+            stats: self.stats.clone(),
+            span: self.span.clone(),
+        }
+    }
+}
+
 /// An actor running a [`StageLogic`].
 pub struct StageActor<S: StageLogic> {
     logic: S,
-    wiring: Wiring,
+    wiring: Wiring<S::Out>,
     mailbox: usize,
-    queue: VecDeque<Record>,
+    queue: VecDeque<Record<S::In>>,
     busy: bool,
     first_queued: Option<Instant>,
     wait_timer: Option<SpawnHandle>,
@@ -101,7 +122,7 @@ pub struct StageActor<S: StageLogic> {
 
 impl<S: StageLogic> StageActor<S> {
     /// A stage actor with a mailbox of `mailbox` batches.
-    pub fn new(logic: S, wiring: Wiring, mailbox: usize) -> Self {
+    pub fn new(logic: S, wiring: Wiring<S::Out>, mailbox: usize) -> Self {
         StageActor {
             logic,
             wiring,
@@ -142,7 +163,7 @@ impl<S: StageLogic> StageActor<S> {
             ctx.cancel_future(timer);
         }
         let n = self.queue.len().min(self.logic.max_batch());
-        let mut batch: Vec<Record> = self.queue.drain(..n).collect();
+        let mut batch: Vec<Record<S::In>> = self.queue.drain(..n).collect();
         self.count_queued(-(n as i64));
         self.first_queued = if self.queue.is_empty() {
             None
@@ -152,7 +173,10 @@ impl<S: StageLogic> StageActor<S> {
         self.busy = true;
         let size = batch.len();
         let name = self.logic.stage();
-        for t in batch.iter_mut().filter_map(|r| r.trace.as_deref_mut()) {
+        for t in batch
+            .iter_mut()
+            .filter_map(|r| r.input.trace.as_deref_mut())
+        {
             t.enter_stage(name.as_str(), size);
         }
         // A panic in the stage's logic is this actor's failure: report it to the partition (which
@@ -182,7 +206,7 @@ impl<S: StageLogic> StageActor<S> {
             for outcome in outcomes {
                 match outcome {
                     Outcome::Forward(mut r) => {
-                        if let Some(t) = r.trace.as_deref_mut() {
+                        if let Some(t) = r.input.trace.as_deref_mut() {
                             t.end_stage(None);
                         }
                         forward.push(r)
@@ -258,10 +282,10 @@ impl<S: StageLogic> Actor for StageActor<S> {
     }
 }
 
-impl<S: StageLogic> Handler<Batch> for StageActor<S> {
+impl<S: StageLogic> Handler<Batch<S::In>> for StageActor<S> {
     type Result = ();
 
-    fn handle(&mut self, msg: Batch, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Batch<S::In>, ctx: &mut Self::Context) {
         if self.queue.is_empty() {
             self.first_queued = Some(Instant::now());
         }
@@ -299,10 +323,12 @@ mod tests {
     }
 
     impl StageLogic for Recorder {
+        type In = ();
+        type Out = ();
         fn stage(&self) -> Stage {
             Stage::Enrich
         }
-        fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+        fn process(&mut self, batch: Vec<Record<()>>) -> LocalBoxFuture<'static, Vec<Outcome<()>>> {
             self.sizes.borrow_mut().push(batch.len());
             FutureExt::boxed_local(futures::future::ready(
                 batch.into_iter().map(Outcome::Forward).collect(),
@@ -320,10 +346,12 @@ mod tests {
     impl Actor for Sink {
         type Context = Context<Self>;
     }
-    impl Handler<Batch> for Sink {
+    impl Handler<Batch<()>> for Sink {
         type Result = ();
-        fn handle(&mut self, msg: Batch, _: &mut Context<Self>) {
-            self.0.borrow_mut().extend(msg.0.iter().map(|r| r.offset));
+        fn handle(&mut self, msg: Batch<()>, _: &mut Context<Self>) {
+            self.0
+                .borrow_mut()
+                .extend(msg.0.iter().map(|r| r.input.offset));
         }
     }
     impl Handler<Completed> for Sink {
@@ -335,22 +363,20 @@ mod tests {
         fn handle(&mut self, _: ChildFailed, _: &mut Context<Self>) {}
     }
 
-    fn record(offset: i64) -> Record {
+    fn record(offset: i64) -> Record<()> {
         Record {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            key: None,
-            payload: Vec::new(),
-            timestamp_ms: None,
-            replay_count: 0,
-            received: Instant::now(),
-            event: None,
-            zip: None,
-            session: None,
-            features: None,
-            prediction: None,
-            trace: None,
+            input: Input {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                key: None,
+                payload: Vec::new(),
+                timestamp_ms: None,
+                replay_count: 0,
+                received: Instant::now(),
+                trace: None,
+            },
+            data: (),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use rdkafka::message::{Header, OwnedHeaders};
 
-use crate::record::Record;
+use crate::record::Input;
 
 /// The error kind of a dead letter (`ErrorKind` as a string, e.g. `invalid_event`).
 pub const ERROR_KIND: &str = "clickpipe.error.kind";
@@ -82,7 +82,7 @@ pub fn replay_count<M: rdkafka::Message>(m: &M) -> u32 {
 /// record's trace context follows (`traceparent`, `tracestate`, `X-Amzn-Trace-Id` of its current
 /// stage span), or the producer's context headers unchanged when the record was not traced here.
 /// `capacity`: how many more headers the caller adds.
-pub fn source(record: &Record, capacity: usize) -> OwnedHeaders {
+pub fn source(record: &Input, capacity: usize) -> OwnedHeaders {
     let h = coordinates(record, OwnedHeaders::new_with_capacity(capacity + 7));
     let h = match record.timestamp_ms {
         Some(ts) => with(h, SOURCE_TIMESTAMP, &ts.to_string()),
@@ -95,7 +95,7 @@ pub fn source(record: &Record, capacity: usize) -> OwnedHeaders {
 }
 
 /// `h` with [`SOURCE_TOPIC`], [`SOURCE_PARTITION`] and [`SOURCE_OFFSET`]: where `record` is.
-pub fn coordinates(record: &Record, h: OwnedHeaders) -> OwnedHeaders {
+pub fn coordinates(record: &Input, h: OwnedHeaders) -> OwnedHeaders {
     let h = with(h, SOURCE_TOPIC, &record.topic);
     let h = with(h, SOURCE_PARTITION, &record.partition.to_string());
     with(h, SOURCE_OFFSET, &record.offset.to_string())

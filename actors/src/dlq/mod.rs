@@ -25,7 +25,7 @@ pub mod headers;
 use crate::error::Failure;
 use crate::event::rfc3339;
 use crate::kafka::produce::{deliver, Producer};
-use crate::record::Record;
+use crate::record::Input;
 use crate::stats::Stats;
 
 /// How much of a too-large payload is kept.
@@ -35,8 +35,8 @@ pub const TRUNCATED_PAYLOAD_BYTES: usize = 64 * 1024;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeadLetter {
-    /// The record.
-    pub record: Record,
+    /// The record as read.
+    pub record: Input,
     /// Why.
     pub failure: Failure,
     /// Told when the dead letter is acknowledged.
@@ -155,7 +155,7 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
 }
 
 /// The headers of a minimal dead letter: kind, stage, message and the source's coordinates.
-pub fn minimal_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
+pub fn minimal_headers(record: &Input, failure: &Failure) -> OwnedHeaders {
     headers::coordinates(record, why(failure, OwnedHeaders::new_with_capacity(7)))
 }
 
@@ -170,7 +170,7 @@ fn why(failure: &Failure, h: OwnedHeaders) -> OwnedHeaders {
 }
 
 /// The headers of a dead letter.
-pub fn dead_letter_headers(record: &Record, failure: &Failure) -> OwnedHeaders {
+pub fn dead_letter_headers(record: &Input, failure: &Failure) -> OwnedHeaders {
     let failed_at = rfc3339(Utc::now());
     let h = why(failure, headers::source(record, 6));
     let h = headers::when(h, failure.attempts, &failed_at);

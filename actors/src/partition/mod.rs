@@ -35,7 +35,7 @@ use crate::dlq::{Completed, DeadLetter};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::event::decode;
 use crate::kafka::consumer::{GroupConsumer, GroupContext};
-use crate::record::Record;
+use crate::record::{Emitted, Input, Record};
 use crate::stage::{Batch, StageActor, StageHealth, StopStage, Wiring};
 use crate::stages::{emit::Emit, enrich::Enrich, infer::Infer, lookup::Lookup};
 use crate::status::{PartitionState, PartitionStatus};
@@ -186,19 +186,23 @@ impl PartitionActor {
         }
     }
 
-    /// Starts the stage actors on this thread, last first, each wired to the next.
-    fn start_stages(&mut self, ctx: &mut Context<Self>) {
-        let cfg = self.deps.config.clone();
-        let mailbox = cfg.pipeline.mailbox_capacity;
-        let me = ctx.address();
-        let wiring = |next: Recipient<Batch>| Wiring {
+    /// Where a stage handing `T` on to `next` sends its results.
+    fn wiring<T: Send + 'static>(&self, me: &Addr<Self>, next: Recipient<Batch<T>>) -> Wiring<T> {
+        Wiring {
             next,
             dlq: self.deps.dlq.clone(),
             done: me.clone().recipient(),
             failed: me.clone().recipient(),
             stats: self.deps.stats.clone(),
             span: self.span.clone(),
-        };
+        }
+    }
+
+    /// Starts the stage actors on this thread, last first, each wired to the next.
+    fn start_stages(&mut self, ctx: &mut Context<Self>) {
+        let cfg = self.deps.config.clone();
+        let mailbox = cfg.pipeline.mailbox_capacity;
+        let me = ctx.address();
         let emit = StageActor::new(
             Emit::new(
                 self.deps.producer.clone(),
@@ -206,7 +210,7 @@ impl PartitionActor {
                 cfg.pipeline.max_batch,
                 self.deps.stats.clone(),
             ),
-            wiring(me.clone().recipient()),
+            self.wiring(&me, me.clone().recipient()),
             mailbox,
         )
         .start();
@@ -218,14 +222,15 @@ impl PartitionActor {
                 self.deps.credentials.clone(),
                 me.clone().recipient(),
             ),
-            wiring(emit.clone().recipient()),
+            self.wiring(&me, emit.clone().recipient()),
             mailbox,
         )
         .start();
         let enrich = Enrich::new(&cfg);
         #[cfg(feature = "fault-injection")]
         let enrich = enrich.with_hooks(self.deps.hooks.clone());
-        let enrich = StageActor::new(enrich, wiring(infer.clone().recipient()), mailbox).start();
+        let enrich =
+            StageActor::new(enrich, self.wiring(&me, infer.clone().recipient()), mailbox).start();
         let lookup = StageActor::new(
             Lookup::new(
                 &cfg,
@@ -233,7 +238,7 @@ impl PartitionActor {
                 self.deps.zip_cache.clone(),
                 me.clone().recipient(),
             ),
-            wiring(enrich.clone().recipient()),
+            self.wiring(&me, enrich.clone().recipient()),
             mailbox,
         )
         .start();
@@ -394,12 +399,12 @@ impl Actor for PartitionActor {
     }
 }
 
-impl Handler<Batch> for PartitionActor {
+impl Handler<Batch<Emitted>> for PartitionActor {
     type Result = ();
 
     /// Records whose output was acknowledged.
-    fn handle(&mut self, msg: Batch, ctx: &mut Self::Context) {
-        self.finish(msg.0.iter().map(|r| r.offset), ctx);
+    fn handle(&mut self, msg: Batch<Emitted>, ctx: &mut Self::Context) {
+        self.finish(msg.0.iter().map(|r| r.input.offset), ctx);
     }
 }
 

@@ -87,7 +87,7 @@ impl PartitionActor {
         for m in msgs {
             self.tracker.read(m.offset());
             let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-            let mut record = Record {
+            let mut input = Input {
                 topic: self.topic.clone(),
                 partition: self.partition,
                 offset: m.offset(),
@@ -95,11 +95,6 @@ impl PartitionActor {
                 timestamp_ms: m.timestamp().to_millis(),
                 replay_count: crate::dlq::headers::replay_count(&m),
                 received: now,
-                event: None,
-                zip: None,
-                session: None,
-                features: None,
-                prediction: None,
                 trace: crate::trace::start(
                     &self.deps.sampling,
                     &m,
@@ -107,23 +102,22 @@ impl PartitionActor {
                 ),
                 payload,
             };
-            if let Some(t) = record.trace.as_deref_mut() {
+            if let Some(t) = input.trace.as_deref_mut() {
                 t.enter_stage("receive", n);
             }
-            match decode(&record.payload, &limits, now_utc) {
+            match decode(&input.payload, &limits, now_utc) {
                 Ok(event) => {
-                    if let Some(t) = record.trace.as_deref_mut() {
+                    if let Some(t) = input.trace.as_deref_mut() {
                         t.end_stage(None);
                     }
-                    record.event = Some(event);
-                    valid.push(record);
+                    valid.push(Record { input, data: event });
                 }
                 Err(reason) => {
                     let failure = Failure::new(ErrorKind::InvalidEvent, Stage::Decode, reason);
-                    if let Some(t) = record.trace.as_deref_mut() {
+                    if let Some(t) = input.trace.as_deref_mut() {
                         t.end_stage(Some(&failure));
                     }
-                    invalid.push((record, failure));
+                    invalid.push((input, failure));
                 }
             }
         }

@@ -10,7 +10,7 @@ use futures::FutureExt;
 
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::kafka::produce::{deliver, Producer};
-use crate::record::Record;
+use crate::record::{Emitted, Record, Scored};
 use crate::stage::{Outcome, StageLogic};
 use crate::stats::Stats;
 
@@ -35,6 +35,9 @@ impl Emit {
 }
 
 impl StageLogic for Emit {
+    type In = Scored;
+    type Out = Emitted;
+
     fn stage(&self) -> Stage {
         Stage::Emit
     }
@@ -43,7 +46,10 @@ impl StageLogic for Emit {
         self.max_batch
     }
 
-    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+    fn process(
+        &mut self,
+        batch: Vec<Record<Scored>>,
+    ) -> LocalBoxFuture<'static, Vec<Outcome<Emitted>>> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         let stats = self.stats.clone();
@@ -53,20 +59,20 @@ impl StageLogic for Emit {
                 let producer = &producer;
                 let topic = &topic;
                 async move {
-                    if let Some(t) = r.trace.as_deref() {
+                    let input = &r.input;
+                    if let Some(t) = input.trace.as_deref() {
                         t.note_send(topic);
                     }
-                    let Some(value) = r.output_json() else {
-                        return Err(
-                            "record reached emit without features or prediction".to_string()
-                        );
-                    };
+                    let value = r
+                        .data
+                        .output_json()
+                        .map_err(|e| format!("cannot encode the output record: {e}"))?;
                     deliver(
                         producer,
                         topic,
-                        r.key.as_deref(),
+                        input.key.as_deref(),
                         &value,
-                        crate::dlq::headers::source(r, 0),
+                        crate::dlq::headers::source(input, 0),
                     )
                     .await
                     .map_err(|e| format!("output record rejected: {e}"))
@@ -80,17 +86,19 @@ impl StageLogic for Emit {
                 .map(|(r, res)| match res {
                     Ok(()) => {
                         stats.outputs.fetch_add(1, Ordering::Relaxed);
-                        stats.processing.observe_duration(r.received.elapsed());
-                        if let Some(ts) = r.timestamp_ms {
+                        stats
+                            .processing
+                            .observe_duration(r.input.received.elapsed());
+                        if let Some(ts) = r.input.timestamp_ms {
                             // Clocks of producer and clickpipe may differ: never negative.
                             stats
                                 .end_to_end
                                 .observe((now_ms - ts).max(0) as f64 / 1000.0);
                         }
-                        Outcome::Forward(r)
+                        Outcome::Forward(r.advance(Emitted))
                     }
                     Err(message) => Outcome::Fail(
-                        r,
+                        r.input,
                         Failure::new(ErrorKind::OutputFailed, Stage::Emit, message),
                     ),
                 })

@@ -1,4 +1,5 @@
-//! The enrich stage: pure feature computation from the event and what Redis said.
+//! The enrich stage: pure feature computation from the event and what Redis said. It cannot fail:
+//! a record reaches it with its event and session, so every record goes on.
 
 #[cfg(feature = "fault-injection")]
 use std::sync::Arc;
@@ -7,11 +8,11 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::config::Config;
-use crate::error::{ErrorKind, Failure, Stage};
+use crate::error::Stage;
 #[cfg(feature = "fault-injection")]
 use crate::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
 use crate::features::compute;
-use crate::record::Record;
+use crate::record::{Enriched, LookedUp, Record};
 use crate::stage::{Outcome, StageLogic};
 
 /// The enrich stage.
@@ -42,6 +43,9 @@ impl Enrich {
 }
 
 impl StageLogic for Enrich {
+    type In = LookedUp;
+    type Out = Enriched;
+
     fn stage(&self) -> Stage {
         Stage::Enrich
     }
@@ -50,34 +54,37 @@ impl StageLogic for Enrich {
         self.max_batch
     }
 
-    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+    fn process(
+        &mut self,
+        batch: Vec<Record<LookedUp>>,
+    ) -> LocalBoxFuture<'static, Vec<Outcome<Enriched>>> {
         let income = self.default_income;
         #[cfg(feature = "fault-injection")]
         {
-            let armed = batch.iter().any(|r| {
-                r.event
-                    .as_ref()
-                    .is_some_and(|e| e.event_type == PANIC_EVENT_TYPE)
-            });
+            let armed = batch
+                .iter()
+                .any(|r| r.data.event.event_type == PANIC_EVENT_TYPE);
             if armed && self.hooks.take_enrich_panic() {
                 panic!("injected panic in enrich (test hook)");
             }
         }
         let out = batch
             .into_iter()
-            .map(|mut r| match (&r.event, &r.session) {
-                (Some(event), Some(session)) => {
-                    r.features = Some(compute(event, r.zip.as_deref(), session, income));
-                    Outcome::Forward(r)
-                }
-                _ => Outcome::Fail(
-                    r,
-                    Failure::new(
-                        ErrorKind::InvalidEvent,
-                        Stage::Enrich,
-                        "record reached enrich without event or session",
-                    ),
-                ),
+            .map(|r| {
+                let LookedUp {
+                    event,
+                    zip,
+                    session,
+                } = &r.data;
+                let features = compute(event, zip.as_deref(), session, income);
+                let Record { input, data } = r;
+                Outcome::Forward(Record {
+                    input,
+                    data: Enriched {
+                        event: data.event,
+                        features,
+                    },
+                })
             })
             .collect();
         futures::future::ready(out).boxed_local()

@@ -18,7 +18,7 @@ use crate::clients::model::{Evidence, HealthReport, InferError, ModelClient, Pre
 use crate::config::{Config, ModelConfig};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::features::Features;
-use crate::record::Record;
+use crate::record::{Enriched, Record, Scored};
 use crate::stage::{Outcome, StageHealth, StageLogic};
 use crate::stats::Stats;
 use crate::trace;
@@ -55,6 +55,9 @@ impl Infer {
 }
 
 impl StageLogic for Infer {
+    type In = Enriched;
+    type Out = Scored;
+
     fn stage(&self) -> Stage {
         Stage::Infer
     }
@@ -75,23 +78,10 @@ impl StageLogic for Infer {
         ));
     }
 
-    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
-        // Every record here went through enrich; one without features cannot be scored.
-        let (batch, unfeatured): (Vec<Record>, Vec<Record>) =
-            batch.into_iter().partition(|r| r.features.is_some());
-        let mut outcomes: Vec<Outcome> = unfeatured
-            .into_iter()
-            .map(|r| {
-                Outcome::Fail(
-                    r,
-                    Failure::new(
-                        ErrorKind::InferenceFailed,
-                        Stage::Infer,
-                        "record has no features",
-                    ),
-                )
-            })
-            .collect();
+    fn process(
+        &mut self,
+        batch: Vec<Record<Enriched>>,
+    ) -> LocalBoxFuture<'static, Vec<Outcome<Scored>>> {
         let client = self
             .client
             .get_or_insert_with(|| {
@@ -102,11 +92,10 @@ impl StageLogic for Infer {
         let health = self.health.clone();
         async move {
             if batch.is_empty() {
-                return outcomes;
+                return Vec::new();
             }
             let results = {
-                let instances: Vec<&Features> =
-                    batch.iter().filter_map(|r| r.features.as_ref()).collect();
+                let instances: Vec<&Features> = batch.iter().map(|r| &r.data.features).collect();
                 // Health changes are rare transitions; they must not be lost to a full mailbox.
                 let report = |problem: Option<String>| {
                     health.do_send(StageHealth {
@@ -118,7 +107,7 @@ impl StageLogic for Infer {
                 let call = trace::batch_span(
                     "POST /invocations",
                     batch.len(),
-                    batch.iter().filter_map(|r| r.trace.as_deref()),
+                    batch.iter().filter_map(|r| r.input.trace.as_deref()),
                 );
                 let headers = call
                     .as_ref()
@@ -157,16 +146,24 @@ impl StageLogic for Infer {
                     "model call failed for good"
                 );
             }
-            for (mut r, result) in batch.into_iter().zip(results) {
-                match result {
-                    Ok(p) => {
-                        r.prediction = Some(p);
-                        outcomes.push(Outcome::Forward(r));
+            batch
+                .into_iter()
+                .zip(results)
+                .map(|(r, result)| match result {
+                    Ok(prediction) => {
+                        let Enriched { event, features } = r.data;
+                        Outcome::Forward(Record {
+                            input: r.input,
+                            data: Scored {
+                                event,
+                                features,
+                                prediction,
+                            },
+                        })
                     }
-                    Err(f) => outcomes.push(Outcome::Fail(r, f)),
-                }
-            }
-            outcomes
+                    Err(f) => Outcome::Fail(r.input, f),
+                })
+                .collect()
         }
         .boxed_local()
     }

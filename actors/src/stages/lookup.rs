@@ -15,7 +15,8 @@ use crate::clients::redis::{LookupClient, LookupItem};
 use crate::clients::zip_cache::ZipCache;
 use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Retry, Stage};
-use crate::record::Record;
+use crate::event::Event;
+use crate::record::{LookedUp, Record};
 use crate::stage::{Outcome, StageHealth, StageLogic};
 use crate::trace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -53,6 +54,9 @@ impl Lookup {
 }
 
 impl StageLogic for Lookup {
+    type In = Event;
+    type Out = LookedUp;
+
     fn stage(&self) -> Stage {
         Stage::Lookup
     }
@@ -61,36 +65,23 @@ impl StageLogic for Lookup {
         self.max_batch
     }
 
-    fn process(&mut self, batch: Vec<Record>) -> LocalBoxFuture<'static, Vec<Outcome>> {
+    fn process(
+        &mut self,
+        batch: Vec<Record<Event>>,
+    ) -> LocalBoxFuture<'static, Vec<Outcome<LookedUp>>> {
         let client = self.client.clone();
         let budget = self.budget;
         let policy = self.policy;
         let health = self.health.clone();
-        // Every record here was decoded by the source; one that was not cannot be looked up.
-        let (mut batch, undecoded): (Vec<Record>, Vec<Record>) =
-            batch.into_iter().partition(|r| r.event.is_some());
-        let mut rejected: Vec<Outcome> = undecoded
-            .into_iter()
-            .map(|r| {
-                Outcome::Fail(
-                    r,
-                    Failure::new(
-                        ErrorKind::InvalidEvent,
-                        Stage::Lookup,
-                        "record has no decoded event",
-                    ),
-                )
-            })
-            .collect();
         async move {
             if batch.is_empty() {
-                return rejected;
+                return Vec::new();
             }
             // A traced batch gets one client span for its Redis round trips.
             let call = trace::batch_span(
                 "redis lookup",
                 batch.len(),
-                batch.iter().filter_map(|r| r.trace.as_deref()),
+                batch.iter().filter_map(|r| r.input.trace.as_deref()),
             );
             if let Some(span) = &call {
                 span.set_attribute("db.system.name", "redis");
@@ -106,7 +97,7 @@ impl StageLogic for Lookup {
                 attempt += 1;
                 let items: Vec<LookupItem<'_>> = batch
                     .iter()
-                    .filter_map(|r| r.event.as_ref())
+                    .map(|r| &r.data)
                     .map(|e| LookupItem {
                         zip: e.zip.as_deref(),
                         session_id: &e.session_id,
@@ -148,19 +139,29 @@ impl StageLogic for Lookup {
             }
             drop(call);
             match result {
-                Ok(answers) => {
-                    for (r, a) in batch.iter_mut().zip(answers) {
-                        r.zip = a.zip;
-                        r.session = Some(a.session);
-                    }
-                    rejected.extend(batch.into_iter().map(Outcome::Forward));
-                    rejected
-                }
+                Ok(answers) => batch
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(r, a)| {
+                        let event = r.data;
+                        let found = LookedUp {
+                            event,
+                            zip: a.zip,
+                            session: a.session,
+                        };
+                        Outcome::Forward(Record {
+                            input: r.input,
+                            data: found,
+                        })
+                    })
+                    .collect(),
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "redis lookup failed for good");
                     let failure = Failure::after(ErrorKind::LookupFailed, Stage::Lookup, e.message, attempt);
-                    rejected.extend(batch.into_iter().map(|r| Outcome::Fail(r, failure.clone())));
-                    rejected
+                    batch
+                        .into_iter()
+                        .map(|r| Outcome::Fail(r.input, failure.clone()))
+                        .collect()
                 }
             }
         }
