@@ -14,72 +14,67 @@ pub enum Retry {
     Backoff,
 }
 
-/// The kind of a dead letter, written to the `clickpipe.error.kind` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The record is not a valid input event (not UTF-8, not JSON, missing field, too large…).
-    InvalidEvent,
-    /// The Redis lookup failed for good.
-    LookupFailed,
-    /// The model call failed for good (retry budget spent, or a non-retryable 4xx).
-    InferenceFailed,
-    /// The output record could not be written (for example it is larger than the broker accepts).
-    OutputFailed,
-}
-
-impl ErrorKind {
-    /// The stable name used in headers, metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidEvent => "invalid_event",
-            ErrorKind::LookupFailed => "lookup_failed",
-            ErrorKind::InferenceFailed => "inference_failed",
-            ErrorKind::OutputFailed => "output_failed",
+/// Declares a fieldless enum whose variants have stable names (written to headers, metrics and
+/// logs), with `as_str` and `Display` giving them.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal,)*
+    }) => {
+        $(#[$meta])*
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
         }
-    }
-}
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A stage of the pipeline: where a record failed (written to `clickpipe.error.stage`), which
-/// stage actor a log line, metric or restart is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    /// Reading and decoding the input record.
-    Decode,
-    /// The Redis round trip (ZIP data and session state).
-    Lookup,
-    /// Feature computation.
-    Enrich,
-    /// The model call.
-    Infer,
-    /// Writing the output record.
-    Emit,
-    /// `clickpipe ingest`: a document that is no valid event, caught before Kafka.
-    Ingest,
-}
-
-impl Stage {
-    /// The stable name used in headers, metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Decode => "decode",
-            Stage::Lookup => "lookup",
-            Stage::Enrich => "enrich",
-            Stage::Infer => "infer",
-            Stage::Emit => "emit",
-            Stage::Ingest => "ingest",
+        impl $name {
+            /// The stable name used in headers, metrics and logs.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
         }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// The kind of a dead letter, written to the `clickpipe.error.kind` header.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ErrorKind {
+        /// The record is not a valid input event (not UTF-8, not JSON, missing field, too large…).
+        InvalidEvent = "invalid_event",
+        /// The Redis lookup failed for good.
+        LookupFailed = "lookup_failed",
+        /// The model call failed for good (retry budget spent, or a non-retryable 4xx).
+        InferenceFailed = "inference_failed",
+        /// The output record could not be written (for example it is larger than the broker
+        /// accepts).
+        OutputFailed = "output_failed",
     }
 }
 
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// A stage of the pipeline: where a record failed (written to `clickpipe.error.stage`), which
+    /// stage actor a log line, metric or restart is about.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Stage {
+        /// Reading and decoding the input record.
+        Decode = "decode",
+        /// The Redis round trip (ZIP data and session state).
+        Lookup = "lookup",
+        /// Feature computation.
+        Enrich = "enrich",
+        /// The model call.
+        Infer = "infer",
+        /// Writing the output record.
+        Emit = "emit",
+        /// `clickpipe ingest`: a document that is no valid event, caught before Kafka.
+        Ingest = "ingest",
     }
 }
 

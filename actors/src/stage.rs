@@ -62,20 +62,34 @@ pub trait StageLogic: Unpin + 'static {
     /// What the stage hands on.
     type Out: Send + 'static;
     /// Which stage this is (its name in logs, metrics and spans).
-    fn stage(&self) -> Stage;
+    const STAGE: Stage;
     /// Processes a batch. The future owns what it needs, so the actor stays free to queue input.
     fn process(
         &mut self,
         batch: Vec<Record<Self::In>>,
     ) -> LocalBoxFuture<'static, Vec<Outcome<Self::Out>>>;
-    /// Largest batch handed to [`StageLogic::process`].
-    fn max_batch(&self) -> usize;
-    /// How long a batch smaller than `max_batch` may wait for more records.
-    fn max_wait(&self) -> Duration {
-        Duration::ZERO
-    }
     /// Called once when the actor starts, on its thread.
     fn started(&mut self) {}
+}
+
+/// How a stage actor batches its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Largest batch handed to [`StageLogic::process`].
+    pub max: usize,
+    /// How long a batch smaller than `max` may wait for more records (zero: go at once with
+    /// whatever queued up).
+    pub wait: Duration,
+}
+
+impl Batching {
+    /// Batches of up to `max` records, never waiting for a fuller one.
+    pub fn natural(max: usize) -> Self {
+        Batching {
+            max,
+            wait: Duration::ZERO,
+        }
+    }
 }
 
 /// Where a stage sends its results (`T`: what it hands on).
@@ -111,6 +125,7 @@ impl<T: Send + 'static> Clone for Wiring<T> {
 /// An actor running a [`StageLogic`].
 pub struct StageActor<S: StageLogic> {
     logic: S,
+    batching: Batching,
     wiring: Wiring<S::Out>,
     mailbox: usize,
     queue: VecDeque<Record<S::In>>,
@@ -121,10 +136,11 @@ pub struct StageActor<S: StageLogic> {
 }
 
 impl<S: StageLogic> StageActor<S> {
-    /// A stage actor with a mailbox of `mailbox` batches.
-    pub fn new(logic: S, wiring: Wiring<S::Out>, mailbox: usize) -> Self {
+    /// A stage actor batching as `batching` says, with a mailbox of `mailbox` batches.
+    pub fn new(logic: S, batching: Batching, wiring: Wiring<S::Out>, mailbox: usize) -> Self {
         StageActor {
             logic,
+            batching,
             wiring,
             mailbox,
             queue: VecDeque::new(),
@@ -139,8 +155,8 @@ impl<S: StageLogic> StageActor<S> {
         if self.busy || self.queue.is_empty() {
             return;
         }
-        let wait = self.logic.max_wait();
-        if self.queue.len() < self.logic.max_batch() && !wait.is_zero() {
+        let wait = self.batching.wait;
+        if self.queue.len() < self.batching.max && !wait.is_zero() {
             let waited = self.first_queued.map(|t| t.elapsed()).unwrap_or_default();
             if waited < wait {
                 if self.wait_timer.is_none() {
@@ -162,7 +178,7 @@ impl<S: StageLogic> StageActor<S> {
         if let Some(timer) = self.wait_timer.take() {
             ctx.cancel_future(timer);
         }
-        let n = self.queue.len().min(self.logic.max_batch());
+        let n = self.queue.len().min(self.batching.max);
         let mut batch: Vec<Record<S::In>> = self.queue.drain(..n).collect();
         self.count_queued(-(n as i64));
         self.first_queued = if self.queue.is_empty() {
@@ -172,7 +188,7 @@ impl<S: StageLogic> StageActor<S> {
         };
         self.busy = true;
         let size = batch.len();
-        let name = self.logic.stage();
+        let name = S::STAGE;
         for t in batch
             .iter_mut()
             .filter_map(|r| r.input.trace.as_deref_mut())
@@ -247,7 +263,7 @@ impl<S: StageLogic> StageActor<S> {
     /// Reports this stage's failure to its partition; the stage stays busy (takes no more work)
     /// until the partition stops it.
     fn fail(&mut self, reason: String) {
-        let name = self.logic.stage();
+        let name = S::STAGE;
         tracing::error!(stage = name.as_str(), %reason, "stage failed");
         self.busy = true;
         // A failure report must not be lost to a full mailbox: it is rare and decides recovery.
@@ -261,7 +277,7 @@ impl<S: StageLogic> StageActor<S> {
 impl<S: StageLogic> StageActor<S> {
     /// Moves the stage's queue-depth gauge by `delta` records.
     fn count_queued(&self, delta: i64) {
-        if let Some(g) = self.wiring.stats.queued.get(self.logic.stage()) {
+        if let Some(g) = self.wiring.stats.queued.get(S::STAGE) {
             g.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -272,7 +288,8 @@ impl<S: StageLogic> Actor for StageActor<S> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
-        self.span = tracing::info_span!(parent: &self.wiring.span, "stage", stage = self.logic.stage().as_str());
+        self.span =
+            tracing::info_span!(parent: &self.wiring.span, "stage", stage = S::STAGE.as_str());
         self.logic.started();
     }
 
@@ -318,27 +335,17 @@ mod tests {
     /// Records the size of each batch it is given; forwards everything.
     struct Recorder {
         sizes: Rc<RefCell<Vec<usize>>>,
-        max_batch: usize,
-        max_wait: Duration,
     }
 
     impl StageLogic for Recorder {
         type In = ();
         type Out = ();
-        fn stage(&self) -> Stage {
-            Stage::Enrich
-        }
+        const STAGE: Stage = Stage::Enrich;
         fn process(&mut self, batch: Vec<Record<()>>) -> LocalBoxFuture<'static, Vec<Outcome<()>>> {
             self.sizes.borrow_mut().push(batch.len());
             FutureExt::boxed_local(futures::future::ready(
                 batch.into_iter().map(Outcome::Forward).collect(),
             ))
-        }
-        fn max_batch(&self) -> usize {
-            self.max_batch
-        }
-        fn max_wait(&self) -> Duration {
-            self.max_wait
         }
     }
 
@@ -406,10 +413,12 @@ mod tests {
         };
         let logic = Recorder {
             sizes: sizes.clone(),
-            max_batch,
-            max_wait,
         };
-        let stage = StageActor::new(logic, wiring, 4).start();
+        let batching = Batching {
+            max: max_batch,
+            wait: max_wait,
+        };
+        let stage = StageActor::new(logic, batching, wiring, 4).start();
         for b in batches {
             stage
                 .send(Batch(b.into_iter().map(record).collect()))

@@ -104,12 +104,17 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
 
+    /// A tracker allowing `max_restarts` within `window_s` seconds.
+    fn tracker(max_restarts: u32, window_s: u64) -> RestartTracker {
+        RestartTracker::new(Intensity {
+            max_restarts,
+            window: Duration::from_secs(window_s),
+        })
+    }
+
     #[test]
     fn allows_max_restarts_within_the_window_then_refuses() {
-        let mut t = RestartTracker::new(Intensity {
-            max_restarts: 2,
-            window: Duration::from_secs(10),
-        });
+        let mut t = tracker(2, 10);
         let t0 = Instant::now();
         assert!(t.record(t0));
         assert!(t.record(t0 + Duration::from_secs(1)));
@@ -122,10 +127,7 @@ mod tests {
 
     #[test]
     fn restarts_outside_the_window_are_forgotten() {
-        let mut t = RestartTracker::new(Intensity {
-            max_restarts: 1,
-            window: Duration::from_secs(5),
-        });
+        let mut t = tracker(1, 5);
         let t0 = Instant::now();
         assert!(t.record(t0));
         assert!(

@@ -156,6 +156,14 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    /// A breaker that opened on one failure and whose delay has passed: the next caller probes.
+    fn tripped_breaker() -> CircuitBreaker {
+        let b = CircuitBreaker::new(1, Duration::from_millis(10));
+        b.failure();
+        std::thread::sleep(Duration::from_millis(12));
+        b
+    }
+
     #[test]
     fn opens_after_the_threshold_probes_after_the_delay_and_closes_on_success() {
         let b = CircuitBreaker::new(3, Duration::from_millis(30));
@@ -181,9 +189,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_opens_the_circuit_again() {
-        let b = CircuitBreaker::new(1, Duration::from_millis(10));
-        b.failure();
-        std::thread::sleep(Duration::from_millis(12));
+        let b = tripped_breaker();
         let probe = b.admit();
         assert!(matches!(probe, Admission::Probe(_)));
         b.failure();
@@ -197,9 +203,7 @@ mod tests {
         // The probing call answered something non-retryable, or its future was dropped by a
         // drain, a seek or a restart: nobody reports; the breaker must not stay half-open with
         // its probe taken forever.
-        let b = CircuitBreaker::new(1, Duration::from_millis(10));
-        b.failure();
-        std::thread::sleep(Duration::from_millis(12));
+        let b = tripped_breaker();
         let probe = b.admit();
         assert!(matches!(probe, Admission::Probe(_)));
         assert!(matches!(b.admit(), Admission::Wait(_)));

@@ -36,7 +36,7 @@ use crate::error::{ErrorKind, Failure, Stage};
 use crate::event::decode;
 use crate::kafka::consumer::{GroupConsumer, GroupContext};
 use crate::record::{Emitted, Input, Record};
-use crate::stage::{Batch, StageActor, StageHealth, StopStage, Wiring};
+use crate::stage::{Batch, Batching, StageActor, StageHealth, StageLogic, StopStage, Wiring};
 use crate::stages::{emit::Emit, enrich::Enrich, infer::Infer, lookup::Lookup};
 use crate::status::{PartitionState, PartitionStatus};
 use crate::supervision::{ChildFailed, Intensity, RestartTracker};
@@ -186,62 +186,66 @@ impl PartitionActor {
         }
     }
 
-    /// Where a stage handing `T` on to `next` sends its results.
-    fn wiring<T: Send + 'static>(&self, me: &Addr<Self>, next: Recipient<Batch<T>>) -> Wiring<T> {
-        Wiring {
+    /// Starts one stage actor on this thread, handing its records on to `next`.
+    fn start_stage<S: StageLogic>(
+        &self,
+        me: &Addr<Self>,
+        logic: S,
+        batching: Batching,
+        next: Recipient<Batch<S::Out>>,
+    ) -> Addr<StageActor<S>> {
+        let wiring = Wiring {
             next,
             dlq: self.deps.dlq.clone(),
             done: me.clone().recipient(),
             failed: me.clone().recipient(),
             stats: self.deps.stats.clone(),
             span: self.span.clone(),
-        }
+        };
+        StageActor::new(
+            logic,
+            batching,
+            wiring,
+            self.deps.config.pipeline.mailbox_capacity,
+        )
+        .start()
     }
 
     /// Starts the stage actors on this thread, last first, each wired to the next.
     fn start_stages(&mut self, ctx: &mut Context<Self>) {
         let cfg = self.deps.config.clone();
-        let mailbox = cfg.pipeline.mailbox_capacity;
         let me = ctx.address();
-        let emit = StageActor::new(
-            Emit::new(
-                self.deps.producer.clone(),
-                &cfg.kafka.output_topic,
-                cfg.pipeline.max_batch,
-                self.deps.stats.clone(),
-            ),
-            self.wiring(&me, me.clone().recipient()),
-            mailbox,
-        )
-        .start();
-        let infer = StageActor::new(
-            Infer::new(
-                &cfg,
-                self.deps.stats.clone(),
-                self.deps.breaker.clone(),
-                self.deps.credentials.clone(),
-                me.clone().recipient(),
-            ),
-            self.wiring(&me, emit.clone().recipient()),
-            mailbox,
-        )
-        .start();
+        let natural = Batching::natural(cfg.pipeline.max_batch);
+        let emit = Emit::new(
+            self.deps.producer.clone(),
+            &cfg.kafka.output_topic,
+            self.deps.stats.clone(),
+        );
+        let emit = self.start_stage(&me, emit, natural, me.clone().recipient());
+        let infer = Infer::new(
+            &cfg,
+            self.deps.stats.clone(),
+            self.deps.breaker.clone(),
+            self.deps.credentials.clone(),
+            me.clone().recipient(),
+        );
+        // The model is called with batches of its own size, waiting a little for fuller ones.
+        let model_batching = Batching {
+            max: cfg.model.max_batch_size,
+            wait: cfg.model.max_wait_ms.get(),
+        };
+        let infer = self.start_stage(&me, infer, model_batching, emit.clone().recipient());
         let enrich = Enrich::new(&cfg);
         #[cfg(feature = "fault-injection")]
         let enrich = enrich.with_hooks(self.deps.hooks.clone());
-        let enrich =
-            StageActor::new(enrich, self.wiring(&me, infer.clone().recipient()), mailbox).start();
-        let lookup = StageActor::new(
-            Lookup::new(
-                &cfg,
-                self.deps.redis.clone(),
-                self.deps.zip_cache.clone(),
-                me.clone().recipient(),
-            ),
-            self.wiring(&me, enrich.clone().recipient()),
-            mailbox,
-        )
-        .start();
+        let enrich = self.start_stage(&me, enrich, natural, infer.clone().recipient());
+        let lookup = Lookup::new(
+            &cfg,
+            self.deps.redis.clone(),
+            self.deps.zip_cache.clone(),
+            me.clone().recipient(),
+        );
+        let lookup = self.start_stage(&me, lookup, natural, enrich.clone().recipient());
         self.stages = vec![
             lookup.clone().recipient(),
             enrich.recipient(),

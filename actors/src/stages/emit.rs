@@ -18,17 +18,15 @@ use crate::stats::Stats;
 pub struct Emit {
     producer: Producer,
     topic: Arc<str>,
-    max_batch: usize,
     stats: Arc<Stats>,
 }
 
 impl Emit {
     /// An emit stage writing to `topic`.
-    pub fn new(producer: Producer, topic: &str, max_batch: usize, stats: Arc<Stats>) -> Self {
+    pub fn new(producer: Producer, topic: &str, stats: Arc<Stats>) -> Self {
         Emit {
             producer,
             topic: topic.into(),
-            max_batch,
             stats,
         }
     }
@@ -38,13 +36,7 @@ impl StageLogic for Emit {
     type In = Scored;
     type Out = Emitted;
 
-    fn stage(&self) -> Stage {
-        Stage::Emit
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
+    const STAGE: Stage = Stage::Emit;
 
     fn process(
         &mut self,

@@ -18,7 +18,6 @@ use crate::stage::{Outcome, StageLogic};
 /// The enrich stage.
 pub struct Enrich {
     default_income: f64,
-    max_batch: usize,
     #[cfg(feature = "fault-injection")]
     hooks: Arc<FaultHooks>,
 }
@@ -28,7 +27,6 @@ impl Enrich {
     pub fn new(config: &Config) -> Self {
         Enrich {
             default_income: config.features.default_zip_median_income,
-            max_batch: config.pipeline.max_batch,
             #[cfg(feature = "fault-injection")]
             hooks: Arc::new(FaultHooks::default()),
         }
@@ -46,13 +44,7 @@ impl StageLogic for Enrich {
     type In = LookedUp;
     type Out = Enriched;
 
-    fn stage(&self) -> Stage {
-        Stage::Enrich
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
+    const STAGE: Stage = Stage::Enrich;
 
     fn process(
         &mut self,

@@ -1,12 +1,11 @@
 //! The infer stage: batches of up to `model.max_batch_size` events, waiting at most
-//! `model.max_wait_ms` for a fuller batch, sent to the model; failures past the retry budget (or a
+//! `model.max_wait_ms` for a fuller batch (the partition sets this batching), sent to the model; failures past the retry budget (or a
 //! non-retryable 4xx) dead-letter the events as `inference_failed`. A batch the model refuses as
 //! input (a 4xx, or HTTP 500 it keeps answering) is split in halves until the bad instance fails
 //! alone, so one bad event never costs its batch-mates.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::Recipient;
 use futures::future::LocalBoxFuture;
@@ -58,17 +57,7 @@ impl StageLogic for Infer {
     type In = Enriched;
     type Out = Scored;
 
-    fn stage(&self) -> Stage {
-        Stage::Infer
-    }
-
-    fn max_batch(&self) -> usize {
-        self.config.max_batch_size
-    }
-
-    fn max_wait(&self) -> Duration {
-        self.config.max_wait_ms.get()
-    }
+    const STAGE: Stage = Stage::Infer;
 
     fn started(&mut self) {
         self.client = Some(ModelClient::new(

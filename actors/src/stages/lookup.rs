@@ -25,7 +25,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 pub struct Lookup {
     client: LookupClient,
     budget: Duration,
-    max_batch: usize,
     policy: UnavailablePolicy,
     health: Recipient<StageHealth>,
 }
@@ -46,7 +45,6 @@ impl Lookup {
                 Duration::from_secs(config.features.session_gap_s),
             ),
             budget: config.redis.retry_budget_ms.get(),
-            max_batch: config.pipeline.max_batch,
             policy: config.redis.on_unavailable,
             health,
         }
@@ -57,13 +55,7 @@ impl StageLogic for Lookup {
     type In = Event;
     type Out = LookedUp;
 
-    fn stage(&self) -> Stage {
-        Stage::Lookup
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
+    const STAGE: Stage = Stage::Lookup;
 
     fn process(
         &mut self,
