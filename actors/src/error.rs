@@ -125,7 +125,7 @@ impl fmt::Display for Failure {
 }
 
 /// An error of a client call (Redis, model), with its retry hint.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ClientError {
     /// Whether the call may succeed when tried again.

@@ -58,7 +58,21 @@ pub enum CommandError {
     Gone(i32),
     /// Resolving a timestamp to an offset failed.
     #[error("cannot resolve the timestamp to an offset: {0}")]
-    Timestamp(String),
+    Timestamp(#[source] ResolveError),
+}
+
+/// Why a timestamp could not be resolved to an offset.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The pipeline's consumer is gone (the pipeline is stopping).
+    #[error("the consumer has stopped")]
+    ConsumerStopped,
+    /// The broker's answer did not name the partition.
+    #[error("no answer for the partition")]
+    NoAnswer,
+    /// The broker did not answer, or refused.
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 /// What the admin API holds of a running pipeline: partition commands, dependency probes and
@@ -75,7 +89,7 @@ pub struct PipelineHandle {
 }
 
 /// The last answers of the dependency probes: when, Redis's, the model's.
-type Probed = (Instant, Result<(), String>, Result<(), String>);
+type Probed = (Instant, Result<(), ClientError>, Result<(), ClientError>);
 
 /// How long the answers of the dependency probes are reused.
 pub const PROBE_TTL: Duration = Duration::from_secs(1);
@@ -113,28 +127,28 @@ impl PipelineHandle {
         partition: i32,
         timestamp_ms: i64,
     ) -> Result<i64, CommandError> {
+        self.resolve_timestamp(partition, timestamp_ms)
+            .map_err(CommandError::Timestamp)
+    }
+
+    fn resolve_timestamp(&self, partition: i32, timestamp_ms: i64) -> Result<i64, ResolveError> {
         let topic = &self.config.kafka.input_topic;
         let consumer = self
             .shared
             .consumer()
-            .ok_or_else(|| CommandError::Timestamp("the consumer has stopped".into()))?;
+            .ok_or(ResolveError::ConsumerStopped)?;
         let timeout = Duration::from_secs(10);
         let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(timestamp_ms))
-            .map_err(|e| CommandError::Timestamp(e.to_string()))?;
-        let found = consumer
-            .offsets_for_times(tpl, timeout)
-            .map_err(|e| CommandError::Timestamp(e.to_string()))?;
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(timestamp_ms))?;
+        let found = consumer.offsets_for_times(tpl, timeout)?;
         let offset = found
             .find_partition(topic, partition)
             .map(|p| p.offset())
-            .ok_or_else(|| CommandError::Timestamp("no answer for the partition".into()))?;
+            .ok_or(ResolveError::NoAnswer)?;
         match offset {
             rdkafka::Offset::Offset(o) if o >= 0 => Ok(o),
             _ => {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, partition, timeout)
-                    .map_err(|e| CommandError::Timestamp(e.to_string()))?;
+                let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
                 Ok(high)
             }
         }
@@ -144,7 +158,7 @@ impl PipelineHandle {
     /// asks. The answers are reused for [`PROBE_TTL`] and concurrent callers share one probe, so
     /// a flood of readiness requests costs at most one Redis `PING` (on a pooled connection) and
     /// one model ping a second.
-    pub async fn probe_dependencies(&self) -> (Result<(), String>, Result<(), String>) {
+    pub async fn probe_dependencies(&self) -> (Result<(), ClientError>, Result<(), ClientError>) {
         let mut last = self.probes.lock().await;
         if let Some((at, redis, model)) = last.as_ref() {
             if at.elapsed() < PROBE_TTL {
@@ -152,8 +166,6 @@ impl PipelineHandle {
             }
         }
         let (redis, model) = futures::join!(self.ping_redis(), self.ping_model());
-        let redis = redis.map_err(|e| e.message);
-        let model = model.map_err(|e| e.message);
         *last = Some((Instant::now(), redis.clone(), model.clone()));
         (redis, model)
     }

@@ -27,7 +27,10 @@ pub enum ControlError {
     Failed(i32),
     /// The consumer refused the seek.
     #[error("seek failed: {0}")]
-    Seek(String),
+    Seek(#[source] rdkafka::error::KafkaError),
+    /// The partition's watermarks, which bound the seek, could not be read.
+    #[error("seek failed: cannot read the partition's watermarks: {0}")]
+    Watermarks(#[source] rdkafka::error::KafkaError),
     /// An offset below zero.
     #[error("offset must be 0 or more, got {0}")]
     BadOffset(i64),
@@ -61,9 +64,7 @@ impl PartitionActor {
         let (low, high) = self
             .consumer
             .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(5))
-            .map_err(|e| {
-                ControlError::Seek(format!("cannot read the partition's watermarks: {e}"))
-            })?;
+            .map_err(ControlError::Watermarks)?;
         if offset > high {
             return Err(ControlError::PastTheEnd {
                 partition: self.partition,
@@ -80,7 +81,7 @@ impl PartitionActor {
                 Offset::Offset(offset),
                 Duration::from_secs(10),
             )
-            .map_err(|e| ControlError::Seek(e.to_string()))?;
+            .map_err(ControlError::Seek)?;
         tracing::info!(partition = self.partition, offset, "seek by an operator");
         self.stop_stages();
         self.tracker = OffsetTracker::resumed_at(offset);
