@@ -175,6 +175,14 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
     settings::load(arg.config.as_deref())
 }
 
+/// [`load`], then logging started as its `[log]` section says (the commands that log, but export
+/// no traces).
+fn load_logged(arg: &ConfigArg) -> anyhow::Result<Config> {
+    let config = load(arg)?;
+    telemetry::init(&config.log)?;
+    Ok(config)
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Health { admin, path } => {
@@ -231,8 +239,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(arg) => {
-            let config = load(&arg)?;
-            telemetry::init(&config.log)?;
+            let config = load_logged(&arg)?;
             actix_rt::System::new().block_on(ingest::serve(config, wait_for_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -248,8 +255,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             delay_ms,
         } => {
-            let config = load(&config)?;
-            telemetry::init(&config.log)?;
+            let config = load_logged(&config)?;
             actix_rt::System::new().block_on(model_server::serve(&config, listen, delay_ms))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,8 +277,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             timeline,
         } => {
-            let config = load(&config)?;
-            telemetry::init(&config.log)?;
+            let config = load_logged(&config)?;
             let opts = loadgen::LoadgenOptions {
                 rate,
                 count,

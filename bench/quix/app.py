@@ -66,16 +66,23 @@ LOGLEVEL = env("LOGLEVEL", "INFO")
 # Same fetch wait as every system in a benchmark run (the harness passes its --fetch-wait-ms).
 FETCH_WAIT_MAX_MS = int(env("FETCH_WAIT_MAX_MS", "5"))
 
-EVENT_TYPES = (
-    "page_view",
-    "product_view",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout",
-    "purchase",
-)
-DEVICES = ("mobile", "desktop", "tablet")
+# clickpipe's feature source, the one definition of the one-hot event types and devices.
+FEATURES_RS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "actors", "src",
+                           "features.rs")
+
+
+def rust_str_list(source: str, name: str) -> tuple[str, ...]:
+    """The strings of `pub const NAME: [&str; N] = [...];` in a Rust source file."""
+    m = re.search(r"pub const " + name + r": \[&str; \d+\] = \[(.*?)\];", source, re.S)
+    if m is None:
+        raise SystemExit(f"quix: no `pub const {name}: [&str; N]` in {FEATURES_RS}")
+    return tuple(re.findall(r'"([^"]*)"', m.group(1)))
+
+
+with open(FEATURES_RS, encoding="utf-8") as _f:
+    _features_rs = _f.read()
+EVENT_TYPES = rust_str_list(_features_rs, "EVENT_TYPES")
+DEVICES = rust_str_list(_features_rs, "DEVICES")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MS = timedelta(milliseconds=1)
 

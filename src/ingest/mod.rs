@@ -88,6 +88,16 @@ impl Default for IngestStats {
     }
 }
 
+impl IngestStats {
+    /// Counts failed attempt number `attempt` (from 1) with its `error`, and returns the backoff
+    /// before the next one: from `initial`, doubling up to `max`, with jitter.
+    fn failed(&self, attempt: u32, error: String, initial: Duration, max: Duration) -> Duration {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = Some(error);
+        clickpipe_actors::clients::backoff(attempt, initial, max)
+    }
+}
+
 /// Runs `clickpipe ingest` — the tailer and its HTTP endpoint on `ingest.listen` — until
 /// `shutdown` completes; the page in flight is then finished and checkpointed.
 pub async fn serve(
@@ -133,10 +143,9 @@ where
         match f().await {
             Err(e) if e.retry != Retry::Never => {
                 attempt += 1;
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                *stats.last_error.lock() = Some(e.message.clone());
-                let wait = clickpipe_actors::clients::backoff(
+                let wait = stats.failed(
                     attempt,
+                    e.message.clone(),
                     Duration::from_millis(200),
                     Duration::from_secs(10),
                 );
@@ -463,10 +472,9 @@ impl Tailer {
         let mut attempt = 0;
         while let Err(e) = self.store.save(&self.checkpoint).await {
             attempt += 1;
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            *stats.last_error.lock() = Some(format!("{e:#}"));
-            let wait = clickpipe_actors::clients::backoff(
+            let wait = stats.failed(
                 attempt,
+                format!("{e:#}"),
                 Duration::from_millis(100),
                 Duration::from_secs(5),
             );

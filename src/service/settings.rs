@@ -152,6 +152,21 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    /// The whole error (with its causes) of loading the file at `path`, or none; `what` names the
+    /// case when it loads.
+    fn load_err(path: Option<&str>, what: &str) -> String {
+        format!("{:#}", load(path.map(Path::new)).expect_err(what))
+    }
+
+    /// With `var` set to `value` over the environment as it is, loading fails naming `key`; the
+    /// environment is cleared after.
+    fn env_refused(jail: &mut Jail, (var, value): (&str, &str), key: &str) {
+        jail.set_env(var, value);
+        let e = load_err(None, key);
+        assert!(e.contains(key), "{e}");
+        jail.clear_env();
+    }
+
     #[test]
     fn a_word_outside_a_keys_choices_is_refused_naming_the_key() {
         for (var, key) in [
@@ -161,7 +176,7 @@ mod tests {
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(var, "sometimes");
-                let e = format!("{:#}", load(None).expect_err("refused"));
+                let e = load_err(None, "refused");
                 assert!(e.contains(key), "{e}");
                 Ok(())
             });
@@ -251,7 +266,7 @@ mod tests {
                 Some("5")
             );
             jail.set_env("CLICKPIPE__KAFKA__CLIENT__GROUP_ID", "sneaky");
-            let e = format!("{:#}", load(None).expect_err("managed key"));
+            let e = load_err(None, "managed key");
             assert!(e.contains("group.id"), "{e}");
             Ok(())
         });
@@ -283,29 +298,29 @@ mod tests {
 
             // The broker owns the session under KIP-848: a client session timeout is an error
             // naming the key, not a consumer that fails to start.
-            jail.set_env("CLICKPIPE__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "10000");
-            let e = format!(
-                "{:#}",
-                load(None).expect_err("session timeout with consumer")
+            env_refused(
+                jail,
+                ("CLICKPIPE__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "10000"),
+                "session.timeout.ms",
             );
-            assert!(e.contains("session.timeout.ms"), "{e}");
-            jail.clear_env();
 
-            jail.set_env("CLICKPIPE__KAFKA__GROUP_PROTOCOL", "eager");
-            let e = format!("{:#}", load(None).expect_err("unknown protocol"));
-            assert!(e.contains("group_protocol"), "{e}");
-            jail.clear_env();
+            env_refused(
+                jail,
+                ("CLICKPIPE__KAFKA__GROUP_PROTOCOL", "eager"),
+                "group_protocol",
+            );
 
-            jail.set_env("CLICKPIPE__KAFKA__CONSUMER__GROUP_INSTANCE_ID", "x");
-            let e = format!("{:#}", load(None).expect_err("managed key"));
-            assert!(e.contains("group.instance.id"), "{e}");
-            jail.clear_env();
+            env_refused(
+                jail,
+                ("CLICKPIPE__KAFKA__CONSUMER__GROUP_INSTANCE_ID", "x"),
+                "group.instance.id",
+            );
 
             jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "i".repeat(250));
-            let e = format!("{:#}", load(None).expect_err("bad instance id"));
+            let e = load_err(None, "bad instance id");
             assert!(e.contains("kafka.group_instance_id"), "{e}");
             jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "task/1 a");
-            let e = format!("{:#}", load(None).expect_err("illegal characters"));
+            let e = load_err(None, "illegal characters");
             assert!(e.contains("kafka.group_instance_id"), "{e}");
             jail.set_env("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", "clickpipe-a1.b_2");
             load(None).map_err(|e| format!("{e:#}"))?;
@@ -317,7 +332,7 @@ mod tests {
     fn msk_iam_needs_a_region_which_aws_region_gives() {
         Jail::expect_with(|jail| {
             jail.set_env("CLICKPIPE__KAFKA__AUTH", "msk_iam");
-            let e = format!("{:#}", load(None).expect_err("no region"));
+            let e = load_err(None, "no region");
             assert!(e.contains("kafka.region"), "{e}");
             jail.set_env("AWS_REGION", "eu-west-1");
             let c = load(None).map_err(|e| format!("{e:#}"))?;
@@ -368,10 +383,7 @@ mod tests {
                 ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
             ] {
-                jail.set_env(name, value);
-                let e = format!("{:#}", load(None).expect_err(value));
-                assert!(e.contains(name), "{e}");
-                jail.clear_env();
+                env_refused(jail, (name, value), name);
             }
             jail.set_env("OTEL_TRACES_SAMPLER", "xray");
             let c = load(None).map_err(|e| format!("{e:#}"))?;
@@ -381,13 +393,10 @@ mod tests {
             );
             jail.clear_env();
             jail.create_file("t.toml", "[tracing]\nsampling_ratio = 2.0\n")?;
-            let e = format!("{:#}", load(Some(Path::new("t.toml"))).expect_err("ratio"));
+            let e = load_err(Some("t.toml"), "ratio");
             assert!(e.contains("tracing.sampling_ratio"), "{e}");
             jail.create_file("t.toml", "[tracing]\nsampler = \"sometimes\"\n")?;
-            let e = format!(
-                "{:#}",
-                load(Some(Path::new("t.toml"))).expect_err("sampler")
-            );
+            let e = load_err(Some("t.toml"), "sampler");
             assert!(e.contains("tracing.sampler"), "{e}");
             Ok(())
         });
@@ -397,16 +406,14 @@ mod tests {
     fn bad_config_names_the_key() {
         Jail::expect_with(|jail| {
             jail.create_file("unknown.toml", "[kafka]\nbrokerz = \"x\"\n")?;
-            let e = format!(
-                "{:#}",
-                load(Some(Path::new("unknown.toml"))).expect_err("unknown key")
-            );
+            let e = load_err(Some("unknown.toml"), "unknown key");
             assert!(e.contains("brokerz"), "{e}");
 
-            jail.set_env("CLICKPIPE__PIPELINE__MAX_IN_FLIGHT", "lots");
-            let e = format!("{:#}", load(None).expect_err("bad type"));
-            assert!(e.contains("pipeline.max_in_flight"), "{e}");
-            jail.clear_env();
+            env_refused(
+                jail,
+                ("CLICKPIPE__PIPELINE__MAX_IN_FLIGHT", "lots"),
+                "pipeline.max_in_flight",
+            );
 
             for (var, key) in [
                 (
@@ -424,28 +431,24 @@ mod tests {
             ] {
                 // 2^63 / 1000 s: as milliseconds it would wrap an i64.
                 for value in ["0", "9223372036854776"] {
-                    jail.set_env(var, value);
-                    let e = format!("{:#}", load(None).expect_err(key));
-                    assert!(e.contains(key), "{e}");
-                    jail.clear_env();
+                    env_refused(jail, (var, value), key);
                 }
             }
 
-            jail.set_env("CLICKPIPE__KAFKA__DLQ_TOPIC", "predictions");
-            let e = format!("{:#}", load(None).expect_err("dlq = output"));
-            assert!(e.contains("kafka.dlq_topic"), "{e}");
-            jail.clear_env();
+            env_refused(
+                jail,
+                ("CLICKPIPE__KAFKA__DLQ_TOPIC", "predictions"),
+                "kafka.dlq_topic",
+            );
 
-            jail.set_env("CLICKPIPE__KAFKA__BROKERS", "no-port");
-            let e = format!("{:#}", load(None).expect_err("bad brokers"));
-            assert!(e.contains("kafka.brokers"), "{e}");
-            jail.clear_env();
+            env_refused(
+                jail,
+                ("CLICKPIPE__KAFKA__BROKERS", "no-port"),
+                "kafka.brokers",
+            );
 
             jail.set_env("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "300000");
-            let e = format!(
-                "{:#}",
-                load(None).expect_err("drain above the rebalance timeout")
-            );
+            let e = load_err(None, "drain above the rebalance timeout");
             assert!(
                 e.contains("pipeline.drain_timeout_ms") && e.contains("300000"),
                 "{e}"
@@ -455,17 +458,14 @@ mod tests {
             // librdkafka refuses a poll interval below the session: say so naming the key.
             jail.set_env("CLICKPIPE__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "5000");
             jail.set_env("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "1000");
-            let e = format!("{:#}", load(None).expect_err("poll interval below session"));
+            let e = load_err(None, "poll interval below session");
             assert!(
                 e.contains("max.poll.interval.ms") && e.contains("8000"),
                 "{e}"
             );
             jail.clear_env();
 
-            jail.set_env("CLICKPIPE__REDIS__URL", "http://x");
-            let e = format!("{:#}", load(None).expect_err("bad url"));
-            assert!(e.contains("redis.url"), "{e}");
-            jail.clear_env();
+            env_refused(jail, ("CLICKPIPE__REDIS__URL", "http://x"), "redis.url");
 
             for (var, value, key) in [
                 (
@@ -485,23 +485,14 @@ mod tests {
                 ),
                 ("CLICKPIPE__ADMIN__TOKEN", " ", "admin.token"),
             ] {
-                jail.set_env(var, value);
-                let e = format!("{:#}", load(None).expect_err(key));
-                assert!(e.contains(key), "{e}");
-                jail.clear_env();
+                env_refused(jail, (var, value), key);
             }
 
             jail.create_file("managed.toml", "[kafka.client]\n\"group.id\" = \"x\"\n")?;
-            let e = format!(
-                "{:#}",
-                load(Some(Path::new("managed.toml"))).expect_err("managed")
-            );
+            let e = load_err(Some("managed.toml"), "managed");
             assert!(e.contains("group.id"), "{e}");
 
-            let e = format!(
-                "{:#}",
-                load(Some(Path::new("missing.toml"))).expect_err("missing")
-            );
+            let e = load_err(Some("missing.toml"), "missing");
             assert!(e.contains("does not exist"), "{e}");
             Ok(())
         });

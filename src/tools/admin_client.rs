@@ -78,6 +78,11 @@ async fn expect(
     }
 }
 
+/// `GET url` with [`expect`]: the answer's JSON when it is 200, else the API's error.
+async fn get(url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    expect(200, awc::http::Method::GET, url, token, None).await
+}
+
 fn api_error(status: u16, body: &Value) -> anyhow::Error {
     let message = body["error"].as_str().unwrap_or("(no message)");
     match body["field"].as_str() {
@@ -88,14 +93,7 @@ fn api_error(status: u16, body: &Value) -> anyhow::Error {
 
 /// `GET /status`: the raw JSON, or a human summary.
 pub async fn status(base: &str, raw: bool) -> anyhow::Result<String> {
-    let body = expect(
-        200,
-        awc::http::Method::GET,
-        &format!("{base}/status"),
-        None,
-        None,
-    )
-    .await?;
+    let body = get(&format!("{base}/status"), None).await?;
     if raw {
         return serde_json::to_string_pretty(&body).context("printing the status");
     }
@@ -217,14 +215,7 @@ pub async fn replay(
         return Ok(started);
     }
     loop {
-        let report = expect(
-            200,
-            awc::http::Method::GET,
-            &format!("{base}/replay/{id}"),
-            token,
-            None,
-        )
-        .await?;
+        let report = get(&format!("{base}/replay/{id}"), token).await?;
         match report["state"].as_str() {
             Some("running") => {
                 eprintln!(

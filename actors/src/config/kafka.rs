@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, positive, ConfigError, Millis};
+use super::{bad, non_empty, positive, ConfigError, Millis};
 
 /// Kafka settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -155,16 +155,12 @@ impl KafkaConfig {
                 return Err(bad("kafka.brokers", format!("`{broker}` is not host:port")));
             }
         }
-        for (key, value) in [
+        non_empty(&[
             ("kafka.group_id", &k.group_id),
             ("kafka.input_topic", &k.input_topic),
             ("kafka.output_topic", &k.output_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
-        ] {
-            if value.trim().is_empty() {
-                return Err(bad(key, "must not be empty"));
-            }
-        }
+        ])?;
         if k.input_topic == k.output_topic || k.input_topic == k.dlq_topic {
             return Err(bad(
                 "kafka.input_topic",

@@ -28,26 +28,71 @@ pub use tracing::{TracingConfig, SAMPLERS};
 /// config may set on either side of now (100 years).
 pub const MAX_WINDOW_S: u64 = 100 * 365 * 24 * 3600;
 
-/// The pipeline's configuration: the sections the actors read. The service's own sections (admin
-/// API, logging, EMF, the tailer, the tools) are the binary's (`clickpipe::service::config`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Kafka connection, topics and librdkafka pass-through settings.
-    pub kafka: KafkaConfig,
-    /// Redis (ElastiCache) connection and key layout.
-    pub redis: RedisConfig,
-    /// The model endpoint and how it is called.
-    pub model: ModelConfig,
-    /// Feature computation settings.
-    pub features: FeaturesConfig,
-    /// Actor pipeline sizing: workers, batches, mailboxes, in-flight bound.
-    pub pipeline: PipelineConfig,
-    /// Restart intensity and backoff of the supervisors.
-    pub supervision: SupervisionConfig,
-    /// OpenTelemetry trace export (OTLP/HTTP to a collector such as ADOT, then X-Ray).
-    #[serde(default)]
-    pub tracing: TracingConfig,
+/// Declares a configuration struct made of the pipeline's sections (`kafka`, `redis`, `model`,
+/// `features`, `pipeline`, `supervision`, `tracing`, in this order and with these docs) and the
+/// caller's own: the fields in the braces stand between `supervision` and `tracing`, those in the
+/// optional `after_tracing { … }` after `tracing`. The struct denies unknown keys (every section
+/// is a plain field, so an error names the full key, e.g. `model.timeout_ms`) and gets a
+/// `pipeline()` method returning the pipeline's sections as a [`Config`].
+///
+/// The one place the pipeline's sections are listed: [`Config`] is declared with it, and so is
+/// the service's configuration, which adds its own sections around them.
+#[macro_export]
+macro_rules! pipeline_sections {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fattr:meta])* $fvis:vis $field:ident: $ty:ty,)*
+        }
+        $(after_tracing {
+            $($(#[$aattr:meta])* $avis:vis $after:ident: $aty:ty,)*
+        })?
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, ::serde::Deserialize, ::serde::Serialize)]
+        #[serde(deny_unknown_fields)]
+        $vis struct $name {
+            /// Kafka connection, topics and librdkafka pass-through settings.
+            pub kafka: $crate::config::KafkaConfig,
+            /// Redis (ElastiCache) connection and key layout.
+            pub redis: $crate::config::RedisConfig,
+            /// The model endpoint and how it is called.
+            pub model: $crate::config::ModelConfig,
+            /// Feature computation settings.
+            pub features: $crate::config::FeaturesConfig,
+            /// Actor pipeline sizing: workers, batches, mailboxes, in-flight bound.
+            pub pipeline: $crate::config::PipelineConfig,
+            /// Restart intensity and backoff of the supervisors.
+            pub supervision: $crate::config::SupervisionConfig,
+            $($(#[$fattr])* $fvis $field: $ty,)*
+            /// OpenTelemetry trace export (OTLP/HTTP to a collector such as ADOT, then X-Ray).
+            #[serde(default)]
+            pub tracing: $crate::config::TracingConfig,
+            $($($(#[$aattr])* $avis $after: $aty,)*)?
+        }
+
+        impl $name {
+            /// The pipeline's sections, what `clickpipe_actors::pipeline::Pipeline` runs with.
+            pub fn pipeline(&self) -> $crate::config::Config {
+                $crate::config::Config {
+                    kafka: self.kafka.clone(),
+                    redis: self.redis.clone(),
+                    model: self.model.clone(),
+                    features: self.features.clone(),
+                    pipeline: self.pipeline.clone(),
+                    supervision: self.supervision.clone(),
+                    tracing: self.tracing.clone(),
+                }
+            }
+        }
+    };
+}
+
+pipeline_sections! {
+    /// The pipeline's configuration: the sections the actors read. The service's own sections
+    /// (admin API, logging, EMF, the tailer, the tools) are the binary's
+    /// (`clickpipe::service::config`).
+    pub struct Config {}
 }
 
 /// A configuration value that is not acceptable, with the key that holds it.
@@ -101,6 +146,15 @@ pub fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<(), Confi
         return Err(bad(key, "must be greater than 0"));
     }
     Ok(())
+}
+
+/// Refuses the first of `(key, value)` whose value is empty or only white space
+/// (`must not be empty`).
+pub fn non_empty(fields: &[(&str, &str)]) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, value)| value.trim().is_empty()) {
+        Some((key, _)) => Err(bad(key, "must not be empty")),
+        None => Ok(()),
+    }
 }
 
 /// A [`ConfigError`] for `key`.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bad, ConfigError};
+use super::{bad, non_empty, ConfigError};
 
 /// OpenTelemetry trace export. Off until an endpoint is set; the standard `OTEL_*` environment
 /// variables override these keys (the binary applies them at load time).
@@ -72,9 +72,7 @@ impl TracingConfig {
                 ));
             }
         }
-        if self.service_name.trim().is_empty() {
-            return Err(bad("tracing.service_name", "must not be empty"));
-        }
+        non_empty(&[("tracing.service_name", &self.service_name)])?;
         if !SAMPLERS.contains(&self.sampler.as_str()) {
             return Err(bad(
                 "tracing.sampler",

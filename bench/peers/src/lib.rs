@@ -3,7 +3,9 @@
 //! `clickpipe run` (defaults, `--config` file, `CLICKPIPE__SECTION__KEY` variables) so a benchmark
 //! points every system at the same broker, topics, Redis and model with one set of variables.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use clickpipe::service::config::Config;
@@ -26,6 +28,22 @@ impl PeerArgs {
     /// Loads and validates the configuration.
     pub fn load(&self) -> anyhow::Result<Config> {
         clickpipe::service::settings::load(self.config.as_deref())
+    }
+}
+
+/// A peer's `main`: parses [`PeerArgs`], runs `run` on an actix system and turns its error into
+/// `{name}: {error}` on stderr and a failure exit code.
+pub fn peer_main<F>(name: &str, run: impl FnOnce(PeerArgs) -> F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let args = PeerArgs::parse();
+    match actix_rt::System::new().block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

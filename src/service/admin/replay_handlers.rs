@@ -6,6 +6,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::dto::ReplayStarted;
 use super::{error, replay, AdminState, ApiError};
 
+/// The answers of a refused bearer token, which every mutating replay endpoint shares
+/// (documentation only).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum AuthErrors {
+    /// Authorization.
+    #[response(status = 401, description = "Missing or wrong token")]
+    Unauthorized(ApiError),
+    /// No token configured.
+    #[response(status = 403, description = "No admin.token configured")]
+    Forbidden(ApiError),
+}
+
 /// Starts replaying dead letters into the input topic; 202 with the job id.
 #[utoipa::path(post, path = "/replay", tag = "replay",
     request_body(content = replay::ReplayRequest, description = "Filter (every field optional; an empty body replays everything)"),
@@ -13,8 +26,7 @@ use super::{error, replay, AdminState, ApiError};
     responses(
         (status = 202, description = "Started", body = ReplayStarted),
         (status = 400, description = "Bad field", body = ApiError),
-        (status = 401, description = "Missing or wrong token", body = ApiError),
-        (status = 403, description = "No admin.token configured", body = ApiError),
+        AuthErrors,
         (status = 413, description = "Body too large", body = ApiError),
         (status = 429, description = "admin.replay_max_jobs jobs are running already", body = ApiError)))]
 pub(super) async fn replay_start(
@@ -56,8 +68,7 @@ pub(super) async fn replay_get(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Cancelling", body = replay::JobReport),
-        (status = 401, description = "Missing or wrong token", body = ApiError),
-        (status = 403, description = "No admin.token configured", body = ApiError),
+        AuthErrors,
         (status = 404, description = "No such job", body = ApiError)))]
 pub(super) async fn replay_cancel(
     req: HttpRequest,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use clickpipe_actors::config::{bad, positive, ConfigError, Millis};
+use clickpipe_actors::config::{bad, non_empty, positive, ConfigError, Millis};
 
 /// When the tailer pages with a point in time (`ingest.pit`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -109,16 +109,12 @@ impl IngestConfig {
                 format!("`{url}` must start with http:// or https://"),
             ));
         }
-        for (key, value) in [
+        non_empty(&[
             ("ingest.index", &self.index),
             ("ingest.timestamp_field", &self.timestamp_field),
             ("ingest.tiebreaker_field", &self.tiebreaker_field),
             ("ingest.checkpoint_key", &self.checkpoint_key),
-        ] {
-            if value.trim().is_empty() {
-                return Err(bad(key, "must not be empty"));
-            }
-        }
+        ])?;
         positive("ingest.poll_interval_ms", self.poll_interval_ms)?;
         if !(1..=10_000).contains(&self.page_size) {
             return Err(bad("ingest.page_size", "must be between 1 and 10000"));

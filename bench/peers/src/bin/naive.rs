@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
 use clickpipe::service::config::Config;
 use clickpipe_actors::clients::model::Prediction;
 use clickpipe_actors::dlq::headers;
@@ -17,7 +16,7 @@ use clickpipe_actors::event::{decode, Event, Limits};
 use clickpipe_actors::features::{compute, Features, ZipInfo};
 use clickpipe_actors::record::OutputRecord;
 use clickpipe_actors::session::{advance, SessionState};
-use clickpipe_bench::{consumer_config, producer_config, stop_signal, PeerArgs};
+use clickpipe_bench::{consumer_config, peer_main, producer_config, stop_signal, PeerArgs};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,14 +26,7 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 
 fn main() -> ExitCode {
-    let args = PeerArgs::parse();
-    match actix_rt::System::new().block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("naive: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    peer_main("naive", run)
 }
 
 /// Everything one record needs.

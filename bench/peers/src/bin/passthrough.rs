@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use clickpipe_bench::{consumer_config, producer_config, stop_signal, PeerArgs};
+use clickpipe_bench::{consumer_config, peer_main, producer_config, stop_signal, PeerArgs};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -15,14 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 fn main() -> ExitCode {
-    let args = PeerArgs::parse();
-    match actix_rt::System::new().block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("passthrough: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    peer_main("passthrough", run)
 }
 
 async fn run(args: PeerArgs) -> anyhow::Result<()> {

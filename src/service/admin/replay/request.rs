@@ -135,56 +135,60 @@ mod tests {
         assert_eq!(f.limit, Some(10));
         let field = |r: ReplayRequest| r.validate().err().and_then(|e| e.field);
         let base = ReplayRequest::default;
-        assert_eq!(
-            field(ReplayRequest {
-                kinds: Some(vec!["nope".into()]),
-                ..base()
-            }),
-            Some("kinds".into())
-        );
-        assert_eq!(
-            field(ReplayRequest {
-                kinds: Some(vec![]),
-                ..base()
-            }),
-            Some("kinds".into())
-        );
-        assert_eq!(
-            field(ReplayRequest {
-                since: Some("yesterday".into()),
-                ..base()
-            }),
-            Some("since".into())
-        );
-        assert_eq!(
-            field(ReplayRequest {
-                since: Some("2026-11-26T00:00:00Z".into()),
-                until: Some("2026-11-25T00:00:00Z".into()),
-                ..base()
-            }),
-            Some("until".into())
-        );
-        assert_eq!(
-            field(ReplayRequest {
-                partition: Some(-1),
-                ..base()
-            }),
-            Some("partition".into())
-        );
-        assert_eq!(
-            field(ReplayRequest {
-                limit: Some(0),
-                ..base()
-            }),
-            Some("limit".into())
-        );
-        assert_eq!(
-            field(ReplayRequest {
-                from: Some("start".into()),
-                ..base()
-            }),
-            Some("from".into())
-        );
+        for (bad, name) in [
+            (
+                ReplayRequest {
+                    kinds: Some(vec!["nope".into()]),
+                    ..base()
+                },
+                "kinds",
+            ),
+            (
+                ReplayRequest {
+                    kinds: Some(vec![]),
+                    ..base()
+                },
+                "kinds",
+            ),
+            (
+                ReplayRequest {
+                    since: Some("yesterday".into()),
+                    ..base()
+                },
+                "since",
+            ),
+            (
+                ReplayRequest {
+                    since: Some("2026-11-26T00:00:00Z".into()),
+                    until: Some("2026-11-25T00:00:00Z".into()),
+                    ..base()
+                },
+                "until",
+            ),
+            (
+                ReplayRequest {
+                    partition: Some(-1),
+                    ..base()
+                },
+                "partition",
+            ),
+            (
+                ReplayRequest {
+                    limit: Some(0),
+                    ..base()
+                },
+                "limit",
+            ),
+            (
+                ReplayRequest {
+                    from: Some("start".into()),
+                    ..base()
+                },
+                "from",
+            ),
+        ] {
+            assert_eq!(field(bad), Some(name.into()));
+        }
         let last = ReplayRequest {
             from: Some("last".into()),
             ..base()
