@@ -55,6 +55,9 @@ pub enum Outcome<T> {
     Fail(Input, Failure),
 }
 
+/// What [`StageLogic::process`] returns: one outcome per record, in order, once the batch is done.
+pub type Outcomes<T> = LocalBoxFuture<'static, Vec<Outcome<T>>>;
+
 /// The logic of one stage.
 pub trait StageLogic: Unpin + 'static {
     /// What the stage is handed: what the stage before it produced.
@@ -64,10 +67,7 @@ pub trait StageLogic: Unpin + 'static {
     /// Which stage this is (its name in logs, metrics and spans).
     const STAGE: Stage;
     /// Processes a batch. The future owns what it needs, so the actor stays free to queue input.
-    fn process(
-        &mut self,
-        batch: Vec<Record<Self::In>>,
-    ) -> LocalBoxFuture<'static, Vec<Outcome<Self::Out>>>;
+    fn process(&mut self, batch: Vec<Record<Self::In>>) -> Outcomes<Self::Out>;
     /// Called once when the actor starts, on its thread.
     fn started(&mut self) {}
 }
@@ -341,7 +341,7 @@ mod tests {
         type In = ();
         type Out = ();
         const STAGE: Stage = Stage::Enrich;
-        fn process(&mut self, batch: Vec<Record<()>>) -> LocalBoxFuture<'static, Vec<Outcome<()>>> {
+        fn process(&mut self, batch: Vec<Record<()>>) -> Outcomes<()> {
             self.sizes.borrow_mut().push(batch.len());
             FutureExt::boxed_local(futures::future::ready(
                 batch.into_iter().map(Outcome::Forward).collect(),

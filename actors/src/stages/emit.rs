@@ -5,13 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::kafka::produce::{deliver, Producer};
 use crate::record::{Emitted, Record, Scored};
-use crate::stage::{Outcome, StageLogic};
+use crate::stage::{Outcome, Outcomes, StageLogic};
 use crate::stats::Stats;
 
 /// The emit stage.
@@ -38,10 +37,7 @@ impl StageLogic for Emit {
 
     const STAGE: Stage = Stage::Emit;
 
-    fn process(
-        &mut self,
-        batch: Vec<Record<Scored>>,
-    ) -> LocalBoxFuture<'static, Vec<Outcome<Emitted>>> {
+    fn process(&mut self, batch: Vec<Record<Scored>>) -> Outcomes<Emitted> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         let stats = self.stats.clone();

@@ -4,7 +4,6 @@
 #[cfg(feature = "fault-injection")]
 use std::sync::Arc;
 
-use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::config::Config;
@@ -13,7 +12,7 @@ use crate::error::Stage;
 use crate::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
 use crate::features::compute;
 use crate::record::{Enriched, LookedUp, Record};
-use crate::stage::{Outcome, StageLogic};
+use crate::stage::{Outcome, Outcomes, StageLogic};
 
 /// The enrich stage.
 pub struct Enrich {
@@ -46,10 +45,7 @@ impl StageLogic for Enrich {
 
     const STAGE: Stage = Stage::Enrich;
 
-    fn process(
-        &mut self,
-        batch: Vec<Record<LookedUp>>,
-    ) -> LocalBoxFuture<'static, Vec<Outcome<Enriched>>> {
+    fn process(&mut self, batch: Vec<Record<LookedUp>>) -> Outcomes<Enriched> {
         let income = self.default_income;
         #[cfg(feature = "fault-injection")]
         {

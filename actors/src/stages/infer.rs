@@ -18,7 +18,7 @@ use crate::config::{Config, ModelConfig};
 use crate::error::{ErrorKind, Failure, Stage};
 use crate::features::Features;
 use crate::record::{Enriched, Record, Scored};
-use crate::stage::{Outcome, StageHealth, StageLogic};
+use crate::stage::{Outcome, Outcomes, StageHealth, StageLogic};
 use crate::stats::Stats;
 use crate::trace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -67,10 +67,7 @@ impl StageLogic for Infer {
         ));
     }
 
-    fn process(
-        &mut self,
-        batch: Vec<Record<Enriched>>,
-    ) -> LocalBoxFuture<'static, Vec<Outcome<Scored>>> {
+    fn process(&mut self, batch: Vec<Record<Enriched>>) -> Outcomes<Scored> {
         let client = self
             .client
             .get_or_insert_with(|| {

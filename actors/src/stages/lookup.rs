@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use deadpool_redis::Pool;
-use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::clients::backoff;
@@ -17,7 +16,7 @@ use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Retry, Stage};
 use crate::event::Event;
 use crate::record::{LookedUp, Record};
-use crate::stage::{Outcome, StageHealth, StageLogic};
+use crate::stage::{Outcome, Outcomes, StageHealth, StageLogic};
 use crate::trace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -57,10 +56,7 @@ impl StageLogic for Lookup {
 
     const STAGE: Stage = Stage::Lookup;
 
-    fn process(
-        &mut self,
-        batch: Vec<Record<Event>>,
-    ) -> LocalBoxFuture<'static, Vec<Outcome<LookedUp>>> {
+    fn process(&mut self, batch: Vec<Record<Event>>) -> Outcomes<LookedUp> {
         let client = self.client.clone();
         let budget = self.budget;
         let policy = self.policy;
