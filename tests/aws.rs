@@ -192,18 +192,24 @@ fn sagemaker_config(names: &Names, url: &str) -> clickpipe::service::config::Con
     cfg
 }
 
+/// Points the process's AWS credentials at the container-credentials endpoint of the fake at
+/// `aws_url`, as on ECS: no static keys in the environment.
+fn container_credentials_from(aws_url: &str) {
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    std::env::set_var(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        format!("{aws_url}/creds"),
+    );
+    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_AUTH);
+}
+
 #[test]
 fn signed_invocations_with_container_credentials_score_events_and_a_bad_signature_is_refused() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let aws = fake_aws(SECRET_KEY);
     // This test binary is its own process: the pipeline reads these as it would on ECS.
-    std::env::remove_var("AWS_ACCESS_KEY_ID");
-    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
-    std::env::set_var(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        format!("{}/creds", aws.url),
-    );
-    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_AUTH);
+    container_credentials_from(&aws.url);
 
     let names = Names::new("sagemaker", 1);
     let running = run_pipeline(sagemaker_config(&names, &aws.url));
@@ -224,10 +230,7 @@ fn signed_invocations_with_container_credentials_score_events_and_a_bad_signatur
     // A server that expects another secret refuses the signature: 403 is not retried, the
     // events are dead-lettered as inference_failed with the answer.
     let strict = fake_aws("a-different-secret");
-    std::env::set_var(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        format!("{}/creds", strict.url),
-    );
+    container_credentials_from(&strict.url);
     let names = Names::new("sagemaker-refused", 1);
     let _running = run_pipeline(sagemaker_config(&names, &strict.url));
     produce(&names.input, &events("bad", 3, 1));
@@ -270,12 +273,7 @@ fn the_msk_iam_token_is_a_presigned_connect_url_with_a_valid_signature() {
     use rdkafka::client::ClientContext as _;
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let aws = fake_aws(SECRET_KEY);
-    std::env::remove_var("AWS_ACCESS_KEY_ID");
-    std::env::set_var(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        format!("{}/creds", aws.url),
-    );
-    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_AUTH);
+    container_credentials_from(&aws.url);
 
     let names = Names::without_topics("msk-iam");
     let mut cfg = config(&names, "http://127.0.0.1:1");

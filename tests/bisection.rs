@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use clickpipe::service::config::Config;
 use clickpipe_actors::config::UnavailablePolicy;
 use common::*;
 use serde_json::{json, Value};
@@ -94,20 +95,21 @@ fn batch_with_one_bad(bad: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn a_4xx_for_one_instance_dead_letters_that_event_alone() {
-    let names = Names::new("bisect-4xx", 1);
-    seed_zip(
-        &names.zip_prefix,
-        "99999",
-        REFUSED_INCOME,
-        "America/New_York",
-    );
+/// The test's topic, the ZIP `99999` seeded with `income` (what the picky model fails on), the
+/// picky model, and a config that sends it one full batch of 64.
+fn picky_setup(test: &str, income: &str) -> (Names, PickyModel, Config) {
+    let names = Names::new(test, 1);
+    seed_zip(&names.zip_prefix, "99999", income, "America/New_York");
     let model = PickyModel::start();
     let mut cfg = config(&names, &model.url);
-    // One full batch of 64.
     cfg.model.max_batch_size = 64;
     cfg.model.max_wait_ms = Millis(2_000);
+    (names, model, cfg)
+}
+
+#[test]
+fn a_4xx_for_one_instance_dead_letters_that_event_alone() {
+    let (names, model, cfg) = picky_setup("bisect-4xx", REFUSED_INCOME);
     let running = run_pipeline(cfg);
     produce(&names.input, &batch_with_one_bad(17));
     let out = consume(&names.output, 63, WAIT);
@@ -129,18 +131,8 @@ fn a_4xx_for_one_instance_dead_letters_that_event_alone() {
 
 #[test]
 fn a_500_for_one_instance_under_pause_dead_letters_it_after_the_budget_instead_of_stalling() {
-    let names = Names::new("bisect-5xx", 1);
-    seed_zip(
-        &names.zip_prefix,
-        "99999",
-        CRASHING_INCOME,
-        "America/New_York",
-    );
-    let model = PickyModel::start();
-    let mut cfg = config(&names, &model.url);
+    let (names, _model, mut cfg) = picky_setup("bisect-5xx", CRASHING_INCOME);
     cfg.model.on_unavailable = UnavailablePolicy::Pause;
-    cfg.model.max_batch_size = 64;
-    cfg.model.max_wait_ms = Millis(2_000);
     cfg.model.retry_budget_ms = Millis(1_000);
     cfg.model.backoff_initial_ms = Millis(20);
     cfg.model.backoff_max_ms = Millis(100);
@@ -175,12 +167,7 @@ fn a_model_answering_500_to_everything_under_pause_is_waited_out_without_dead_le
     std::thread::sleep(Duration::from_secs(4));
     model.failing.store(false, Ordering::SeqCst);
     let out = consume(&names.output, 40, WAIT);
-    let dead = consume_settled(
-        &names.dlq,
-        0,
-        Duration::from_millis(10),
-        Duration::from_secs(1),
-    );
+    let dead = settled_after_a_second(&names.dlq);
     running.stop();
 
     assert_eq!(out.len(), 40);

@@ -49,8 +49,6 @@ fn produce_errors_commit_errors_and_a_broker_outage_lose_nothing() {
     let ids = outputs.event_ids(total, Duration::from_secs(120));
     let complete = ids.len() >= total;
     running.stop();
-    let missing = (0..total)
-        .filter(|i| !ids.contains(&format!("m{i}")))
-        .count();
+    let missing = missing_events(&ids, "m", total).len();
     assert!(complete && missing == 0, "{missing} events lost");
 }

@@ -58,22 +58,13 @@ fn a_broker_stopped_and_then_killed_for_ten_seconds_each_loses_nothing() {
     let produced = input.finish();
     assert_eq!(produced.failed, 0, "every input record was acknowledged");
     assert_eq!(produced.acked, total);
-    let ids = outputs.event_ids(total, Duration::from_secs(180));
-    outputs.until(Duration::from_secs(2), |_| false);
+    let tally = outputs.tally("b", total, Duration::from_secs(180));
     let code = instance.terminate();
     let _ = std::fs::remove_file(&config);
 
-    let missing: Vec<usize> = (0..total)
-        .filter(|i| !ids.contains(&format!("b{i}")))
-        .collect();
-    let repeats = outputs.messages.len() - ids.len();
-    // Per outage at most what was in flight (bounded per partition) plus what finished since the
-    // last commit (commit interval 200 ms; a generous 1,000).
-    let bound = outages * (max_in_flight * 4 + 1_000);
-    eprintln!(
-        "broker restarts: {} outputs for {total} events, {repeats} repeats (bound {bound})",
-        outputs.messages.len()
-    );
+    let (missing, repeats) = (&tally.missing, tally.repeats);
+    let bound = repeat_bound(outages, max_in_flight);
+    eprintln!("broker restarts: {tally} (bound {bound})");
     assert!(
         missing.is_empty(),
         "{} events lost, e.g. {:?}",

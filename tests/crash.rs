@@ -14,8 +14,20 @@ use common::*;
 /// a time so they measure the pipeline, not each other.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// [`process_fixture`] (classic group) for one of these tests, with the lock that runs them one
+/// at a time.
+fn serial_fixture(
+    test: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    Names,
+    String,
+    ModelServer,
+    std::path::PathBuf,
+) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (names, bootstrap, model, config) = process_fixture(test, CLASSIC_GROUP);
+    (serial, names, bootstrap, model, config)
 }
 
 /// Sum over partitions of the group's committed offsets on the input topic.
@@ -28,11 +40,7 @@ fn committed_total(names: &Names, bootstrap: &str) -> i64 {
 
 #[test]
 fn a_killed_pipeline_restarted_loses_no_event() {
-    let _serial = serial();
-    let names = Names::new("crash", 4);
-    let bootstrap = brokers();
-    let model = ModelServer::start(0);
-    let config = config_file(&names, &model.url, &bootstrap);
+    let (_serial, names, bootstrap, _model, config) = serial_fixture("crash");
     let total = 4000usize;
     let records = events("c", total, 113);
     produce_on(&bootstrap, &names.input, &records);
@@ -62,9 +70,7 @@ fn a_killed_pipeline_restarted_loses_no_event() {
     let _ = std::fs::remove_file(&config);
     let out = &outputs.messages;
 
-    let missing: Vec<usize> = (0..total)
-        .filter(|i| !ids.contains(&format!("c{i}")))
-        .collect();
+    let missing = missing_events(&ids, "c", total);
     assert!(
         missing.is_empty(),
         "{} events lost, e.g. {:?}",
@@ -80,11 +86,7 @@ fn a_killed_pipeline_restarted_loses_no_event() {
 
 #[test]
 fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bound() {
-    let _serial = serial();
-    let names = Names::new("kills", 4);
-    let bootstrap = brokers();
-    let model = ModelServer::start(0);
-    let config = config_file(&names, &model.url, &bootstrap);
+    let (_serial, names, bootstrap, _model, config) = serial_fixture("kills");
     let total = 20_000usize;
     let max_in_flight = 200usize;
     let records = events("k", total, 211);
@@ -112,34 +114,20 @@ fn five_kills_during_a_long_run_lose_nothing_and_repeat_at_most_the_in_flight_bo
         kills += 1;
     }
     let mut last = spawn_with(&config, &env);
-    let ids = outputs.event_ids(total, Duration::from_secs(300));
-    outputs.until(Duration::from_secs(2), |_| false);
+    let tally = outputs.tally("k", total, Duration::from_secs(300));
     let code = last.terminate();
     let _ = std::fs::remove_file(&config);
 
-    let missing = (0..total)
-        .filter(|i| !ids.contains(&format!("k{i}")))
-        .count();
-    let repeats = outputs.messages.len() - ids.len();
-    // Per kill: the records in flight (bounded per partition) plus those finished since the last
-    // commit (commit interval 200 ms; allow a generous 1,000).
-    let bound = kills * (max_in_flight * 4 + 1_000);
-    eprintln!(
-        "five kills: {} outputs for {total} events, {repeats} repeats (bound {bound})",
-        outputs.messages.len()
-    );
-    assert_eq!(missing, 0, "events lost");
+    let (repeats, bound) = (tally.repeats, repeat_bound(kills, max_in_flight));
+    eprintln!("five kills: {tally} (bound {bound})");
+    assert_eq!(tally.missing.len(), 0, "events lost");
     assert!(repeats <= bound, "{repeats} repeats exceed {bound}");
     assert_eq!(code, Some(0), "the last instance stopped cleanly");
 }
 
 #[test]
 fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_nothing() {
-    let _serial = serial();
-    let names = Names::new("pair", 4);
-    let bootstrap = brokers();
-    let model = ModelServer::start(0);
-    let config = config_file(&names, &model.url, &bootstrap);
+    let (_serial, names, bootstrap, _model, config) = serial_fixture("pair");
     let total = 4000usize;
     let records = events("t", total, 97);
     let mut outputs = Collector::on(&bootstrap, &names.output);
@@ -179,8 +167,6 @@ fn of_two_instances_one_killed_loses_nothing_and_one_stopped_cleanly_repeats_not
     let all = outputs.event_ids(total, Duration::from_secs(120));
     let _ = c.terminate();
     let _ = std::fs::remove_file(&config);
-    let missing = (0..total)
-        .filter(|i| !all.contains(&format!("t{i}")))
-        .count();
+    let missing = missing_events(&all, "t", total).len();
     assert_eq!(missing, 0, "nothing lost when one of two is killed");
 }

@@ -5,10 +5,28 @@
 mod common;
 
 use common::*;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Produces the `poison` records and a valid event after them (key "k"); returns the
+/// `dead_letters` expected on the dead-letter topic and the output (the valid event's) once
+/// they arrived or `WAIT` passed.
+fn poison_then_valid(
+    names: &Names,
+    mut poison: Vec<(String, Vec<u8>)>,
+    dead_letters: usize,
+) -> (Vec<OwnedMessage>, Vec<OwnedMessage>) {
+    poison.push((
+        "k".into(),
+        event("ok", "s", "2026-06-01T10:00:05Z", "page_view", None),
+    ));
+    produce(&names.input, &poison);
+    let dead = consume(&names.dlq, dead_letters, WAIT);
+    let out = consume(&names.output, 1, WAIT);
+    (dead, out)
+}
 
 #[test]
 fn a_900_kb_field_gets_a_short_reason_and_its_offset_is_committed() {
@@ -19,18 +37,7 @@ fn a_900_kb_field_gets_a_short_reason_and_its_offset_is_committed() {
     let poison = format!(
         r#"{{"event_id":"p","user_id":"u","session_id":"s","timestamp":"2026-06-01T10:00:00Z","event_type":"x","zip":"{zip}"}}"#
     );
-    produce(
-        &names.input,
-        &[
-            ("k".into(), poison.clone().into_bytes()),
-            (
-                "k".into(),
-                event("ok", "s", "2026-06-01T10:00:05Z", "page_view", None),
-            ),
-        ],
-    );
-    let dead = consume(&names.dlq, 1, WAIT);
-    let out = consume(&names.output, 1, WAIT);
+    let (dead, out) = poison_then_valid(&names, vec![("k".into(), poison.clone().into_bytes())], 1);
     running.stop();
 
     assert_eq!((dead.len(), out.len()), (1, 1));
@@ -63,19 +70,11 @@ fn a_letter_refused_whole_and_truncated_is_written_minimal_and_its_offset_commit
     let running = run_pipeline(cfg);
     let big = format!(r#"{{"event_id":"big","pad":"{}"}}"#, "x".repeat(200_000));
     let mid = format!(r#"{{"event_id":"mid","pad":"{}"}}"#, "y".repeat(20_000));
-    produce(
-        &names.input,
-        &[
-            ("k".repeat(10_000), big.clone().into_bytes()),
-            ("k".into(), mid.clone().into_bytes()),
-            (
-                "k".into(),
-                event("ok", "s", "2026-06-01T10:00:05Z", "page_view", None),
-            ),
-        ],
-    );
-    let dead = consume(&names.dlq, 2, WAIT);
-    let out = consume(&names.output, 1, WAIT);
+    let poison = vec![
+        ("k".repeat(10_000), big.clone().into_bytes()),
+        ("k".into(), mid.clone().into_bytes()),
+    ];
+    let (dead, out) = poison_then_valid(&names, poison, 2);
     running.stop();
 
     assert_eq!((dead.len(), out.len()), (2, 1));

@@ -10,9 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clickpipe::service::config::Config;
+use clickpipe_actors::clients::breaker::BreakerState;
 use clickpipe_actors::config::UnavailablePolicy;
 use clickpipe_actors::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
-use clickpipe_actors::status::PartitionState;
+use clickpipe_actors::status::{PartitionState, PartitionStatus};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -34,32 +36,84 @@ fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Whether, within `timeout`, some partition of `running` is in a state `pred` accepts.
+fn some_partition(
+    running: &Running,
+    timeout: Duration,
+    pred: impl Fn(&PartitionStatus) -> bool,
+) -> bool {
+    wait_for(timeout, || running.status.partitions().iter().any(&pred))
+}
+
+/// Whether, within `timeout`, some partition of `running` is held with a reason naming `why`.
+fn held_for(running: &Running, why: &str, timeout: Duration) -> bool {
+    some_partition(running, timeout, |p| {
+        p.paused_reason.as_deref().is_some_and(|r| r.contains(why))
+    })
+}
+
+/// Whether the model client's circuit breaker leaves `Closed` within `timeout`.
+fn breaker_opens(running: &Running, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        running.status.breaker.state() != BreakerState::Closed
+    })
+}
+
+/// Runs the pipeline on `cfg` and gets the traffic before an outage through it: 100 events
+/// `{prefix}…` over `keys` sessions. Returns the pipeline and the collector of its outputs.
+fn running_with_traffic(
+    names: &Names,
+    cfg: Config,
+    prefix: &str,
+    keys: usize,
+) -> (Running, Collector) {
+    let running = run_pipeline(cfg);
+    let mut outputs = Collector::new(&names.output);
+    produce(&names.input, &events(prefix, 100, keys));
+    assert!(
+        outputs.until(WAIT, |m| ids(m).len() >= 100),
+        "before the outage"
+    );
+    (running, outputs)
+}
+
+/// Starts an outage with `take_down`, produces 100 more events `{prefix}…` over `keys` sessions
+/// into it, and returns when it began.
+fn outage(names: &Names, prefix: &str, keys: usize, take_down: impl FnOnce()) -> Instant {
+    take_down();
+    let down_at = Instant::now();
+    produce(&names.input, &events(prefix, 100, keys));
+    down_at
+}
+
+/// Fault hooks that panic the enrich stage at the next `times` poisoned events it sees.
+fn panicking_enrich(times: usize) -> Arc<FaultHooks> {
+    let hooks = Arc::new(FaultHooks::default());
+    hooks.enrich_panics.store(times, Ordering::SeqCst);
+    hooks
+}
+
+/// Sets the supervisor's restart backoff: from `initial_ms`, growing up to `max_ms`.
+fn restart_backoff(cfg: &mut Config, initial_ms: u64, max_ms: u64) {
+    cfg.supervision.backoff_initial_ms = Millis(initial_ms);
+    cfg.supervision.backoff_max_ms = Millis(max_ms);
+}
+
+/// An event that panics the enrich stage while its fault hook is armed.
+fn poisoned(id: &str, session: &str) -> Vec<u8> {
+    event(id, session, "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None)
+}
+
 #[test]
 fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
-    let names = Names::new("panic", 1);
-    let model = ModelServer::start(0);
-    let hooks = Arc::new(FaultHooks::default());
-    hooks.enrich_panics.store(2, Ordering::SeqCst);
-    let mut cfg = config(&names, &model.url);
-    cfg.supervision.backoff_initial_ms = Millis(10);
-    cfg.supervision.backoff_max_ms = Millis(50);
+    let (names, _model, mut cfg) = with_healthy_model("panic", 1);
+    let hooks = panicking_enrich(2);
+    restart_backoff(&mut cfg, 10, 50);
     let running = run_pipeline_with(cfg, hooks.clone());
 
     let mut records = events("p", 200, 7);
     // The poisoned event panics the enrich stage twice; the third time it passes.
-    records.insert(
-        100,
-        (
-            "p-s1".into(),
-            event(
-                "poisoned",
-                "p-s1",
-                "2026-06-01T10:00:00Z",
-                PANIC_EVENT_TYPE,
-                None,
-            ),
-        ),
-    );
+    records.insert(100, ("p-s1".into(), poisoned("poisoned", "p-s1")));
     produce(&names.input, &records);
     let mut outputs = Collector::new(&names.output);
     let complete = outputs.until(WAIT, |m| ids(m).len() >= 201);
@@ -82,39 +136,17 @@ fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
 
 #[test]
 fn a_seek_during_a_restart_backoff_reads_the_partition_once_in_order() {
-    let names = Names::new("seek-backoff", 1);
-    let model = ModelServer::start(0);
-    let hooks = Arc::new(FaultHooks::default());
-    hooks.enrich_panics.store(1, Ordering::SeqCst);
-    let mut cfg = config(&names, &model.url);
+    let (names, model, mut cfg) = with_healthy_model("seek-backoff", 1);
+    let hooks = panicking_enrich(1);
     // A long backoff: the seek lands inside it, and the restart comes due after it.
-    cfg.supervision.backoff_initial_ms = Millis(2_000);
-    cfg.supervision.backoff_max_ms = Millis(2_000);
+    restart_backoff(&mut cfg, 2_000, 2_000);
     cfg.pipeline.max_batch = 8;
     cfg.model.max_batch_size = 4;
     let running = run_pipeline_with(cfg, hooks);
     let mut records = events("sb", 60, 1);
-    records.insert(
-        30,
-        (
-            "sb-s0".into(),
-            event(
-                "poisoned",
-                "sb-s0",
-                "2026-06-01T10:00:00Z",
-                PANIC_EVENT_TYPE,
-                None,
-            ),
-        ),
-    );
+    records.insert(30, ("sb-s0".into(), poisoned("poisoned", "sb-s0")));
     produce(&names.input, &records);
-    let restarting = wait_for(WAIT, || {
-        running
-            .status
-            .partitions()
-            .iter()
-            .any(|p| p.state == PartitionState::Restarting)
-    });
+    let restarting = some_partition(&running, WAIT, |p| p.state == PartitionState::Restarting);
     assert!(restarting, "the stages failed and wait out their backoff");
     let mut outputs = Collector::new(&names.output);
     // What the first generation emitted before the panic: its last deliveries settle within the
@@ -169,16 +201,12 @@ fn always_panicking(
     max_restarts: u32,
     root_max_restarts: u32,
 ) -> Running {
-    let hooks = Arc::new(FaultHooks::default());
-    hooks.enrich_panics.store(1_000, Ordering::SeqCst);
     let mut cfg = config(names, &model.url);
     cfg.supervision.max_restarts = max_restarts;
     cfg.supervision.root_max_restarts = root_max_restarts;
-    cfg.supervision.backoff_initial_ms = Millis(10);
-    cfg.supervision.backoff_max_ms = Millis(20);
-    let running = run_pipeline_with(cfg, hooks);
-    let poisoned = event("bad", "k0", "2026-06-01T10:00:00Z", PANIC_EVENT_TYPE, None);
-    produce(&names.input, &[("k0".into(), poisoned)]);
+    restart_backoff(&mut cfg, 10, 20);
+    let running = run_pipeline_with(cfg, panicking_enrich(1_000));
+    produce(&names.input, &[("k0".into(), poisoned("bad", "k0"))]);
     running
 }
 
@@ -188,13 +216,7 @@ fn a_partition_past_its_restart_intensity_is_paused_and_reported_failed() {
     let model = ModelServer::start(0);
     let running = always_panicking(&names, &model, 2, 20);
 
-    let failed = wait_for(WAIT, || {
-        running
-            .status
-            .partitions()
-            .iter()
-            .any(|p| p.state == PartitionState::Failed)
-    });
+    let failed = some_partition(&running, WAIT, |p| p.state == PartitionState::Failed);
     let reasons = running.status.not_ready_reasons();
     let status = running.status.partitions();
     running.stop();
@@ -248,39 +270,17 @@ fn model_down_for_ten_seconds_pauses_and_resumes_without_dead_letters() {
     let model = ModelServer::start_on(listener, 0);
     let mut cfg = config(&names, &model.url);
     cfg.model.circuit_open_ms = Millis(500);
-    let running = run_pipeline(cfg);
-    let mut outputs = Collector::new(&names.output);
-
-    produce(&names.input, &events("a", 100, 11));
-    assert!(
-        outputs.until(WAIT, |m| ids(m).len() >= 100),
-        "before the outage"
-    );
-    model.stop();
-    let down_at = Instant::now();
-    produce(&names.input, &events("b", 100, 11));
+    let (running, mut outputs) = running_with_traffic(&names, cfg, "a", 11);
+    let down_at = outage(&names, "b", 11, || model.stop());
     // While the model is away the partitions are held, and say why.
-    let held = wait_for(Duration::from_secs(8), || {
-        running.status.partitions().iter().any(|p| {
-            p.paused_reason
-                .as_deref()
-                .is_some_and(|r| r.contains("model unavailable"))
-        })
-    });
+    let held = held_for(&running, "model unavailable", Duration::from_secs(8));
     // The breaker opens after `circuit_failure_threshold` consecutive failures, each after a
     // retry backoff: some time after the first failure is reported.
-    let breaker_opened = wait_for(Duration::from_secs(5), || {
-        running.status.breaker.state() != clickpipe_actors::clients::breaker::BreakerState::Closed
-    });
+    let breaker_opened = breaker_opens(&running, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed()));
     let model = ModelServer::start_on(TcpListener::bind(addr).expect("rebind the model's port"), 0);
     let complete = outputs.until(WAIT, |m| ids(m).len() >= 200);
-    let dead = consume_settled(
-        &names.dlq,
-        0,
-        Duration::from_millis(10),
-        Duration::from_secs(1),
-    );
+    let dead = settled_after_a_second(&names.dlq);
     let after = running.status.partitions();
     running.stop();
     model.stop();
@@ -304,9 +304,7 @@ fn a_probe_answered_with_a_4xx_after_an_outage_closes_the_circuit_instead_of_sta
     // The model fails (500) until the breaker opens; its half-open probe then gets a 400. The
     // probe must settle: that batch is dead-lettered (inference_failed) and the circuit closes,
     // instead of staying half-open with its probe taken and every partition held for good.
-    let names = Names::new("probe4xx", 1);
-    let model = ModelServer::start(0);
-    let mut cfg = config(&names, &model.url);
+    let (names, model, mut cfg) = with_healthy_model("probe4xx", 1);
     cfg.model.circuit_open_ms = Millis(300);
     cfg.model.circuit_failure_threshold = 2;
     cfg.model.max_batch_size = 1;
@@ -314,9 +312,7 @@ fn a_probe_answered_with_a_4xx_after_an_outage_closes_the_circuit_instead_of_sta
     let mut outputs = Collector::new(&names.output);
     model.failing.store(true, Ordering::SeqCst);
     produce(&names.input, &events("p", 5, 1));
-    let opened = wait_for(Duration::from_secs(10), || {
-        running.status.breaker.state() != clickpipe_actors::clients::breaker::BreakerState::Closed
-    });
+    let opened = breaker_opens(&running, Duration::from_secs(10));
     // The next model call is the probe's: refuse it.
     model.rejecting.store(true, Ordering::SeqCst);
     model.failing.store(false, Ordering::SeqCst);
@@ -339,10 +335,7 @@ fn a_probe_answered_with_a_4xx_after_an_outage_closes_the_circuit_instead_of_sta
         resumed,
         "later events come out: the circuit did not stay half-open"
     );
-    assert_eq!(
-        state,
-        clickpipe_actors::clients::breaker::BreakerState::Closed
-    );
+    assert_eq!(state, BreakerState::Closed);
 }
 
 #[test]
@@ -442,33 +435,13 @@ fn redis_down_for_five_seconds_loses_nothing() {
     let mut cfg = config(&names, &model.url);
     cfg.redis.url = redis.url();
     cfg.redis.timeout_ms = Millis(300);
-    let running = run_pipeline(cfg);
-    let mut outputs = Collector::new(&names.output);
-
-    produce(&names.input, &events("r", 100, 13));
-    assert!(
-        outputs.until(WAIT, |m| ids(m).len() >= 100),
-        "before the outage"
-    );
-    redis.stop();
-    let down_at = Instant::now();
-    produce(&names.input, &events("q", 100, 13));
-    let held = wait_for(Duration::from_secs(5), || {
-        running.status.partitions().iter().any(|p| {
-            p.paused_reason
-                .as_deref()
-                .is_some_and(|r| r.contains("redis unavailable"))
-        })
-    });
+    let (running, mut outputs) = running_with_traffic(&names, cfg, "r", 13);
+    let down_at = outage(&names, "q", 13, || redis.stop());
+    let held = held_for(&running, "redis unavailable", Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(5).saturating_sub(down_at.elapsed()));
     let _redis = OwnRedis::start(port);
     let complete = outputs.until(WAIT, |m| ids(m).len() >= 200);
-    let dead = consume_settled(
-        &names.dlq,
-        0,
-        Duration::from_millis(10),
-        Duration::from_secs(1),
-    );
+    let dead = settled_after_a_second(&names.dlq);
     running.stop();
 
     assert!(held, "partitions reported the Redis outage");

@@ -48,11 +48,12 @@ impl Search {
             url: format!("http://127.0.0.1:{port}"),
             child,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http("GET", &format!("{}/", s.url), None).0 != 200 {
-            assert!(Instant::now() < deadline, "osmem-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            "osmem-server did not start",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || http("GET", &format!("{}/", s.url), None).0 == 200,
+        );
         s
     }
 
@@ -142,16 +143,11 @@ fn doc(ts_ms: i64, session: &str) -> Value {
     })
 }
 
-/// Starts `clickpipe ingest` on the index `index` at `search_url`, writing to the broker at `bootstrap`,
+/// Starts `clickpipe ingest` on the `clicks` index at `search_url`, writing to the shared broker,
 /// with `extra` TOML lines in `[ingest]`.
-fn ingest(
-    names: &Names,
-    bootstrap: &str,
-    search_url: &str,
-    index: &str,
-    extra: &str,
-) -> (Instance, u16) {
-    let path = config_file(names, "http://127.0.0.1:1", bootstrap);
+fn ingest(names: &Names, search_url: &str, extra: &str) -> (Instance, u16) {
+    let index = "clicks";
+    let path = config_file(names, "http://127.0.0.1:1", &brokers());
     let port = free_port();
     let mut text = std::fs::read_to_string(&path).expect("config");
     text.push_str(&format!(
@@ -184,45 +180,67 @@ fn collect_ids(c: &mut Collector, want: usize, timeout: Duration) -> HashMap<Str
     ids
 }
 
-/// The test's topics on the shared Kafka broker and a search server with an empty `clicks` index.
-fn topics_and_search(test: &str) -> (Names, Search) {
-    let names = Names::new(test, 4);
+/// The test's topics (`partitions` each) on the shared Kafka broker and a search server with an
+/// empty `clicks` index.
+fn topics_and_search(test: &str, partitions: i32) -> (Names, Search) {
+    let names = Names::new(test, partitions);
     let search = Search::start();
     search.create_index("clicks");
     (names, search)
 }
 
+/// `n` documents `{prefix}{i}` of session `session`, one a millisecond from `start_ms`.
+fn docs_from(prefix: &str, n: i64, start_ms: i64, session: &str) -> Vec<(String, Value)> {
+    (0..n)
+        .map(|i| (format!("{prefix}{i}"), doc(start_ms + i, session)))
+        .collect()
+}
+
+/// `n` documents `{prefix}{i}` (`i` zero-padded to `width` digits) from an hour ago, in groups
+/// of `group` sharing one timestamp, `step_ms` apart, spread over `sessions` sessions.
+fn docs_in_groups(
+    prefix: &str,
+    width: usize,
+    n: usize,
+    group: usize,
+    step_ms: i64,
+    sessions: usize,
+) -> Vec<(String, Value)> {
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    (0..n)
+        .map(|i| {
+            (
+                format!("{prefix}{i:0width$}"),
+                doc(
+                    base + (i / group) as i64 * step_ms,
+                    &format!("s{}", i % sessions),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Reads on for `quiet` (nothing more may come) and returns how many records arrived in all.
+fn settled_count(c: &mut Collector, quiet: Duration) -> usize {
+    c.until(quiet, |_| false);
+    c.messages.len()
+}
+
 #[test]
 fn fifty_thousand_documents_with_equal_timestamps_across_pages_arrive_exactly_once() {
-    let (names, search) = topics_and_search("ingest-50k");
+    let (names, search) = topics_and_search("ingest-50k", 4);
     let bootstrap = brokers();
     // 50,000 documents in groups of 700 sharing one timestamp: with pages of 500, page
     // boundaries fall inside groups of equal timestamps again and again.
-    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    let docs: Vec<(String, Value)> = (0..50_000)
-        .map(|i| {
-            (
-                format!("d{i:05}"),
-                doc(base + (i / 700) as i64 * 1000, &format!("s{}", i % 97)),
-            )
-        })
-        .collect();
-    search.bulk("clicks", &docs);
+    search.bulk("clicks", &docs_in_groups("d", 5, 50_000, 700, 1000, 97));
     // Inside points in time: their `_shard_doc` order breaks the ties.
-    let (_tailer, port) = ingest(
-        &names,
-        &bootstrap,
-        &search.url,
-        "clicks",
-        "page_size = 500\npit = \"always\"",
-    );
+    let (_tailer, port) = ingest(&names, &search.url, "page_size = 500\npit = \"always\"");
     let mut c = Collector::on(&bootstrap, &names.input);
     let ids = collect_ids(&mut c, 50_000, Duration::from_secs(240));
     assert_eq!(get_json(port, "/status")["point_in_time"], "opensearch");
     assert_eq!(ids.len(), 50_000, "every document arrived");
     // A little longer: nothing more may come.
-    c.until(Duration::from_secs(3), |_| false);
-    let total = c.messages.len();
+    let total = settled_count(&mut c, Duration::from_secs(3));
     assert_eq!(total, 50_000, "each exactly once ({total} records)");
     let m = &c.messages[0];
     assert_eq!(
@@ -248,22 +266,18 @@ fn get_json(port: u16, path: &str) -> Value {
 }
 
 fn wait_live(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http("GET", &format!("http://127.0.0.1:{port}/health/live"), None).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "clickpipe ingest did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "clickpipe ingest did not come up",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || http("GET", &format!("http://127.0.0.1:{port}/health/live"), None).0 == 200,
+    );
 }
 
 #[test]
 fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the_overlap_too() {
-    let names = Names::new("ingest-live", 1);
-    let search = Search::start();
-    search.create_index("clicks");
-    let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
+    let (names, search) = topics_and_search("ingest-live", 1);
+    let (_tailer, port) = ingest(&names, &search.url, "");
     wait_live(port);
     let mut c = Collector::new(&names.input);
     // Let the tailer make its first (empty) polls.
@@ -300,8 +314,11 @@ fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the
     search.bulk("clicks", &[("late".to_string(), doc(newest - 1000, "s2"))]);
     let ids = collect_ids(&mut c, 21, Duration::from_secs(10));
     assert_eq!(ids.get("late"), Some(&1), "the late document arrives once");
-    c.until(Duration::from_secs(2), |_| false);
-    assert_eq!(c.messages.len(), 21, "nothing is sent twice");
+    assert_eq!(
+        settled_count(&mut c, Duration::from_secs(2)),
+        21,
+        "nothing is sent twice"
+    );
 
     let status = get_json(port, "/status");
     assert_eq!(status["documents"], 21);
@@ -323,22 +340,13 @@ fn documents_added_while_tailing_arrive_within_a_second_and_late_ones_inside_the
 
 #[test]
 fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
-    let (names, search) = topics_and_search("ingest-kill");
+    let (names, search) = topics_and_search("ingest-kill", 4);
     let bootstrap = brokers();
-    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let total = 20_000;
-    let docs: Vec<(String, Value)> = (0..total)
-        .map(|i| {
-            (
-                format!("k{i:05}"),
-                doc(base + (i / 300) as i64 * 10, &format!("s{}", i % 31)),
-            )
-        })
-        .collect();
-    search.bulk("clicks", &docs);
+    search.bulk("clicks", &docs_in_groups("k", 5, total, 300, 10, 31));
     let page = 500;
     let extra = format!("page_size = {page}");
-    let (mut first, port) = ingest(&names, &bootstrap, &search.url, "clicks", &extra);
+    let (mut first, port) = ingest(&names, &search.url, &extra);
     wait_live(port);
     // Kill it by its own count, mid-way and in the middle of a page (pages of 500).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -361,11 +369,10 @@ fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
     };
     assert!(at_kill < total as u64 / 2, "killed mid-way, at {at_kill}");
     let mut c = Collector::on(&bootstrap, &names.input);
-    let (_second, _) = ingest(&names, &bootstrap, &search.url, "clicks", &extra);
+    let (_second, _) = ingest(&names, &search.url, &extra);
     let ids = collect_ids(&mut c, total, Duration::from_secs(240));
     assert_eq!(ids.len(), total, "no gap: every document arrived");
-    c.until(Duration::from_secs(3), |_| false);
-    let repeats = c.messages.len() - total;
+    let repeats = settled_count(&mut c, Duration::from_secs(3)) - total;
     eprintln!("kill -9 and restart: {repeats} documents sent twice");
     assert!(
         repeats <= page,
@@ -375,13 +382,9 @@ fn a_tailer_killed_mid_way_and_restarted_leaves_no_gap() {
 
 #[test]
 fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
-    let names = Names::new("ingest-bad", 1);
-    let search = Search::start();
-    search.create_index("clicks");
+    let (names, search) = topics_and_search("ingest-bad", 1);
     let base = chrono::Utc::now().timestamp_millis() - 60_000;
-    let mut docs: Vec<(String, Value)> = (0..10)
-        .map(|i| (format!("ok{i}"), doc(base + i, "s1")))
-        .collect();
+    let mut docs = docs_from("ok", 10, base, "s1");
     let mut no_session = doc(base + 20, "s1");
     no_session
         .as_object_mut()
@@ -400,7 +403,7 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
     huge_zip["zip"] = json!("9".repeat(900_000));
     docs.push(("huge-zip".into(), huge_zip));
     search.bulk("clicks", &docs);
-    let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
+    let (_tailer, port) = ingest(&names, &search.url, "");
     let mut input = Collector::new(&names.input);
     assert_eq!(
         collect_ids(&mut input, 10, Duration::from_secs(60)).len(),
@@ -447,33 +450,19 @@ fn malformed_documents_are_dead_lettered_with_the_reason_and_tailing_goes_on() {
 #[test]
 fn without_a_point_in_time_the_tiebreaker_field_orders_equal_timestamps() {
     // (The 50,000-document test reads inside points in time; this one without.)
-    let names = Names::new("ingest-nopit", 2);
-    let search = Search::start();
-    search.create_index("clicks");
-    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    let docs: Vec<(String, Value)> = (0..3_000)
-        .map(|i| {
-            (
-                format!("n{i:04}"),
-                doc(base + (i / 700) as i64, &format!("s{}", i % 7)),
-            )
-        })
-        .collect();
-    search.bulk("clicks", &docs);
-    let (_tailer, port) = ingest(
-        &names,
-        &brokers(),
-        &search.url,
-        "clicks",
-        "pit = \"never\"\npage_size = 500",
-    );
+    let (names, search) = topics_and_search("ingest-nopit", 2);
+    search.bulk("clicks", &docs_in_groups("n", 4, 3_000, 700, 1, 7));
+    let (_tailer, port) = ingest(&names, &search.url, "pit = \"never\"\npage_size = 500");
     let mut c = Collector::new(&names.input);
     assert_eq!(
         collect_ids(&mut c, 3_000, Duration::from_secs(120)).len(),
         3_000
     );
-    c.until(Duration::from_secs(2), |_| false);
-    assert_eq!(c.messages.len(), 3_000, "each exactly once");
+    assert_eq!(
+        settled_count(&mut c, Duration::from_secs(2)),
+        3_000,
+        "each exactly once"
+    );
     assert_eq!(get_json(port, "/status")["point_in_time"], "none");
 }
 
@@ -547,10 +536,7 @@ fn tls_with_basic_auth_reaches_the_cluster_and_refused_credentials_stop_start_up
     let search = Search::start();
     search.create_index("clicks");
     let base = chrono::Utc::now().timestamp_millis() - 60_000;
-    let docs: Vec<(String, Value)> = (0..100)
-        .map(|i| (format!("t{i}"), doc(base + i, "s1")))
-        .collect();
-    search.bulk("clicks", &docs);
+    search.bulk("clicks", &docs_from("t", 100, base, "s1"));
     // "elastic:changeme", base64.
     let (url, ca, _front) = tls_front(&search, "Basic ZWxhc3RpYzpjaGFuZ2VtZQ==");
     let ca = ca.display().to_string();
@@ -558,9 +544,7 @@ fn tls_with_basic_auth_reaches_the_cluster_and_refused_credentials_stop_start_up
     let names = Names::new("ingest-tls", 1);
     let (_tailer, port) = ingest(
         &names,
-        &brokers(),
         &url,
-        "clicks",
         &format!("username = \"elastic\"\npassword = \"changeme\"\ntls_ca_file = \"{ca}\""),
     );
     let mut c = Collector::new(&names.input);
@@ -571,9 +555,7 @@ fn tls_with_basic_auth_reaches_the_cluster_and_refused_credentials_stop_start_up
     let names = Names::new("ingest-tls-untrusted", 1);
     let (_tailer, port) = ingest(
         &names,
-        &brokers(),
         &url,
-        "clicks",
         "username = \"elastic\"\npassword = \"changeme\"",
     );
     wait_live(port);
@@ -617,45 +599,32 @@ fn tls_with_basic_auth_reaches_the_cluster_and_refused_credentials_stop_start_up
 
 #[test]
 fn start_from_now_leaves_out_what_the_index_already_held() {
-    let names = Names::new("ingest-now", 1);
-    let search = Search::start();
-    search.create_index("clicks");
+    let (names, search) = topics_and_search("ingest-now", 1);
     let old = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    let docs: Vec<(String, Value)> = (0..50)
-        .map(|i| (format!("old{i}"), doc(old + i, "s1")))
-        .collect();
-    search.bulk("clicks", &docs);
-    let (_tailer, port) = ingest(
-        &names,
-        &brokers(),
-        &search.url,
-        "clicks",
-        "start_from = \"now\"",
-    );
+    search.bulk("clicks", &docs_from("old", 50, old, "s1"));
+    let (_tailer, port) = ingest(&names, &search.url, "start_from = \"now\"");
     wait_live(port);
     std::thread::sleep(Duration::from_millis(500));
     let now = chrono::Utc::now().timestamp_millis();
-    let fresh: Vec<(String, Value)> = (0..5)
-        .map(|i| (format!("new{i}"), doc(now + i, "s2")))
-        .collect();
-    search.bulk("clicks", &fresh);
+    search.bulk("clicks", &docs_from("new", 5, now, "s2"));
     let mut c = Collector::new(&names.input);
     let ids = collect_ids(&mut c, 5, Duration::from_secs(30));
-    c.until(Duration::from_secs(2), |_| false);
-    assert_eq!(c.messages.len(), 5, "only the new documents: {ids:?}");
+    assert_eq!(
+        settled_count(&mut c, Duration::from_secs(2)),
+        5,
+        "only the new documents: {ids:?}"
+    );
     assert!(ids.keys().all(|id| id.starts_with("new")), "{ids:?}");
 }
 
 #[test]
 fn a_document_from_year_2099_does_not_hide_the_documents_of_the_present() {
-    let names = Names::new("ingest-future", 1);
-    let search = Search::start();
-    search.create_index("clicks");
+    let (names, search) = topics_and_search("ingest-future", 1);
     let future = chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
         .expect("time")
         .timestamp_millis();
     search.bulk("clicks", &[("from-2099".to_string(), doc(future, "s9"))]);
-    let (_tailer, port) = ingest(&names, &brokers(), &search.url, "clicks", "");
+    let (_tailer, port) = ingest(&names, &search.url, "");
     wait_live(port);
     // Beyond features.max_event_lead_s: dead-lettered before Kafka's input topic.
     let dead = consume(&names.dlq, 1, Duration::from_secs(30));
@@ -680,13 +649,7 @@ fn a_document_from_year_2099_does_not_hide_the_documents_of_the_present() {
 fn credentials_in_the_cluster_url_never_reach_the_status_page() {
     let names = Names::new("ingest-secret", 1);
     // Nothing listens on port 1: every search fails, and the failure is reported.
-    let (mut tailer, port) = ingest(
-        &names,
-        &brokers(),
-        "http://elastic:s3cret-pass@127.0.0.1:1",
-        "clicks",
-        "",
-    );
+    let (mut tailer, port) = ingest(&names, "http://elastic:s3cret-pass@127.0.0.1:1", "");
     wait_live(port);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {

@@ -21,10 +21,7 @@ fn under_the_consumer_protocol_joins_and_leaves_under_load_lose_and_repeat_nothi
 
 /// A runs alone; B joins, B leaves; C joins, A leaves; C finishes. 1,000 events/s throughout.
 fn join_and_leave(test: &str, group: &str) {
-    let names = Names::new(test, 4);
-    let bootstrap = brokers();
-    let model = ModelServer::start(0);
-    let config = config_file_with_group(&names, &model.url, &bootstrap, group);
+    let (names, bootstrap, _model, config) = process_fixture(test, group);
     // 1,000 events/s for 24 s.
     let total = 24_000usize;
     let mut outputs = Collector::on(&bootstrap, &names.output);
@@ -51,8 +48,7 @@ fn join_and_leave(test: &str, group: &str) {
 
     let produced = input.finish();
     assert_eq!(produced.failed, 0);
-    let ids = outputs.event_ids(total, Duration::from_secs(120));
-    outputs.until(Duration::from_secs(2), |_| false);
+    let tally = outputs.tally("r", total, Duration::from_secs(120));
     assert_eq!(c.terminate(), Some(0), "c stopped cleanly");
     let _ = std::fs::remove_file(&config);
 
@@ -65,16 +61,9 @@ fn join_and_leave(test: &str, group: &str) {
         .collect();
     times.sort_unstable();
     let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    let missing = (0..total)
-        .filter(|i| !ids.contains(&format!("r{i}")))
-        .count();
-    let repeats = outputs.messages.len() - ids.len();
-    eprintln!(
-        "{test}: {} outputs for {total} events, {repeats} repeats, longest pause in outputs {gap} ms",
-        outputs.messages.len()
-    );
-    assert_eq!(missing, 0, "events lost");
-    assert_eq!(repeats, 0, "clean joins and leaves repeat nothing");
+    eprintln!("{test}: {tally}, longest pause in outputs {gap} ms");
+    assert_eq!(tally.missing.len(), 0, "events lost");
+    assert_eq!(tally.repeats, 0, "clean joins and leaves repeat nothing");
 }
 
 #[test]
@@ -83,10 +72,7 @@ fn a_revoke_draining_longer_than_the_session_loses_and_repeats_nothing() {
     // the 9 s drain timeout. librdkafka heartbeats while the revoke callback drains (a member is
     // not evicted for a drain longer than its session; the bound is max.poll.interval.ms): a keeps
     // its other partitions, and what the drain finished is committed before the rest moves.
-    let names = Names::new("long-drain", 4);
-    let bootstrap = brokers();
-    let model = ModelServer::start(0);
-    let config = config_file(&names, &model.url, &bootstrap);
+    let (names, bootstrap, model, config) = process_fixture("long-drain", CLASSIC_GROUP);
     let env = [
         ("CLICKPIPE__PIPELINE__DRAIN_TIMEOUT_MS", "9000"),
         ("CLICKPIPE__MODEL__TIMEOUT_MS", "8000"),
@@ -110,22 +96,14 @@ fn a_revoke_draining_longer_than_the_session_loses_and_repeats_nothing() {
 
     let produced = input.finish();
     assert_eq!(produced.failed, 0);
-    let ids = outputs.event_ids(total, Duration::from_secs(120));
-    outputs.until(Duration::from_secs(2), |_| false);
+    let tally = outputs.tally("d", total, Duration::from_secs(120));
     assert_eq!(b.terminate(), Some(0));
     assert_eq!(a.terminate(), Some(0));
     let _ = std::fs::remove_file(&config);
-    let missing = (0..total)
-        .filter(|i| !ids.contains(&format!("d{i}")))
-        .count();
-    let repeats = outputs.messages.len() - ids.len();
-    eprintln!(
-        "long drain: {} outputs for {total} events, {repeats} repeats",
-        outputs.messages.len()
-    );
-    assert_eq!(missing, 0, "events lost");
+    eprintln!("long drain: {tally}");
+    assert_eq!(tally.missing.len(), 0, "events lost");
     assert_eq!(
-        repeats, 0,
+        tally.repeats, 0,
         "a drain longer than the session repeats nothing"
     );
 }

@@ -16,14 +16,33 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How the instance is a member of its group.
+#[derive(Clone, Copy, PartialEq)]
+enum Membership {
+    Dynamic,
+    /// With a `group.instance.id` of its own, the same after the restart.
+    Static,
+}
+
 /// Runs one instance under 1,000 events/s, kills it with SIGKILL, restarts it with the same
 /// config and environment, and returns the time from the restart to its first output. Asserts
-/// that every event comes out.
-fn kill_and_restart(test: &str, group: &str, env: &[(&str, &str)], within: Duration) -> Duration {
-    let names = Names::new(test, 4);
-    let bootstrap = brokers();
-    let model = ModelServer::start(0);
-    let config = config_file_with_group(&names, &model.url, &bootstrap, group);
+/// that every event comes out, and the first output within `within_s` seconds. One at a time.
+fn kill_and_restart(
+    test: &str,
+    group: &str,
+    membership: Membership,
+    env: &[(&str, &str)],
+    within_s: u64,
+) -> Duration {
+    let _serial = serial();
+    let within = Duration::from_secs(within_s);
+    let instance_id = unique(test);
+    let mut env = env.to_vec();
+    if membership == Membership::Static {
+        env.push(("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", instance_id.as_str()));
+    }
+    let env = env.as_slice();
+    let (names, bootstrap, _model, config) = process_fixture(test, group);
     let total = 20_000usize;
     let mut outputs = Collector::on(&bootstrap, &names.output);
     let mut first = spawn_with(&config, env);
@@ -64,9 +83,7 @@ fn kill_and_restart(test: &str, group: &str, env: &[(&str, &str)], within: Durat
     let ids = outputs.event_ids(total, Duration::from_secs(120));
     assert_eq!(second.terminate(), Some(0), "clean stop");
     let _ = std::fs::remove_file(&config);
-    let missing = (0..total)
-        .filter(|i| !ids.contains(&format!("v{i}")))
-        .count();
+    let missing = missing_events(&ids, "v", total).len();
     eprintln!(
         "recovery {test}: first output {:.1} s after the restart ({exits} early exits); {} outputs for {total} events",
         recovery.as_secs_f64(),
@@ -82,60 +99,57 @@ fn kill_and_restart(test: &str, group: &str, env: &[(&str, &str)], within: Durat
 
 #[test]
 fn a_killed_instance_restarted_with_the_default_group_settings_resumes_within_its_session() {
-    let _serial = serial();
     // clickpipe's classic session of 8 s (heartbeats every second): the dead member is evicted
     // 7–8 s after its last heartbeat, where librdkafka's own 45 s would hold its partitions.
     kill_and_restart(
         "recover-default",
         DEFAULT_GROUP,
+        Membership::Dynamic,
         &[],
-        Duration::from_secs(20),
+        20,
     );
 }
 
 #[test]
 fn a_killed_static_member_restarted_takes_its_partitions_back_before_its_session_expires() {
-    let _serial = serial();
-    let id = unique("static");
     // A 45 s session: only static membership can bring the partitions back sooner.
     kill_and_restart(
         "recover-static",
         CLASSIC_GROUP,
+        Membership::Static,
         &[
-            ("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", id.as_str()),
             ("CLICKPIPE__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "45000"),
             ("CLICKPIPE__KAFKA__CONSUMER__MAX_POLL_INTERVAL_MS", "60000"),
         ],
-        Duration::from_secs(15),
+        15,
     );
 }
 
 #[test]
 fn a_killed_member_of_the_consumer_protocol_restarted_resumes_once_the_broker_expires_it() {
-    let _serial = serial();
     // Under KIP-848 the session is the broker's (45 s by default, not below 45 s unless the
     // broker's group.consumer.min.session.timeout.ms allows it): the new member gets the dead
-    // one's partitions when that session expires.
+    // one's partitions when that session expires. Within: 45 s session + up to one 5 s broker
+    // heartbeat interval + the restart, with a margin.
     kill_and_restart(
         "recover-848",
         CONSUMER_PROTOCOL_GROUP,
+        Membership::Dynamic,
         &[],
-        // 45 s session + up to one 5 s broker heartbeat interval + the restart, with a margin.
-        Duration::from_secs(75),
+        75,
     );
 }
 
 #[test]
 fn a_killed_static_member_of_the_consumer_protocol_restarted_exits_until_released_then_resumes() {
-    let _serial = serial();
-    let id = unique("static848");
     // A static member that rejoins before the broker released its dead predecessor gets the fatal
     // UNRELEASED_INSTANCE_ID: clickpipe exits (and is started again) instead of idling without
     // partitions, and resumes once the old session expired.
     kill_and_restart(
         "recover-848-static",
         CONSUMER_PROTOCOL_GROUP,
-        &[("CLICKPIPE__KAFKA__GROUP_INSTANCE_ID", id.as_str())],
-        Duration::from_secs(75),
+        Membership::Static,
+        &[],
+        75,
     );
 }

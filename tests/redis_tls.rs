@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -51,14 +51,12 @@ fn tls_redis(password: &str) -> TlsRedis {
         .spawn()
         .expect("redis-server");
     let r = TlsRedis { port, child };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server (TLS) did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "redis-server (TLS) did not start",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     r
 }
 

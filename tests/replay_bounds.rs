@@ -217,16 +217,23 @@ fn two_replay_jobs_in_a_row_publish_each_dead_letter_once() {
     eprintln!("two_replay_jobs_in_a_row: {:?}", started.elapsed());
 }
 
-#[test]
-fn replay_requests_beyond_replay_max_jobs_get_a_429() {
-    let started = Instant::now();
-    let names = Names::new("replay-cap", 1);
+/// The test's topics and a [`replay_config`] whose producer holds deliveries for a minute: its
+/// jobs stay running until cancelled or stopped by their deadline.
+fn lingering_replay_setup(test: &str) -> (Names, Config) {
+    let names = Names::new(test, 1);
     let mut cfg = replay_config(&names);
-    cfg.admin.replay_max_jobs = 2;
-    // Deliveries wait a minute in the producer: the jobs stay running until cancelled.
     cfg.kafka
         .producer
         .insert("linger.ms".into(), "60000".into());
+    (names, cfg)
+}
+
+#[test]
+fn replay_requests_beyond_replay_max_jobs_get_a_429() {
+    let started = Instant::now();
+    // Deliveries wait a minute in the producer: the jobs stay running until cancelled.
+    let (names, mut cfg) = lingering_replay_setup("replay-cap");
+    cfg.admin.replay_max_jobs = 2;
     write_dead_letters(&names.dlq, "held-", 2, "inference_failed");
     let state = replay_only_state(cfg);
     actix_rt::System::new().block_on(async move {
@@ -278,13 +285,9 @@ fn replay_requests_beyond_replay_max_jobs_get_a_429() {
 #[test]
 fn a_replay_job_past_its_deadline_stops_and_says_so() {
     let started = Instant::now();
-    let names = Names::new("replay-deadline", 1);
-    let mut slow = replay_config(&names);
-    slow.admin.replay_timeout_s = 1;
     // Its deliveries would wait a minute: the deadline comes first.
-    slow.kafka
-        .producer
-        .insert("linger.ms".into(), "60000".into());
+    let (names, mut slow) = lingering_replay_setup("replay-deadline");
+    slow.admin.replay_timeout_s = 1;
     let fast = replay_config(&names);
     write_dead_letters(&names.dlq, "late-", 3, "lookup_failed");
     let (slow, fast) = (replay_only_state(slow), replay_only_state(fast));

@@ -181,6 +181,24 @@ fn produce_traced(topic: &str, records: &[(&str, Vec<u8>, Option<&str>)]) {
     p.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// The span `name` among `all` that is a call made for `stage` of the trace `trace_id` (its child
+/// there, or linked to it from a batch's own trace); asserts it is a client span. `what` names
+/// the callee for the failure message.
+fn client_span<'a>(all: &'a [Got], name: &str, trace_id: &str, stage: &Got, what: &str) -> &'a Got {
+    let carries = |s: &Got| {
+        s.name == name
+            && ((s.trace_id == trace_id && s.parent == stage.span_id)
+                || s.links
+                    .contains(&(trace_id.to_string(), stage.span_id.clone())))
+    };
+    let span = all
+        .iter()
+        .find(|s| carries(s))
+        .unwrap_or_else(|| panic!("no {what} call span for the traced event: {all:#?}"));
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    span
+}
+
 fn by_name<'a>(trace: &'a [Got], name: &str) -> &'a Got {
     trace
         .iter()
@@ -286,25 +304,11 @@ fn a_traced_event_is_followed_from_the_kafka_hop_through_the_model_call_to_its_o
 
     // The batch calls: one client span each, the child of this event's stage span or linked to it.
     let all = receiver.spans.lock().expect("spans").clone();
-    let carries = |s: &Got, name: &str, stage: &Got| {
-        s.name == name
-            && ((s.trace_id == producer_trace && s.parent == stage.span_id)
-                || s.links
-                    .contains(&(producer_trace.to_string(), stage.span_id.clone())))
-    };
     let lookup = by_name(&trace, "lookup");
-    let redis = all
-        .iter()
-        .find(|s| carries(s, "redis lookup", lookup))
-        .unwrap_or_else(|| panic!("no Redis call span for the traced event: {all:#?}"));
-    assert_eq!(redis.kind, SpanKind::Client as i32);
+    let redis = client_span(&all, "redis lookup", producer_trace, lookup, "Redis");
     assert_eq!(redis.attributes["db.system.name"], "redis");
     // The model call's context went out on the HTTP request.
-    let call = all
-        .iter()
-        .find(|s| carries(s, "POST /invocations", infer))
-        .unwrap_or_else(|| panic!("no model call span for the traced event: {all:#?}"));
-    assert_eq!(call.kind, SpanKind::Client as i32);
+    let call = client_span(&all, "POST /invocations", producer_trace, infer, "model");
     assert_eq!(call.attributes["http.request.method"], "POST");
     let sent = model.traceparents.lock().expect("traceparents").clone();
     assert!(

@@ -149,6 +149,19 @@ pub fn consume_settled(
     got
 }
 
+/// What `topic` holds after a second more of waiting: to check that nothing arrives there
+/// (e.g. no dead letters).
+pub fn settled_after_a_second(topic: &str) -> Vec<OwnedMessage> {
+    consume_settled(topic, 0, Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Asserts that each of `dead` is a dead letter of `kind` (its `clickpipe.error.kind`).
+pub fn assert_all_of_kind(dead: &[OwnedMessage], kind: &str) {
+    for m in dead {
+        assert_eq!(header(m, "clickpipe.error.kind").as_deref(), Some(kind));
+    }
+}
+
 pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
     m.headers().and_then(|h| {
         h.iter()
@@ -173,21 +186,50 @@ pub fn event(id: &str, session: &str, ts: &str, event_type: &str, zip: Option<&s
     serde_json::to_vec(&v).expect("json")
 }
 
+/// A page view of `session` without ZIP, at 2026-06-01T10:00:00Z.
+pub fn page_view(id: &str, session: &str) -> Vec<u8> {
+    event(id, session, "2026-06-01T10:00:00Z", "page_view", None)
+}
+
 /// `n` page-view events with ids `{prefix}{i}`, keyed by session `{prefix}-s{i % keys}`.
 pub fn events(prefix: &str, n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let s = format!("{prefix}-s{}", i % keys);
-            let payload = event(
-                &format!("{prefix}{i}"),
-                &s,
-                "2026-06-01T10:00:00Z",
-                "page_view",
-                None,
-            );
+            let payload = page_view(&format!("{prefix}{i}"), &s);
             (s, payload)
         })
         .collect()
+}
+
+/// The indices `i` (of `0..total`) of the events `{prefix}{i}` that are not among `ids`.
+pub fn missing_events(
+    ids: &std::collections::HashSet<String>,
+    prefix: &str,
+    total: usize,
+) -> Vec<usize> {
+    (0..total)
+        .filter(|i| !ids.contains(&format!("{prefix}{i}")))
+        .collect()
+}
+
+/// What [`Collector::tally`] found: the indices of the events that never came out, and how many
+/// outputs repeated an event; shown as "N outputs for T events, R repeats".
+pub struct Tally {
+    pub missing: Vec<usize>,
+    pub repeats: usize,
+    pub outputs: usize,
+    pub total: usize,
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} outputs for {} events, {} repeats",
+            self.outputs, self.total, self.repeats
+        )
+    }
 }
 
 /// Output records by event_id.
@@ -260,6 +302,19 @@ impl Collector {
             ids.len() >= total
         });
         ids
+    }
+
+    /// Polls until the events `{prefix}0` … `{prefix}{total-1}` all came out or `timeout`
+    /// passes, then 2 s longer for late repeats, and tallies the outputs.
+    pub fn tally(&mut self, prefix: &str, total: usize, timeout: Duration) -> Tally {
+        let ids = self.event_ids(total, timeout);
+        self.until(Duration::from_secs(2), |_| false);
+        Tally {
+            missing: missing_events(&ids, prefix, total),
+            repeats: self.messages.len() - ids.len(),
+            outputs: self.messages.len(),
+            total,
+        }
     }
 
     /// Polls until `done(messages)` holds or `timeout` passes; returns whether it held.

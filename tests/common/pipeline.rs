@@ -36,6 +36,15 @@ pub fn config(names: &Names, model_url: &str) -> Config {
     c
 }
 
+/// The test's topics (`partitions` each), a model server that always answers, and the
+/// [`config`] for both.
+pub fn with_healthy_model(test: &str, partitions: i32) -> (Names, ModelServer, Config) {
+    let names = Names::new(test, partitions);
+    let model = ModelServer::start(0);
+    let cfg = config(&names, &model.url);
+    (names, model, cfg)
+}
+
 /// The pipeline running on its own actix system, in its own thread.
 pub struct Running {
     stop: Option<std::sync::mpsc::Sender<()>>,

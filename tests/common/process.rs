@@ -13,6 +13,15 @@ pub fn mock_with_topics(
     mock
 }
 
+/// Polls `ready` every `every` until it holds; fails the test with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, every: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(every);
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -89,6 +98,27 @@ level = "warn"
     );
     std::fs::write(&path, text).expect("config file");
     path
+}
+
+/// What a test of `clickpipe run` processes on the shared broker starts from: its names with
+/// topics of 4 partitions, the broker's address, a model server that always answers, and a
+/// config file for them with the group settings `group`.
+pub fn process_fixture(
+    test: &str,
+    group: &str,
+) -> (Names, String, ModelServer, std::path::PathBuf) {
+    let names = Names::new(test, 4);
+    let bootstrap = brokers();
+    let model = ModelServer::start(0);
+    let config = config_file_with_group(&names, &model.url, &bootstrap, group);
+    (names, bootstrap, model, config)
+}
+
+/// The most outputs `interruptions` unclean interruptions (kills, broker outages) may repeat: per
+/// interruption the records in flight (`max_in_flight` per partition, 4 partitions) plus those
+/// finished since the last commit (commit interval 200 ms; a generous 1,000).
+pub fn repeat_bound(interruptions: usize, max_in_flight: usize) -> usize {
+    interruptions * (max_in_flight * 4 + 1_000)
 }
 
 /// A `clickpipe run` process, killed when dropped so a failing test leaves nothing running.

@@ -39,6 +39,26 @@ async fn call_with_token(req: test::TestRequest) -> (StatusCode, serde_json::Val
     call(state(Some("t0ken")), req).await
 }
 
+/// A POST to `uri` carrying the bearer token of [`call_with_token`]'s app.
+fn authorized_post(uri: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri(uri)
+        .insert_header(("Authorization", "Bearer t0ken"))
+}
+
+/// GET `uri` on an app over `state`: the status, the content type and the body as text.
+async fn get_text(state: AdminState, uri: &str) -> (StatusCode, Option<String>, String) {
+    let app = test::init_service(App::new().configure(routes(state))).await;
+    let resp = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).expect("utf-8");
+    (status, content_type, text)
+}
+
 async fn call(state: AdminState, req: test::TestRequest) -> (StatusCode, serde_json::Value) {
     let app = test::init_service(App::new().configure(routes(state))).await;
     let resp = test::call_service(&app, req.to_request()).await;
@@ -98,34 +118,39 @@ async fn the_openapi_document_covers_every_route() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
-    let status = &doc["components"]["schemas"]["StatusResponse"]["properties"];
-    for field in [
-        "instance_id",
-        "partitions",
-        "counters",
-        "latency_ms",
-        "config",
+    for (schema, fields) in [
+        (
+            "StatusResponse",
+            [
+                "instance_id",
+                "partitions",
+                "counters",
+                "latency_ms",
+                "config",
+            ],
+        ),
+        (
+            "PartitionStatus",
+            [
+                "committed_offset",
+                "position",
+                "high_watermark",
+                "lag",
+                "in_flight",
+            ],
+        ),
     ] {
-        assert!(status[field].is_object(), "StatusResponse.{field}");
-    }
-    let partition = &doc["components"]["schemas"]["PartitionStatus"]["properties"];
-    for field in [
-        "committed_offset",
-        "position",
-        "high_watermark",
-        "lag",
-        "in_flight",
-    ] {
-        assert!(partition[field].is_object(), "PartitionStatus.{field}");
+        let properties = &doc["components"]["schemas"][schema]["properties"];
+        for field in fields {
+            assert!(properties[field].is_object(), "{schema}.{field}");
+        }
     }
 }
 
 #[actix_web::test]
 async fn the_status_page_is_self_contained_html() {
-    let app = test::init_service(App::new().configure(routes(state(None)))).await;
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
-    assert_eq!(resp.status(), 200);
-    let html = String::from_utf8(test::read_body(resp).await.to_vec()).expect("utf-8");
+    let (code, _, html) = get_text(state(None), "/").await;
+    assert_eq!(code, 200);
     assert!(html.contains("<canvas"), "charts");
     assert!(html.contains("fetch(\"status\")"), "reads /status");
     for external in ["http://", "https://", "//cdn"] {
@@ -142,24 +167,14 @@ async fn replay_requests_are_authorized_and_validated() {
     assert_eq!(code, 403);
     let (code, _) = call_with_token(test::TestRequest::post().uri("/replay")).await;
     assert_eq!(code, 401);
-    let (code, body) = call_with_token(
-        test::TestRequest::post()
-            .uri("/replay")
-            .insert_header(("Authorization", "Bearer t0ken"))
-            .set_payload(r#"{"kinds": ["inference_failed", 3]}"#),
-    )
-    .await;
-    assert_eq!(code, 400, "{body}");
-    assert_eq!(body["field"], "kinds[1]", "{body}");
-    let (code, body) = call_with_token(
-        test::TestRequest::post()
-            .uri("/replay")
-            .insert_header(("Authorization", "Bearer t0ken"))
-            .set_payload(r#"{"kinds": ["nope"]}"#),
-    )
-    .await;
-    assert_eq!(code, 400, "{body}");
-    assert_eq!(body["field"], "kinds", "{body}");
+    for (payload, field) in [
+        (r#"{"kinds": ["inference_failed", 3]}"#, "kinds[1]"),
+        (r#"{"kinds": ["nope"]}"#, "kinds"),
+    ] {
+        let (code, body) = call_with_token(authorized_post("/replay").set_payload(payload)).await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
     let (code, _) = call(state(None), test::TestRequest::get().uri("/replay/none")).await;
     assert_eq!(code, 404);
     let (code, _) = call(state(None), test::TestRequest::delete().uri("/replay/none")).await;
@@ -171,18 +186,12 @@ async fn metrics_are_prometheus_text() {
     let st = state(None);
     st.stats.outputs.fetch_add(7, Ordering::Relaxed);
     st.stats.model_batch_size.observe(16.0);
-    let app = test::init_service(App::new().configure(routes(st))).await;
-    let resp =
-        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-    assert_eq!(resp.status(), 200);
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert!(ct.starts_with("text/plain"), "{ct}");
-    let text = String::from_utf8(test::read_body(resp).await.to_vec()).expect("utf-8");
+    let (code, ct, text) = get_text(st, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        ct.as_deref().is_some_and(|ct| ct.starts_with("text/plain")),
+        "{ct:?}"
+    );
     assert!(text.contains("clickpipe_processed_total 7\n"), "{text}");
     assert!(text.contains("clickpipe_dead_letters_total{kind=\"invalid_event\"} 0\n"));
     assert!(text.contains("clickpipe_model_batch_size_bucket{le=\"16\"} 1\n"));
@@ -217,21 +226,14 @@ async fn mutating_endpoints_need_the_token_and_are_forbidden_without_one() {
     .await;
     assert_eq!(code, 401);
     // Authorized, but no pipeline behind this test app.
-    let (code, _) = call_with_token(
-        test::TestRequest::post()
-            .uri("/partitions/0/resume")
-            .insert_header(("Authorization", "Bearer t0ken")),
-    )
-    .await;
+    let (code, _) = call_with_token(authorized_post("/partitions/0/resume")).await;
     assert_eq!(code, 503);
 }
 
 #[actix_web::test]
 async fn bad_seek_requests_get_a_400_naming_the_field() {
     let authorized = |body: &str| {
-        test::TestRequest::post()
-            .uri("/partitions/0/seek")
-            .insert_header(("Authorization", "Bearer t0ken"))
+        authorized_post("/partitions/0/seek")
             .insert_header(("Content-Type", "application/json"))
             .set_payload(body.to_string())
     };
@@ -252,12 +254,7 @@ async fn bad_seek_requests_get_a_400_naming_the_field() {
     }
     let (code, resp) = call_with_token(authorized("{not json")).await;
     assert_eq!(code, 400, "{resp}");
-    let (code, resp) = call_with_token(
-        test::TestRequest::post()
-            .uri("/partitions/zero/pause")
-            .insert_header(("Authorization", "Bearer t0ken")),
-    )
-    .await;
+    let (code, resp) = call_with_token(authorized_post("/partitions/zero/pause")).await;
     assert_eq!(code, 400, "{resp}");
     assert_eq!(resp["field"], "partition");
     let big = format!(
