@@ -36,7 +36,7 @@ import urllib.request
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as h  # noqa: E402  (bench/run.py: processes, broker ports, segment decoding)
+import harness as h  # noqa: E402  (bench/harness/: processes, broker ports, segment decoding)
 
 TOKEN = "chaos-token"
 MODEL_BACKEND_PORT = h.MODEL_PORT + 1
