@@ -25,7 +25,6 @@ import http.server
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
