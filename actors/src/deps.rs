@@ -11,6 +11,7 @@ use crate::clients::breaker::CircuitBreaker;
 use crate::clients::zip_cache::ZipCache;
 use crate::config::Config;
 use crate::dlq::DlqActor;
+use crate::kafka::transaction::Transactions;
 use crate::stats::Stats;
 use crate::status::StatusBoard;
 use crate::trace::Sampling;
@@ -36,6 +37,8 @@ pub struct Deps {
     pub credentials: Arc<CredentialsProvider>,
     /// Per-partition state for the admin API.
     pub status: Arc<StatusBoard>,
+    /// Exactly-once mode: the transactions every output and dead letter is written in.
+    pub txn: Option<Arc<Transactions>>,
     /// Fault injection for tests; inert unless a test arms it.
     #[cfg(feature = "fault-injection")]
     pub hooks: Arc<crate::fault_injection::FaultHooks>,

@@ -20,14 +20,15 @@ use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::ModelClient;
 use crate::clients::redis::create_pool;
 use crate::clients::zip_cache::ZipCache;
-use crate::config::{Config, Millis};
+use crate::config::{Config, Delivery, Millis};
 use crate::deps::Deps;
 use crate::dlq::DlqActor;
 use crate::error::ClientError;
 use crate::group::{ConsumerGroup, GroupShared, Shutdown};
 use crate::kafka::auth::{AuthContext, MskAuth};
-use crate::kafka::client::pipeline_producer;
+use crate::kafka::client::{pipeline_producer, transactional_id, transactional_producer};
 use crate::kafka::produce::create_producer;
+use crate::kafka::transaction::Transactions;
 use crate::partition::{Control, ControlError, DrainReport};
 use crate::stats::Stats;
 use crate::status::{Policies, StatusBoard};
@@ -42,6 +43,15 @@ pub enum StartError {
     /// The Redis pool could not be created (bad `redis.url`).
     #[error("{0}")]
     Redis(#[from] crate::error::ClientError),
+    /// Exactly-once mode: the producer's transactions could not be initialised (the broker is
+    /// unreachable, refuses transactions, or the `transactional.id` is not allowed).
+    #[error("cannot initialise Kafka transactions (transactional.id `{id}`): {source}")]
+    Transactions {
+        /// The producer's `transactional.id`.
+        id: String,
+        /// The broker's or librdkafka's answer.
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 /// Why an operator's partition command was not carried out.
@@ -248,10 +258,25 @@ impl Pipeline {
     ) -> Result<Pipeline, StartError> {
         let stats = Arc::new(Stats::default());
         let credentials = Arc::new(CredentialsProvider::default());
-        let producer = create_producer(
-            &pipeline_producer(&config.kafka),
-            AuthContext::new(MskAuth::for_config(&config.kafka, credentials.clone())),
-        )?;
+        let auth = AuthContext::new(MskAuth::for_config(&config.kafka, credentials.clone()));
+        let (producer, txn) = match config.kafka.delivery {
+            Delivery::AtLeastOnce => (
+                create_producer(&pipeline_producer(&config.kafka), auth)?,
+                None,
+            ),
+            Delivery::ExactlyOnce => {
+                let id = transactional_id(&config.kafka);
+                let producer = create_producer(&transactional_producer(&config.kafka, &id), auth)?;
+                let txn = Transactions::start(producer.clone()).map_err(|source| {
+                    StartError::Transactions {
+                        id: id.clone(),
+                        source,
+                    }
+                })?;
+                tracing::info!(transactional_id = %id, "exactly-once delivery: transactions ready");
+                (producer, Some(txn))
+            }
+        };
         let redis = create_pool(&config.redis)?;
         let zip_cache = Arc::new(ZipCache::new(
             config.redis.zip_cache_capacity,
@@ -264,8 +289,9 @@ impl Pipeline {
             let topic = config.kafka.dlq_topic.clone();
             let stats = stats.clone();
             let mailbox = config.pipeline.mailbox_capacity.max(64);
+            let txn = txn.clone();
             DlqActor::start_in_arbiter(&dlq_arbiter.handle(), move |_| {
-                DlqActor::new(producer, &topic, stats, mailbox)
+                DlqActor::new(producer, &topic, stats, mailbox).transactional(txn)
             })
         };
         let n_workers = match config.pipeline.workers {
@@ -294,6 +320,7 @@ impl Pipeline {
             breaker: breaker.clone(),
             credentials: credentials.clone(),
             status: status.clone(),
+            txn,
             #[cfg(feature = "fault-injection")]
             hooks,
             sampling: Sampling::from_config(&config.tracing),

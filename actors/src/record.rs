@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::clients::model::Prediction;
 use crate::event::{rfc3339, Event};
 use crate::features::{Features, ZipInfo};
+use crate::kafka::transaction::Permit;
 use crate::session::SessionSnapshot;
 use crate::trace::RecordTrace;
 
@@ -40,6 +41,9 @@ pub struct Input {
     pub received: Instant,
     /// The record's trace, when it is traced or carries its producer's trace context.
     pub trace: Option<Box<RecordTrace>>,
+    /// Exactly-once mode: the transaction epoch its partition read it in (a record of an epoch
+    /// since aborted is never written). Always 0 in at-least-once mode.
+    pub epoch: u64,
 }
 
 /// One input record in flight, with what the stages so far made of it (`T`).
@@ -92,9 +96,11 @@ pub struct Scored {
     pub prediction: Prediction,
 }
 
-/// A record whose output the broker acknowledged: only its offset matters now.
-#[derive(Debug, Clone, Copy)]
-pub struct Emitted;
+/// A record whose output the broker acknowledged: only its offset matters now. In exactly-once
+/// mode it holds its share of the transaction its output is in until its partition has counted it
+/// finished.
+#[derive(Debug)]
+pub struct Emitted(pub Option<Permit>);
 
 /// The value of an output record.
 #[derive(Debug, Serialize)]

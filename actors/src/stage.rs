@@ -382,6 +382,7 @@ mod tests {
                 replay_count: 0,
                 received: Instant::now(),
                 trace: None,
+                epoch: 0,
             },
             data: (),
         }

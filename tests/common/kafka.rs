@@ -256,11 +256,22 @@ impl Collector {
 
     /// A collector on the cluster at `bootstrap` (e.g. a MockCluster).
     pub fn on(bootstrap: &str, topic: &str) -> Collector {
+        Collector::with_isolation(bootstrap, topic, "read_uncommitted")
+    }
+
+    /// A collector that sees only records of committed transactions, as a downstream consumer
+    /// of the exactly-once mode does.
+    pub fn read_committed(bootstrap: &str, topic: &str) -> Collector {
+        Collector::with_isolation(bootstrap, topic, "read_committed")
+    }
+
+    fn with_isolation(bootstrap: &str, topic: &str, isolation: &str) -> Collector {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", unique("collector"))
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "50")
+            .set("isolation.level", isolation)
             .create()
             .expect("consumer");
         let md = consumer

@@ -54,6 +54,42 @@ pub struct KafkaConfig {
     /// The cluster's AWS region for `msk_iam` (default: `AWS_REGION`, else `AWS_DEFAULT_REGION`).
     #[serde(default)]
     pub region: String,
+    /// `at_least_once` (offsets committed after the outputs are acknowledged; a crash repeats
+    /// what finished since the last commit) or `exactly_once` (outputs, dead letters and input
+    /// offsets committed in one Kafka transaction: a `read_committed` reader sees each input's
+    /// result once).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// With `exactly_once`: how often the open transaction is committed, in milliseconds. A
+    /// `read_committed` reader sees an output up to this much (plus the commit's round trips)
+    /// later than an `at_least_once` reader would.
+    #[serde(default = "default_transaction_interval")]
+    pub transaction_interval_ms: Millis,
+    /// With `exactly_once`: the producer's `transactional.id`. Empty: `{group_id}-{group_instance_id}`
+    /// with static membership (a restarted instance aborts its predecessor's open transaction at
+    /// once), else one chosen per process (an open transaction of a killed process then holds
+    /// `read_committed` readers back until `transaction.timeout.ms`, 10 s unless
+    /// `[kafka.producer]` says otherwise).
+    #[serde(default)]
+    pub transactional_id: String,
+}
+
+fn default_transaction_interval() -> Millis {
+    Millis(DEFAULT_TRANSACTION_INTERVAL_MS)
+}
+
+/// `kafka.transaction_interval_ms` unless configured.
+pub const DEFAULT_TRANSACTION_INTERVAL_MS: u64 = 100;
+
+/// The delivery guarantee (`kafka.delivery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Offsets committed once outputs and dead letters are acknowledged.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, dead letters and offsets in one transaction per `kafka.transaction_interval_ms`.
+    ExactlyOnce,
 }
 
 /// The consumer group protocol (`kafka.group_protocol`).
@@ -119,6 +155,7 @@ pub const MANAGED_CLIENT_KEYS: &[&str] = &[
     "enable.idempotence",
     "group.protocol",
     "group.instance.id",
+    "transactional.id",
 ];
 
 /// The classic protocol's session timeout unless `session.timeout.ms` says otherwise: a crashed
@@ -182,6 +219,13 @@ impl KafkaConfig {
         }
         positive("kafka.max_payload_bytes", k.max_payload_bytes)?;
         positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
+        positive("kafka.transaction_interval_ms", k.transaction_interval_ms)?;
+        if k.transactional_id.len() > 249 {
+            return Err(bad(
+                "kafka.transactional_id",
+                "must be at most 249 characters",
+            ));
+        }
         for (table, key) in k
             .client
             .keys()

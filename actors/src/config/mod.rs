@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use kafka::{
-    GroupProtocol, KafkaAuth, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS,
-    CLASSIC_SESSION_TIMEOUT_MS, MANAGED_CLIENT_KEYS,
+    Delivery, GroupProtocol, KafkaAuth, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS,
+    CLASSIC_SESSION_TIMEOUT_MS, DEFAULT_TRANSACTION_INTERVAL_MS, MANAGED_CLIENT_KEYS,
 };
 pub use model::{ModelConfig, ModelKind};
 pub use pipeline::{FeaturesConfig, PipelineConfig, SupervisionConfig};

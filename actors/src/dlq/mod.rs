@@ -18,13 +18,15 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::Utc;
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 
 pub mod headers;
 
 use crate::error::Failure;
 use crate::event::rfc3339;
-use crate::kafka::produce::{deliver, Producer};
+use crate::kafka::produce::{deliver_with, is_record_error, Persistence, Producer};
+use crate::kafka::transaction::{Permit, Transactions};
 use crate::record::Input;
 use crate::stats::Stats;
 
@@ -49,6 +51,9 @@ pub struct DeadLetter {
 pub struct Completed {
     /// Source offsets now finished.
     pub offsets: Vec<i64>,
+    /// Exactly-once mode: the share of the transaction the letters were written in, held until
+    /// the partition has counted them finished.
+    pub permit: Option<Permit>,
 }
 
 /// The dead-letter actor.
@@ -57,6 +62,7 @@ pub struct DlqActor {
     topic: Arc<str>,
     stats: Arc<Stats>,
     mailbox: usize,
+    txn: Option<Arc<Transactions>>,
 }
 
 impl DlqActor {
@@ -67,7 +73,14 @@ impl DlqActor {
             topic: topic.into(),
             stats,
             mailbox,
+            txn: None,
         }
+    }
+
+    /// Exactly-once mode: letters are written inside `txn`'s transactions.
+    pub fn transactional(mut self, txn: Option<Arc<Transactions>>) -> Self {
+        self.txn = txn;
+        self
     }
 }
 
@@ -106,14 +119,37 @@ pub enum Form {
 /// acknowledgement: cluster errors are retried for as long as it takes (see [`deliver`]), and so
 /// is the minimal letter, so every dead letter is eventually written and its offset committed.
 pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form {
+    let mut letter = Some(letter);
+    loop {
+        // With `UntilAcknowledged` every error is retried inside; a second round never runs.
+        let Some(l) = letter.take() else {
+            return Form::Minimal;
+        };
+        if let Ok(form) = write_with(producer, topic, l, Persistence::UntilAcknowledged).await {
+            return form;
+        }
+    }
+}
+
+/// [`write`]; with [`Persistence::Once`] (inside a transaction) a failure that is not about the
+/// letter's size is returned instead of retried.
+pub async fn write_with(
+    producer: &Producer,
+    topic: &str,
+    letter: Letter<'_>,
+    persistence: Persistence,
+) -> Result<Form, KafkaError> {
     let Letter {
         key,
         payload,
         headers,
         minimal,
     } = letter;
-    let refused = match deliver(producer, topic, key, payload, headers.clone()).await {
-        Ok(()) => return Form::Whole,
+    let send =
+        |key, payload, headers| deliver_with(producer, topic, key, payload, headers, persistence);
+    let refused = match send(key, payload, headers.clone()).await {
+        Ok(()) => return Ok(Form::Whole),
+        Err(e) if !is_record_error(&e) => return Err(e),
         Err(e) => e,
     };
     let size = payload.len().to_string();
@@ -122,8 +158,9 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
         tracing::warn!(error = %refused, size = payload.len(),
             "dead letter too large for the broker; writing it truncated");
         let cut = &payload[..TRUNCATED_PAYLOAD_BYTES];
-        match deliver(producer, topic, key, cut, mark(headers)).await {
-            Ok(()) => return Form::Truncated,
+        match send(key, cut, mark(headers)).await {
+            Ok(()) => return Ok(Form::Truncated),
+            Err(e) if !is_record_error(&e) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "truncated dead letter refused; writing it minimal")
             }
@@ -138,8 +175,9 @@ pub async fn write(producer: &Producer, topic: &str, letter: Letter<'_>) -> Form
     let minimal = mark(minimal);
     let mut attempt = 0u32;
     loop {
-        match deliver(producer, topic, None, &[], minimal.clone()).await {
-            Ok(()) => return Form::Minimal,
+        match send(None, &[], minimal.clone()).await {
+            Ok(()) => return Ok(Form::Minimal),
+            Err(e) if persistence == Persistence::Once => return Err(e),
             Err(e) => {
                 attempt += 1;
                 let wait = crate::clients::backoff(
@@ -188,11 +226,21 @@ impl Handler<DeadLetter> for DlqActor {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         let stats = self.stats.clone();
+        let txn = self.txn.clone();
         // Dead letters are written concurrently; how many can be pending is bounded by the
         // partitions' in-flight limits, since each stays in flight until acknowledged.
         ctx.spawn(
             async move {
                 let DeadLetter { mut record, failure, done } = msg;
+                // Exactly-once: written inside the open transaction, if the record belongs to it.
+                let (permit, persistence) = match &txn {
+                    None => (None, Persistence::UntilAcknowledged),
+                    Some(txn) => match txn.admit().await {
+                        Some(a) if a.epoch == record.epoch => (Some(a.permit), Persistence::Once),
+                        // An abort since the record was read: its partition reads it again.
+                        _ => return,
+                    },
+                };
                 if let Some(t) = record.trace.as_deref_mut() {
                     t.enter_stage("dead-letter", 1);
                     t.note_send(&topic);
@@ -203,13 +251,26 @@ impl Handler<DeadLetter> for DlqActor {
                     headers: dead_letter_headers(&record, &failure),
                     minimal: minimal_headers(&record, &failure),
                 };
-                let form = write(&producer, &topic, letter).await;
+                let form = match write_with(&producer, &topic, letter, persistence).await {
+                    Ok(form) => form,
+                    Err(e) => {
+                        if let Some(txn) = &txn {
+                            txn.poison(&e);
+                        }
+                        return;
+                    }
+                };
                 if let Some(t) = record.trace.as_deref_mut() {
                     t.end_stage(None);
                 }
                 stats.dead_letters(failure.kind).fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(kind = %failure.kind, offset = record.offset, ?form, "dead-lettered");
-                let _ = done.send(Completed { offsets: vec![record.offset] }).await;
+                let _ = done
+                    .send(Completed {
+                        offsets: vec![record.offset],
+                        permit,
+                    })
+                    .await;
             }
             .into_actor(self),
         );

@@ -16,7 +16,7 @@ use rdkafka::config::ClientConfig;
 
 use super::auth::apply_auth;
 use crate::config::{
-    GroupProtocol, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS, CLASSIC_SESSION_TIMEOUT_MS,
+    Delivery, GroupProtocol, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS, CLASSIC_SESSION_TIMEOUT_MS,
 };
 
 /// Which kind of client a configuration is for.
@@ -161,6 +161,13 @@ pub fn pipeline_consumer(k: &KafkaConfig) -> ClientConfig {
             ),
         GroupProtocol::Consumer => b.default("group.protocol", "consumer"),
     };
+    if k.delivery == Delivery::ExactlyOnce {
+        // Offsets are committed by the transactions only; an upstream transactional producer's
+        // aborted records are never read.
+        b = b
+            .force("enable.auto.commit", "false")
+            .default("isolation.level", "read_committed");
+    }
     if !k.group_instance_id.is_empty() {
         b = b.default("group.instance.id", &k.group_instance_id);
     }
@@ -179,6 +186,50 @@ pub fn pipeline_producer(kafka: &KafkaConfig) -> ClientConfig {
         // retry.
         .default("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS.to_string())
         .build()
+}
+
+/// The pipeline's producer in exactly-once mode: [`pipeline_producer`] with `transactional_id`.
+/// An open transaction of a killed process holds `read_committed` readers back until the broker
+/// aborts it: `transaction.timeout.ms` is 10 s unless configured (librdkafka's is 60 s).
+pub fn transactional_producer(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
+    let mut c = pipeline_producer(kafka);
+    if c.get("transaction.timeout.ms").is_none() {
+        c.set(
+            "transaction.timeout.ms",
+            DEFAULT_TRANSACTION_TIMEOUT_MS.to_string(),
+        );
+    }
+    // A message may not outlive its transaction.
+    let txn_timeout: u64 = c
+        .get("transaction.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_TRANSACTION_TIMEOUT_MS);
+    let msg_timeout: u64 = c
+        .get("message.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_TIMEOUT_MS);
+    if msg_timeout > txn_timeout {
+        c.set("message.timeout.ms", txn_timeout.to_string());
+    }
+    c.set("transactional.id", transactional_id);
+    c.set("enable.idempotence", "true");
+    c
+}
+
+/// The transactional producer's `transaction.timeout.ms` unless configured.
+pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+
+/// The `transactional.id` of this process in exactly-once mode: `kafka.transactional_id`, else
+/// `{group_id}-{group_instance_id}` with static membership, else `{group_id}-` and a random
+/// suffix.
+pub fn transactional_id(kafka: &KafkaConfig) -> String {
+    if !kafka.transactional_id.is_empty() {
+        return kafka.transactional_id.clone();
+    }
+    if !kafka.group_instance_id.is_empty() {
+        return format!("{}-{}", kafka.group_id, kafka.group_instance_id);
+    }
+    format!("{}-{:016x}", kafka.group_id, rand::random::<u64>())
 }
 
 /// clickpipe's producers' `message.timeout.ms` unless configured (librdkafka's is 5 minutes).

@@ -39,6 +39,16 @@ pub fn is_record_error(e: &KafkaError) -> bool {
     )
 }
 
+/// What a write does with a failure that is not about the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Send it again, with backoff, until the broker acknowledges it.
+    UntilAcknowledged,
+    /// Give up and return the error: inside a transaction a failed write dooms the transaction,
+    /// whose records are then read and written again after its abort.
+    Once,
+}
+
 /// Sends one record and waits for its acknowledgement, retrying cluster errors.
 /// Returns the error only when it is about the record ([`is_record_error`]).
 pub async fn deliver(
@@ -47,6 +57,27 @@ pub async fn deliver(
     key: Option<&[u8]>,
     payload: &[u8],
     headers: OwnedHeaders,
+) -> Result<(), KafkaError> {
+    deliver_with(
+        producer,
+        topic,
+        key,
+        payload,
+        headers,
+        Persistence::UntilAcknowledged,
+    )
+    .await
+}
+
+/// [`deliver`], or with [`Persistence::Once`] a single attempt whose error, whatever it is
+/// about, is returned.
+pub async fn deliver_with(
+    producer: &Producer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: OwnedHeaders,
+    persistence: Persistence,
 ) -> Result<(), KafkaError> {
     let mut attempt = 0u32;
     loop {
@@ -61,7 +92,7 @@ pub async fn deliver(
             Ok(_) => return Ok(()),
             Err((e, _)) => e,
         };
-        if is_record_error(&err) {
+        if is_record_error(&err) || persistence == Persistence::Once {
             return Err(err);
         }
         attempt += 1;

@@ -87,6 +87,11 @@ impl PartitionActor {
         self.tracker = OffsetTracker::resumed_at(offset);
         self.stored.set(None);
         self.store();
+        if self.transactional() {
+            // Committed with the group's next transaction.
+            self.start_generation(ctx);
+            return Ok(());
+        }
         // Commit the new position now (the stored offset only moves once a record finishes, and
         // offset 0 cannot be stored at all), so a crash right after the seek resumes from it.
         let mut tpl = TopicPartitionList::new();

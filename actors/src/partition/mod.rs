@@ -8,11 +8,13 @@
 //! a `send().await` into a bounded mailbox.
 
 mod control;
+mod exactly_once;
 mod read;
 mod supervise;
 pub mod tracker;
 
 pub use control::{Control, ControlError};
+pub use exactly_once::{Rewind, SharedFrontier};
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -66,6 +68,8 @@ pub struct DrainReport {
     pub committed: Option<i64>,
     /// Records still in flight when the drain timed out (they will be read again).
     pub abandoned: usize,
+    /// Exactly-once mode: the frontier to commit with the group's transaction.
+    pub frontier: Option<tracker::Frontier>,
 }
 
 /// A partition tells the root it restarted its stages (`gave_up` false) or exceeded its restart
@@ -97,6 +101,16 @@ impl Default for StoredOffset {
     }
 }
 
+/// What a partition shares with the group that hosts it about how far it got.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The next offset stored for commit.
+    pub stored: StoredOffset,
+    /// Exactly-once mode: the frontier for the next transaction (set by the group to the
+    /// committed one before the partition starts).
+    pub frontier: SharedFrontier,
+}
+
 impl StoredOffset {
     /// The stored offset, if any.
     pub fn get(&self) -> Option<i64> {
@@ -118,6 +132,10 @@ pub struct PartitionActor {
     permits: Rc<Semaphore>,
     tracker: OffsetTracker,
     stored: StoredOffset,
+    /// Exactly-once mode: what the next transaction commits for this partition.
+    frontier: SharedFrontier,
+    /// Exactly-once mode: the transaction epoch records are read in.
+    epoch: u64,
     lookup: Option<Addr<StageActor<Lookup>>>,
     stages: Vec<Recipient<StopStage>>,
     stop: Rc<Notify>,
@@ -150,9 +168,10 @@ impl PartitionActor {
         queue: PartitionQueue,
         deps: Deps,
         root: Recipient<PartitionRestarted>,
-        stored: StoredOffset,
+        progress: Progress,
     ) -> Self {
         let permits = Rc::new(Semaphore::new(deps.config.pipeline.max_in_flight));
+        let epoch = deps.txn.as_ref().map_or(0, |t| t.epoch());
         let sv = &deps.config.supervision;
         let restarts = RestartTracker::new(Intensity {
             max_restarts: sv.max_restarts,
@@ -166,7 +185,9 @@ impl PartitionActor {
             deps,
             permits,
             tracker: OffsetTracker::default(),
-            stored,
+            stored: progress.stored,
+            frontier: progress.frontier,
+            epoch,
             lookup: None,
             stages: Vec::new(),
             stop: Rc::new(Notify::new()),
@@ -220,6 +241,7 @@ impl PartitionActor {
             self.deps.producer.clone(),
             &cfg.kafka.output_topic,
             self.deps.stats.clone(),
+            self.deps.txn.clone(),
         );
         let emit = self.start_stage(&me, emit, natural, me.clone().recipient());
         let infer = Infer::new(
@@ -273,6 +295,10 @@ impl PartitionActor {
     /// Stores the committable offset; librdkafka commits stored offsets every
     /// `kafka.commit_interval_ms`.
     fn store(&mut self) {
+        if self.transactional() {
+            self.publish_frontier();
+            return;
+        }
         let Some(next) = self.tracker.committable() else {
             return;
         };
@@ -303,7 +329,12 @@ impl PartitionActor {
         } else {
             self.tracker.committable()
         };
-        if let Some(next) = committed {
+        // Exactly-once: the group commits the frontier with its transaction.
+        let frontier = match self.transactional() && !self.lost {
+            true => self.frontier.lock().clone(),
+            false => None,
+        };
+        if let Some(next) = committed.filter(|_| !self.transactional()) {
             let mut tpl = TopicPartitionList::new();
             let added = tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next));
             match added.and_then(|()| self.consumer.commit(&tpl, CommitMode::Sync)) {
@@ -321,6 +352,7 @@ impl PartitionActor {
             partition: self.partition,
             committed,
             abandoned: self.tracker.in_flight(),
+            frontier,
         };
         if report.abandoned > 0 {
             tracing::warn!(
@@ -387,6 +419,10 @@ impl Actor for PartitionActor {
         // librdkafka keeps a partition's paused flag across rebalances: a partition this process
         // paused before it was revoked would come back paused. Start from a known state.
         self.set_paused(false);
+        if let Some(committed) = self.frontier.lock().as_ref() {
+            // Offsets a committed transaction finished beyond its commit point are not redone.
+            self.tracker = OffsetTracker::default().skipping(committed.done.clone());
+        }
         self.start_stages(ctx);
         tracing::info!(topic = %self.topic, partition = self.partition, "partition started");
         self.publish();

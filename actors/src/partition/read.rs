@@ -84,7 +84,13 @@ impl PartitionActor {
             .stats
             .records_in
             .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        let mut skipped = 0;
         for m in msgs {
+            if self.tracker.already_done(m.offset()) {
+                // Finished in a committed transaction before a restart (exactly-once mode).
+                skipped += 1;
+                continue;
+            }
             self.tracker.read(m.offset());
             let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
             let mut input = Input {
@@ -101,6 +107,7 @@ impl PartitionActor {
                     &self.deps.config.kafka.group_id,
                 ),
                 payload,
+                epoch: self.epoch,
             };
             if let Some(t) = input.trace.as_deref_mut() {
                 t.enter_stage("receive", n);
@@ -120,6 +127,10 @@ impl PartitionActor {
                     invalid.push((input, failure));
                 }
             }
+        }
+        if skipped > 0 {
+            self.permits.add_permits(skipped);
+            self.store();
         }
         self.apply_backpressure();
         let dlq = self.deps.dlq.clone();

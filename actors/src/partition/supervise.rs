@@ -16,6 +16,10 @@ impl PartitionActor {
         }
         let reason = format!("stage {} failed: {}", msg.child, msg.reason);
         self.stop_stages();
+        if let Some(txn) = &self.deps.txn {
+            // Writes of the dropped records may already be in the open transaction.
+            txn.doom(&reason);
+        }
         let allowed = self.restarts.record(Instant::now());
         self.deps.stats.restarts.fetch_add(1, Ordering::Relaxed);
         self.root.do_send(PartitionRestarted {

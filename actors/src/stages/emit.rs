@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use crate::error::{ErrorKind, Failure, Stage};
-use crate::kafka::produce::{deliver, Producer};
+use crate::kafka::produce::{deliver_with, is_record_error, Persistence, Producer};
+use crate::kafka::transaction::Transactions;
 use crate::record::{Emitted, Record, Scored};
 use crate::stage::{Outcome, Outcomes, StageLogic};
 use crate::stats::Stats;
@@ -18,15 +19,22 @@ pub struct Emit {
     producer: Producer,
     topic: Arc<str>,
     stats: Arc<Stats>,
+    txn: Option<Arc<Transactions>>,
 }
 
 impl Emit {
-    /// An emit stage writing to `topic`.
-    pub fn new(producer: Producer, topic: &str, stats: Arc<Stats>) -> Self {
+    /// An emit stage writing to `topic` (inside `txn`'s transactions in exactly-once mode).
+    pub fn new(
+        producer: Producer,
+        topic: &str,
+        stats: Arc<Stats>,
+        txn: Option<Arc<Transactions>>,
+    ) -> Self {
         Emit {
             producer,
             topic: topic.into(),
             stats,
+            txn,
         }
     }
 }
@@ -41,7 +49,23 @@ impl StageLogic for Emit {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         let stats = self.stats.clone();
+        let txn = self.txn.clone();
         async move {
+            // Exactly-once: written inside the open transaction; records read before its last
+            // abort are not written at all (their partition reads them again).
+            let (permit, persistence, batch) = match &txn {
+                None => (None, Persistence::UntilAcknowledged, batch),
+                Some(txn) => match txn.admit().await {
+                    None => return Vec::new(),
+                    Some(a) => {
+                        let batch: Vec<_> = batch
+                            .into_iter()
+                            .filter(|r| r.input.epoch == a.epoch)
+                            .collect();
+                        (Some(a.permit), Persistence::Once, batch)
+                    }
+                },
+            };
             // All records of the batch are queued in order before any acknowledgement is awaited.
             let sends = batch.iter().map(|r| {
                 let producer = &producer;
@@ -51,19 +75,22 @@ impl StageLogic for Emit {
                     if let Some(t) = input.trace.as_deref() {
                         t.note_send(topic);
                     }
-                    let value = r
-                        .data
-                        .output_json()
-                        .map_err(|e| format!("cannot encode the output record: {e}"))?;
-                    deliver(
+                    let value = r.data.output_json().map_err(|e| {
+                        SendError::Record(format!("cannot encode the output record: {e}"))
+                    })?;
+                    deliver_with(
                         producer,
                         topic,
                         input.key.as_deref(),
                         &value,
                         crate::dlq::headers::source(input, 0),
+                        persistence,
                     )
                     .await
-                    .map_err(|e| format!("output record rejected: {e}"))
+                    .map_err(|e| match is_record_error(&e) {
+                        true => SendError::Record(format!("output record rejected: {e}")),
+                        false => SendError::Transaction(e),
+                    })
                 }
             });
             let results = futures::future::join_all(sends).await;
@@ -71,6 +98,18 @@ impl StageLogic for Emit {
             batch
                 .into_iter()
                 .zip(results)
+                .filter_map(|(r, res)| match res {
+                    // Only inside a transaction: the transaction is doomed, the record is read
+                    // again after its abort.
+                    Err(SendError::Transaction(e)) => {
+                        if let Some(txn) = &txn {
+                            txn.poison(&e);
+                        }
+                        None
+                    }
+                    Err(SendError::Record(message)) => Some((r, Err(message))),
+                    Ok(()) => Some((r, Ok(()))),
+                })
                 .map(|(r, res)| match res {
                     Ok(()) => {
                         stats.outputs.fetch_add(1, Ordering::Relaxed);
@@ -83,7 +122,7 @@ impl StageLogic for Emit {
                                 .end_to_end
                                 .observe((now_ms - ts).max(0) as f64 / 1000.0);
                         }
-                        Outcome::Forward(r.advance(Emitted))
+                        Outcome::Forward(r.advance(Emitted(permit.clone())))
                     }
                     Err(message) => Outcome::Fail(
                         r.input,
@@ -94,4 +133,12 @@ impl StageLogic for Emit {
         }
         .boxed_local()
     }
+}
+
+/// Why an output was not written.
+enum SendError {
+    /// About the record (too large, cannot be encoded): it is dead-lettered.
+    Record(String),
+    /// Inside a transaction, any other failure: the transaction is aborted.
+    Transaction(rdkafka::error::KafkaError),
 }

@@ -18,17 +18,19 @@ use rdkafka::TopicPartitionList;
 use crate::deps::Deps;
 use crate::kafka::auth::{AuthContext, MskAuth};
 use crate::kafka::consumer::{GroupConsumer, GroupContext, GroupEvents};
-use crate::partition::{
-    Drain, DrainReport, PartitionActor, PartitionRestarted, StoredOffset, Stray,
-};
+use crate::kafka::transaction::Committer;
+use crate::partition::{Drain, DrainReport, PartitionActor, PartitionRestarted, Progress, Stray};
+
+mod exactly_once;
 use crate::supervision::{Intensity, RestartTracker};
 
 type TopicPartition = (String, i32);
 
-/// A partition this process hosts: its actor and the offset it last stored for commit.
+/// A partition this process hosts: its actor and how far it got.
+#[derive(Clone)]
 struct Hosted {
     addr: Addr<PartitionActor>,
-    stored: StoredOffset,
+    progress: Progress,
 }
 
 /// State shared by the consumer-group actor and the consumer's rebalance callbacks.
@@ -40,6 +42,8 @@ pub struct GroupShared {
     deps: Deps,
     workers: Vec<ArbiterHandle>,
     next_worker: Mutex<usize>,
+    /// Exactly-once mode: the thread committing the transactions.
+    committer: OnceLock<Committer>,
 }
 
 impl GroupShared {
@@ -48,14 +52,23 @@ impl GroupShared {
             tracing::error!("assignment before the consumer was ready");
             return;
         };
+        let mut committed = self.committed_frontiers(&consumer, tpl);
         for elem in tpl.elements() {
-            self.start_partition(&consumer, elem.topic(), elem.partition());
+            let progress = Progress::default();
+            let key = (elem.topic().to_string(), elem.partition());
+            *progress.frontier.lock() = committed.remove(&key);
+            self.start_partition(&consumer, elem.topic(), elem.partition(), progress);
         }
     }
 
     /// Starts the actor of one partition on the next worker thread.
-    fn start_partition(&self, consumer: &Arc<GroupConsumer>, topic: &str, partition: i32) {
-        let stored = StoredOffset::default();
+    fn start_partition(
+        &self,
+        consumer: &Arc<GroupConsumer>,
+        topic: &str,
+        partition: i32,
+        progress: Progress,
+    ) {
         {
             let topic = topic.to_string();
             // Split right away, before the first fetch for this partition can complete, so its
@@ -77,14 +90,14 @@ impl GroupShared {
             let deps = self.deps.clone();
             let c = consumer.clone();
             let t = topic.clone();
-            let s = stored.clone();
+            let p = progress.clone();
             let addr = PartitionActor::start_in_arbiter(&worker, move |_| {
-                PartitionActor::new(&t, partition, c, queue, deps, root, s)
+                PartitionActor::new(&t, partition, c, queue, deps, root, p)
             });
             tracing::info!(topic, partition, "partition assigned");
             self.partitions
                 .lock()
-                .insert((topic, partition), Hosted { addr, stored });
+                .insert((topic, partition), Hosted { addr, progress });
         }
     }
 
@@ -141,20 +154,24 @@ impl GroupShared {
     /// Restarts partitions whose actor died without draining (a panic outside the stages'
     /// guarded code): one-for-one, from the last offset it stored (else the group's commit).
     fn revive_dead_partitions(&self) -> Vec<String> {
-        let dead: Vec<(TopicPartition, Option<i64>)> = self
+        let dead: Vec<(TopicPartition, Progress)> = self
             .partitions
             .lock()
             .iter()
             .filter(|(_, h)| !h.addr.connected())
-            .map(|(k, h)| (k.clone(), h.stored.get()))
+            .map(|(k, h)| (k.clone(), h.progress.clone()))
             .collect();
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return Vec::new();
         };
         let mut revived = Vec::new();
-        for ((topic, partition), stored) in dead {
+        for ((topic, partition), progress) in dead {
             self.partitions.lock().remove(&(topic.clone(), partition));
-            let from = match stored {
+            if let Some(txn) = &self.deps.txn {
+                // Writes of its in-flight records may already be in the open transaction.
+                txn.doom("a partition actor died");
+            }
+            let from = match progress.stored.get() {
                 Some(o) => rdkafka::Offset::Offset(o),
                 None => {
                     let mut tpl = TopicPartitionList::new();
@@ -173,7 +190,9 @@ impl GroupShared {
                 ?from,
                 "partition actor died; restarting it"
             );
-            self.start_partition(&consumer, &topic, partition);
+            // The new actor starts from the same progress (in exactly-once mode it skips what
+            // the open transaction already holds).
+            self.start_partition(&consumer, &topic, partition, progress);
             if let Err(e) = consumer.seek(&topic, partition, from, Duration::from_secs(10)) {
                 tracing::error!(topic, partition, error = %e, "seek after revival failed");
             }
@@ -204,6 +223,11 @@ impl GroupShared {
 impl GroupEvents for GroupShared {
     fn revoked(&self, tpl: &TopicPartitionList, lost: bool) {
         let reports = self.drain(Some(tpl), lost);
+        if lost {
+            self.abort_lost();
+        } else {
+            self.commit_drained(&reports);
+        }
         tracing::info!(
             revoked = tpl.count(),
             drained = reports.len(),
@@ -263,6 +287,7 @@ impl ConsumerGroup {
                 deps,
                 workers,
                 next_worker: Mutex::new(0),
+                committer: OnceLock::new(),
             }),
             consumer: None,
             poll: None,
@@ -326,6 +351,11 @@ impl Actor for ConsumerGroup {
             };
         let consumer = Arc::new(consumer);
         let _ = self.shared.consumer.set(Arc::downgrade(&consumer));
+        if let Err(e) = self.shared.start_committer() {
+            tracing::error!(error = %e, "cannot start the transaction committer");
+            System::current().stop_with_code(1);
+            return;
+        }
         if let Err(e) = consumer.subscribe(&[&deps.config.kafka.input_topic]) {
             tracing::error!(error = %e, "cannot subscribe");
             System::current().stop_with_code(1);
@@ -389,6 +419,8 @@ impl Handler<Shutdown> for ConsumerGroup {
             ctx.cancel_future(poll);
         }
         let reports = self.shared.drain(None, false);
+        self.shared.commit_drained(&reports);
+        self.shared.stop_committer();
         if let Some(c) = &self.consumer {
             c.unsubscribe();
         }
