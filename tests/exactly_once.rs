@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use rdkafka::Message as _;
 
 /// These tests each load the broker heavily and wait on group sessions and transaction timeouts;
 /// run them one at a time.
@@ -63,13 +64,29 @@ impl Results {
 
     fn tally(outputs: &Collector, letters: &Collector) -> Results {
         let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut where_ = HashMap::new();
         for m in &outputs.messages {
-            let id = json(m)["event_id"].as_str().unwrap_or_default().to_string();
-            seen.entry(id).or_default().0 += 1;
+            let v = json(m);
+            let id = v["event_id"].as_str().unwrap_or_default().to_string();
+            seen.entry(id.clone()).or_default().0 += 1;
+            where_.entry(id).or_insert_with(Vec::new).push(format!(
+                "out p{} o{} src {:?} at {}",
+                m.partition(),
+                m.offset(),
+                header(m, "clickpipe.source.offset"),
+                v["processed_at"]
+            ));
         }
         for m in &letters.messages {
             let id = json(m)["event_id"].as_str().unwrap_or_default().to_string();
             seen.entry(id).or_default().1 += 1;
+        }
+        let mut shown = 0;
+        for (id, (o, d)) in &seen {
+            if o + d > 1 && shown < 6 {
+                shown += 1;
+                eprintln!("repeat {id}: {:?}", where_.get(id));
+            }
         }
         Results { seen }
     }
@@ -146,4 +163,130 @@ fn kills_mid_stream_leave_every_input_exactly_once_in_outputs_or_dead_letters() 
     );
     results.assert_exactly_once("x", total, poison_every);
     assert_eq!(code, Some(0), "the last instance stopped cleanly");
+}
+
+/// Sends `signal` (e.g. `STOP`, `CONT`) to the process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_member_joining_and_another_leaving_keep_every_input_exactly_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (names, bootstrap, _model, config) = process_fixture("eos-join", &exactly_once_group());
+    let (total, poison_every) = (9_000usize, 40usize);
+    let records = inputs("j", total, poison_every);
+    let mut progress = Collector::on(&bootstrap, &names.output);
+    let mut outputs = Collector::read_committed(&bootstrap, &names.output);
+    let mut letters = Collector::read_committed(&bootstrap, &names.dlq);
+
+    let mut a = spawn(&config);
+    produce_on(&bootstrap, &names.input, &records[..total / 3]);
+    assert!(
+        progress.until(Duration::from_secs(90), |m| m.len() >= 1_000),
+        "the first member made progress"
+    );
+    // A second member joins mid-stream: partitions move while transactions are open.
+    let mut b = spawn(&config);
+    produce_on(&bootstrap, &names.input, &records[total / 3..2 * total / 3]);
+    assert!(
+        progress.until(Duration::from_secs(90), |m| m.len() >= 3_500),
+        "the pair made progress"
+    );
+    // The first leaves cleanly: its partitions are committed and handed over.
+    assert_eq!(a.terminate(), Some(0), "the first member stopped cleanly");
+    produce_on(&bootstrap, &names.input, &records[2 * total / 3..]);
+    let results = Results::collect(&mut outputs, &mut letters, total, Duration::from_secs(240));
+    let code = b.terminate();
+    let _ = std::fs::remove_file(&config);
+    results.assert_exactly_once("j", total, poison_every);
+    assert_eq!(code, Some(0), "the second member stopped cleanly");
+}
+
+#[test]
+fn a_frozen_member_whose_partitions_moved_cannot_make_its_writes_visible() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (names, bootstrap, _model, config) = process_fixture("eos-zombie", &exactly_once_group());
+    let (total, poison_every) = (8_000usize, 40usize);
+    let records = inputs("z", total, poison_every);
+    let mut progress = Collector::on(&bootstrap, &names.output);
+    let mut outputs = Collector::read_committed(&bootstrap, &names.output);
+    let mut letters = Collector::read_committed(&bootstrap, &names.dlq);
+    let env = [
+        ("CLICKPIPE__PIPELINE__MAX_IN_FLIGHT", "200"),
+        ("CLICKPIPE__PIPELINE__MAX_BATCH", "50"),
+    ];
+
+    let mut zombie = spawn_with(&config, &env);
+    produce_on(&bootstrap, &names.input, &records[..total / 2]);
+    assert!(
+        progress.until(Duration::from_secs(90), |m| m.len() >= 800),
+        "the first member made progress"
+    );
+    // Frozen mid-stream with a transaction open: past its 6 s session the group gives its
+    // partitions to a new member, which redoes what the frozen one had not committed.
+    signal(zombie.id(), "STOP");
+    let mut successor = spawn_with(&config, &env);
+    produce_on(&bootstrap, &names.input, &records[total / 2..]);
+    let before = progress.messages.len();
+    assert!(
+        progress.until(Duration::from_secs(90), |m| m.len() >= before + 1_000),
+        "the successor took the partitions over"
+    );
+    // Thawed: whatever it still writes or commits under its old generation must stay invisible.
+    signal(zombie.id(), "CONT");
+    std::thread::sleep(Duration::from_secs(5));
+    let results = Results::collect(&mut outputs, &mut letters, total, Duration::from_secs(240));
+    zombie.kill().expect("SIGKILL");
+    let _ = zombie.wait();
+    let code = successor.terminate();
+    let _ = std::fs::remove_file(&config);
+    results.assert_exactly_once("z", total, poison_every);
+    assert_eq!(code, Some(0), "the successor stopped cleanly");
+}
+
+#[test]
+fn a_broker_killed_mid_stream_keeps_every_input_exactly_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut broker = OwnBroker::start();
+    let bootstrap = broker.bootstrap();
+    let names = Names::without_topics("eos-broker");
+    broker.create_topics(&[(&names.input, 4), (&names.output, 4), (&names.dlq, 1)]);
+    let model = ModelServer::start(0);
+    let config = config_file_with_group(&names, &model.url, &bootstrap, &exactly_once_group());
+    let (total, poison_every) = (10_000usize, 50usize);
+    let mut instance = spawn(&config);
+    // 500 events/s for 20 s: input keeps arriving through the outage.
+    let input = PacedProducer::start(
+        &bootstrap,
+        &names.input,
+        inputs("k", total, poison_every),
+        500,
+    );
+    let mut progress = Collector::on(&bootstrap, &names.output);
+    assert!(
+        progress.until(Duration::from_secs(60), |m| m.len() >= 2_000),
+        "outputs before the outage"
+    );
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        instance.try_wait().is_none(),
+        "clickpipe run must ride out the broker's absence, not exit"
+    );
+    broker.restart();
+    let produced = input.finish();
+    assert_eq!(produced.failed, 0, "every input record was acknowledged");
+    let mut outputs = Collector::read_committed(&bootstrap, &names.output);
+    let mut letters = Collector::read_committed(&bootstrap, &names.dlq);
+    let results = Results::collect(&mut outputs, &mut letters, total, Duration::from_secs(240));
+    let code = instance.terminate();
+    let _ = std::fs::remove_file(&config);
+    results.assert_exactly_once("k", total, poison_every);
+    assert_eq!(code, Some(0), "clickpipe stopped cleanly after the outage");
 }

@@ -266,15 +266,16 @@ impl Pipeline {
             ),
             Delivery::ExactlyOnce => {
                 let id = transactional_id(&config.kafka);
-                let producer = create_producer(&transactional_producer(&config.kafka, &id), auth)?;
-                let txn = Transactions::start(producer.clone()).map_err(|source| {
+                let client = transactional_producer(&config.kafka, &id);
+                let make = move || create_producer(&client, auth.clone());
+                let txn = Transactions::start(Box::new(make)).map_err(|source| {
                     StartError::Transactions {
                         id: id.clone(),
                         source,
                     }
                 })?;
                 tracing::info!(transactional_id = %id, "exactly-once delivery: transactions ready");
-                (producer, Some(txn))
+                (txn.producer(), Some(txn))
             }
         };
         let redis = create_pool(&config.redis)?;

@@ -233,12 +233,12 @@ impl Handler<DeadLetter> for DlqActor {
             async move {
                 let DeadLetter { mut record, failure, done } = msg;
                 // Exactly-once: written inside the open transaction, if the record belongs to it.
-                let (permit, persistence) = match &txn {
-                    None => (None, Persistence::UntilAcknowledged),
-                    Some(txn) => match txn.admit().await {
-                        Some(a) if a.epoch == record.epoch => (Some(a.permit), Persistence::Once),
+                let (permit, persistence, producer) = match &txn {
+                    None => (None, Persistence::UntilAcknowledged, producer),
+                    Some(txn) => match txn.admit(record.partition, [record.epoch].into_iter()).await {
+                        Some(a) => (Some(a.permit), Persistence::Once, a.producer),
                         // An abort since the record was read: its partition reads it again.
-                        _ => return,
+                        None => return,
                     },
                 };
                 if let Some(t) = record.trace.as_deref_mut() {

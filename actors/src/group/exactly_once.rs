@@ -38,12 +38,12 @@ impl TransactionHost for Host {
         self.0.upgrade()?.consumer()?.group_metadata()
     }
 
-    fn rewind(&self, epoch: u64) {
+    fn rewind(&self, epoch: u64) -> bool {
         let Some(group) = self.0.upgrade() else {
-            return;
+            return true;
         };
         let Some(consumer) = group.consumer() else {
-            return;
+            return true;
         };
         let hosted: Vec<(TopicPartition, Hosted)> = group
             .partitions
@@ -55,10 +55,13 @@ impl TransactionHost for Host {
         for ((topic, partition), _) in &hosted {
             tpl.add_partition(topic, *partition);
         }
-        let mut committed = group.committed_frontiers(&consumer, &tpl);
-        if group.fatal.borrow().is_some() {
-            return;
-        }
+        let mut committed = match group.read_frontiers(&consumer, &tpl) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the committed frontiers to rewind; retrying");
+                return false;
+            }
+        };
         for (key, hosted) in hosted {
             let to = committed.remove(&key);
             // Until the partition has rewound, the next commits carry its committed frontier
@@ -67,12 +70,7 @@ impl TransactionHost for Host {
             // A rare control message that must not be lost to a full mailbox.
             hosted.addr.do_send(Rewind { epoch, to });
         }
-    }
-
-    fn fatal(&self, reason: String) {
-        if let Some(group) = self.0.upgrade() {
-            group.fatal.send_replace(Some(reason));
-        }
+        true
     }
 }
 
@@ -97,8 +95,8 @@ impl GroupShared {
         Ok(())
     }
 
-    /// Exactly-once mode: commits the open transaction with the frontiers of drained partitions,
-    /// before they are released; blocks until it is done.
+    /// Exactly-once mode: commits the open transaction, with the frontiers of the drained
+    /// partitions (still hosted until released), before they are released; blocks until done.
     pub(super) fn commit_drained(&self, reports: &[DrainReport]) {
         let Some(committer) = self.committer.get() else {
             return;
@@ -106,14 +104,7 @@ impl GroupShared {
         if reports.is_empty() {
             return;
         }
-        let topic = &self.deps.config.kafka.input_topic;
-        let mut extra = TopicPartitionList::new();
-        for r in reports {
-            if let Some(f) = &r.frontier {
-                add_frontier(&mut extra, topic, r.partition, f);
-            }
-        }
-        match committer.commit_now(extra) {
+        match committer.commit_now() {
             Some(Outcome::Committed | Outcome::Idle) => {
                 tracing::info!(partitions = reports.len(), "drained partitions committed")
             }
@@ -146,21 +137,31 @@ impl GroupShared {
         consumer: &GroupConsumer,
         tpl: &TopicPartitionList,
     ) -> HashMap<TopicPartition, Frontier> {
-        if self.deps.txn.is_none() || tpl.count() == 0 {
+        if self.deps.txn.is_none() {
             return HashMap::new();
         }
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
-            Ok(c) => c,
-            Err(e) => {
-                // Without them a partition would redo what a committed transaction finished
-                // beyond its commit point: the process stops and its partitions move on.
-                let reason = format!("cannot read the committed frontiers: {e}");
-                tracing::error!("{reason}");
-                self.fatal.send_replace(Some(reason));
-                return HashMap::new();
-            }
-        };
-        committed
+        self.read_frontiers(consumer, tpl).unwrap_or_else(|e| {
+            // Without them a partition would redo what a committed transaction finished
+            // beyond its commit point: the process stops and its partitions move on.
+            let reason = format!("cannot read the committed frontiers: {e}");
+            tracing::error!("{reason}");
+            self.fatal.send_replace(Some(reason));
+            HashMap::new()
+        })
+    }
+
+    /// The committed frontier of each partition of `tpl` (none for a partition never
+    /// committed), as the broker says.
+    fn read_frontiers(
+        &self,
+        consumer: &GroupConsumer,
+        tpl: &TopicPartitionList,
+    ) -> Result<HashMap<TopicPartition, Frontier>, rdkafka::error::KafkaError> {
+        if tpl.count() == 0 {
+            return Ok(HashMap::new());
+        }
+        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+        Ok(committed
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
@@ -173,6 +174,6 @@ impl GroupShared {
                 )),
                 _ => None,
             })
-            .collect()
+            .collect())
     }
 }

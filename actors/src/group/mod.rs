@@ -102,17 +102,18 @@ impl GroupShared {
     }
 
     /// Drains the given partitions (all when `tpl` is None), blocking until each has committed or
-    /// the drain timeout passed.
+    /// the drain timeout passed. They stay hosted (their progress is what the exactly-once
+    /// commit of the release carries) until [`GroupShared::release`].
     fn drain(&self, tpl: Option<&TopicPartitionList>, lost: bool) -> Vec<DrainReport> {
         let actors: Vec<Addr<PartitionActor>> = {
-            let mut map = self.partitions.lock();
+            let map = self.partitions.lock();
             match tpl {
-                None => map.drain().map(|(_, h)| h.addr).collect(),
+                None => map.values().map(|h| h.addr.clone()).collect(),
                 Some(tpl) => tpl
                     .elements()
                     .iter()
-                    .filter_map(|e| map.remove(&(e.topic().to_string(), e.partition())))
-                    .map(|h| h.addr)
+                    .filter_map(|e| map.get(&(e.topic().to_string(), e.partition())))
+                    .map(|h| h.addr.clone())
                     .collect(),
             }
         };
@@ -149,6 +150,19 @@ impl GroupShared {
             }
         }
         reports
+    }
+
+    /// Forgets the given partitions (all when `tpl` is None), drained and released.
+    fn release(&self, tpl: Option<&TopicPartitionList>) {
+        let mut map = self.partitions.lock();
+        match tpl {
+            None => map.clear(),
+            Some(tpl) => {
+                for e in tpl.elements() {
+                    map.remove(&(e.topic().to_string(), e.partition()));
+                }
+            }
+        }
     }
 
     /// Restarts partitions whose actor died without draining (a panic outside the stages'
@@ -228,6 +242,7 @@ impl GroupEvents for GroupShared {
         } else {
             self.commit_drained(&reports);
         }
+        self.release(Some(tpl));
         tracing::info!(
             revoked = tpl.count(),
             drained = reports.len(),
@@ -421,6 +436,7 @@ impl Handler<Shutdown> for ConsumerGroup {
         let reports = self.shared.drain(None, false);
         self.shared.commit_drained(&reports);
         self.shared.stop_committer();
+        self.shared.release(None);
         if let Some(c) = &self.consumer {
             c.unsubscribe();
         }

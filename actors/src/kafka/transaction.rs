@@ -12,9 +12,14 @@
 //!   its last committed offset; a write of an older epoch is refused ([`Transactions::admit`]),
 //!   so nothing read before an abort is written after it;
 //! - the commits run on a thread of their own ([`Committer`]); a revoke asks it to commit at once
-//!   and waits, so a partition is released only with its offsets committed.
+//!   and waits, so a partition is released only with its offsets committed;
+//! - a producer left unusable (fenced: the coordinator timed the transaction out during a broker
+//!   outage, or a newer producer took the `transactional.id`) is replaced by a new one with the
+//!   same `transactional.id`, whose initialisation aborts whatever the old one left open; this
+//!   counts as an abort (new epoch, partitions rewind).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +40,12 @@ pub struct Admission {
     pub permit: Permit,
     /// The epoch of the open transaction: only records read in it may be written.
     pub epoch: u64,
+    /// The producer of the open transaction: the writes go through it.
+    pub producer: Producer,
 }
+
+/// Makes a new transactional producer (same configuration, same `transactional.id`).
+pub type MakeProducer = Box<dyn Fn() -> Result<Producer, KafkaError> + Send + Sync>;
 
 /// The longest offset metadata a commit carries (the broker's `offset.metadata.max.bytes` is
 /// 4,096 by default): a partition whose frontier needs more (too many gaps between finished
@@ -43,12 +53,19 @@ pub struct Admission {
 /// transaction at its timeout and the partitions rewind.
 pub const MAX_METADATA: usize = 3_000;
 
+/// How long the committer waits before trying again to replace an unusable producer or to
+/// read the committed offsets of a rewind.
+const BROKEN_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a transactional call to the broker may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The transactional producer and the gate between writes and commits.
 pub struct Transactions {
-    producer: Producer,
+    producer: parking_lot::RwLock<Producer>,
+    make: MakeProducer,
+    /// The producer is unusable and could not be replaced yet: the next commit tries again.
+    broken: AtomicBool,
     gate: Arc<RwLock<()>>,
     epoch: AtomicU64,
     /// A write inside the open transaction failed: it can only be aborted.
@@ -58,27 +75,34 @@ pub struct Transactions {
     /// The offsets of the last commit: an interval with no write and no offset moved commits
     /// nothing.
     last: parking_lot::Mutex<Vec<(String, i32, i64, String)>>,
+    /// The input partitions the open transaction wrote for: it commits only with the offsets
+    /// of each (which the broker checks against the group's generation), so writes for a
+    /// partition this member no longer owns can never become visible.
+    touched: parking_lot::Mutex<std::collections::BTreeSet<i32>>,
 }
 
 impl Transactions {
-    /// Initialises `producer`'s transactions (fencing an earlier producer with the same
-    /// `transactional.id`) and opens the first transaction. Blocks for up to [`CALL_TIMEOUT`].
-    pub fn start(producer: Producer) -> Result<Arc<Self>, KafkaError> {
-        producer.init_transactions(CALL_TIMEOUT)?;
-        producer.begin_transaction()?;
+    /// Makes a producer with `make`, initialises its transactions (fencing an earlier producer
+    /// with the same `transactional.id`) and opens the first transaction. Blocks for up to
+    /// [`CALL_TIMEOUT`]. `make` is called again whenever the producer must be replaced.
+    pub fn start(make: MakeProducer) -> Result<Arc<Self>, KafkaError> {
+        let producer = ready(&make)?;
         Ok(Arc::new(Transactions {
-            producer,
+            producer: parking_lot::RwLock::new(producer),
+            make,
+            broken: AtomicBool::new(false),
             gate: Arc::new(RwLock::new(())),
             epoch: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             last: parking_lot::Mutex::new(Vec::new()),
+            touched: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         }))
     }
 
-    /// The transactional producer.
-    pub fn producer(&self) -> &Producer {
-        &self.producer
+    /// The transactional producer of the open transaction.
+    pub fn producer(&self) -> Producer {
+        self.producer.read().clone()
     }
 
     /// The current epoch: records read from now on are stamped with it.
@@ -86,18 +110,26 @@ impl Transactions {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// A share of the open transaction, for records read in its epoch (those of an older one
-    /// must not be written: their partition reads them again). None while the open transaction
-    /// is doomed.
-    pub async fn admit(&self) -> Option<Admission> {
+    /// A share of the open transaction, to write for records of input `partition` that were
+    /// read in the epochs `read_in`: only those read in the open transaction's epoch may be
+    /// written (the others' partition reads them again). None while the open transaction is
+    /// doomed, or when no record belongs to it.
+    pub async fn admit(
+        &self,
+        partition: i32,
+        mut read_in: impl Iterator<Item = u64>,
+    ) -> Option<Admission> {
         let permit = self.gate.clone().read_owned().await;
-        if self.poisoned.load(Ordering::Acquire) {
+        let epoch = self.epoch();
+        if self.poisoned.load(Ordering::Acquire) || !read_in.any(|e| e == epoch) {
             return None;
         }
         self.dirty.store(true, Ordering::Release);
+        self.touched.lock().insert(partition);
         Some(Admission {
             permit: Arc::new(permit),
-            epoch: self.epoch(),
+            epoch,
+            producer: self.producer(),
         })
     }
 
@@ -129,6 +161,9 @@ impl Transactions {
         settle: Settle,
     ) -> Outcome {
         let _all = self.gate.blocking_write();
+        if self.broken.load(Ordering::Acquire) {
+            return self.renew("the producer is still unusable".into());
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return self.abort("a write failed inside the transaction".into());
         }
@@ -155,6 +190,20 @@ impl Transactions {
         if !self.dirty.load(Ordering::Acquire) && *self.last.lock() == snapshot {
             return Outcome::Idle;
         }
+        let unaccounted: Vec<i32> = self
+            .touched
+            .lock()
+            .iter()
+            .filter(|p| !snapshot.iter().any(|e| e.1 == **p && e.2 >= 0))
+            .copied()
+            .collect();
+        if !unaccounted.is_empty() {
+            // Written for, but no longer hosted (lost or released without its offsets): only
+            // an abort keeps those writes from becoming visible.
+            return self.abort(format!(
+                "the transaction wrote for partitions {unaccounted:?} it no longer holds offsets of"
+            ));
+        }
         if let Some((_, partition, _, _)) = snapshot.iter().find(|e| e.3.len() > MAX_METADATA) {
             if settle == Settle::Now {
                 return self.abort(format!(
@@ -167,46 +216,95 @@ impl Transactions {
             );
             return Outcome::Held;
         }
+        let producer = self.producer();
         let sent = match (offsets.count(), group) {
             (0, _) => Ok(()),
-            (_, Some(group)) => {
-                self.producer
-                    .send_offsets_to_transaction(offsets, group, CALL_TIMEOUT)
-            }
+            (_, Some(group)) => producer.send_offsets_to_transaction(offsets, group, CALL_TIMEOUT),
             (_, None) => return self.abort("the consumer has no group metadata".into()),
         };
-        let committed = sent.and_then(|()| self.producer.commit_transaction(CALL_TIMEOUT));
+        let committed = sent.and_then(|()| producer.commit_transaction(CALL_TIMEOUT));
         match committed {
-            Ok(()) => match self.producer.begin_transaction() {
+            Ok(()) => match producer.begin_transaction() {
                 Ok(()) => {
                     self.dirty.store(false, Ordering::Release);
+                    self.touched.lock().clear();
                     *self.last.lock() = snapshot;
                     Outcome::Committed
                 }
-                Err(e) => Outcome::Fatal(format!("cannot begin a transaction: {e}")),
+                Err(e) => self.renew(format!("cannot begin a transaction: {e}")),
             },
-            Err(e) if is_fatal(&e) => Outcome::Fatal(format!("transaction failed: {e}")),
+            Err(e) if is_fatal(&e) => self.renew(format!("the commit failed: {e}")),
             Err(e) => self.abort(e.to_string()),
+        }
+    }
+
+    /// Aborts the open transaction once no write is under way (partitions are released while
+    /// the last abort's rewind is still due). Blocks; call it from the committer's thread only.
+    pub fn abandon(&self, reason: &str) -> Outcome {
+        let _all = self.gate.blocking_write();
+        match self.broken.load(Ordering::Acquire) {
+            true => self.renew(reason.into()),
+            false => self.abort(reason.into()),
         }
     }
 
     /// Aborts the open transaction, starts a new epoch and opens the next transaction.
     fn abort(&self, reason: String) -> Outcome {
         tracing::warn!(%reason, "aborting the transaction; partitions rewind to their commits");
-        if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
+        let producer = self.producer();
+        if let Err(e) = producer.abort_transaction(CALL_TIMEOUT) {
             if is_fatal(&e) {
-                return Outcome::Fatal(format!("cannot abort the transaction: {e}"));
+                return self.renew(format!("{reason}; then the abort failed: {e}"));
             }
             tracing::warn!(error = %e, "abort failed; trying to go on");
         }
+        if let Err(e) = producer.begin_transaction() {
+            return self.renew(format!("{reason}; then a transaction could not begin: {e}"));
+        }
+        Outcome::Aborted {
+            epoch: self.next_epoch(),
+            reason,
+        }
+    }
+
+    /// The producer is unusable: replaces it with a new one with the same `transactional.id`
+    /// (its initialisation aborts what the old one left open, and fences it). Until that
+    /// succeeds nothing is admitted and every commit tries again.
+    fn renew(&self, reason: String) -> Outcome {
+        tracing::warn!(%reason, "the transactional producer is unusable; replacing it");
+        self.broken.store(true, Ordering::Release);
+        self.poisoned.store(true, Ordering::Release);
+        match ready(&self.make) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut *self.producer.write(), fresh);
+                drop(old);
+                self.broken.store(false, Ordering::Release);
+                tracing::info!("transactional producer replaced");
+                Outcome::Aborted {
+                    epoch: self.next_epoch(),
+                    reason,
+                }
+            }
+            Err(e) => Outcome::Broken(format!("{reason}; a new producer is not ready: {e}")),
+        }
+    }
+
+    /// After an abort: a new epoch begins, with an empty open transaction.
+    fn next_epoch(&self) -> u64 {
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.poisoned.store(false, Ordering::Release);
         self.dirty.store(false, Ordering::Release);
-        match self.producer.begin_transaction() {
-            Ok(()) => Outcome::Aborted { epoch, reason },
-            Err(e) => Outcome::Fatal(format!("cannot begin a transaction: {e}")),
-        }
+        self.touched.lock().clear();
+        epoch
     }
+}
+
+/// A producer from `make` with its transactions initialised and the first one open.
+fn ready(make: &MakeProducer) -> Result<Producer, KafkaError> {
+    let producer = make()?;
+    producer.init_transactions(CALL_TIMEOUT)?;
+    producer.begin_transaction()?;
+    Ok(producer)
 }
 
 /// How urgently the open transaction must end.
@@ -236,12 +334,13 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
-    /// The producer cannot go on (fenced by a newer instance, or broken): the process must stop.
-    Fatal(String),
+    /// The producer is unusable and no new one is ready yet (the broker is unreachable):
+    /// nothing is admitted; the committer tries again after a pause.
+    Broken(String),
 }
 
 /// Whether a transactional error leaves the producer unusable (fenced, or a fatal librdkafka
-/// error): only a new process can go on.
+/// error): only a new producer can go on.
 fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(rd) => rd.is_fatal(),
@@ -256,16 +355,15 @@ pub trait TransactionHost: Send + Sync + 'static {
     /// The consumer's group metadata (member, generation), for fencing.
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
     /// After an abort: rewind every hosted partition to its committed offset, in `epoch`.
-    fn rewind(&self, epoch: u64);
-    /// The producer cannot go on: stop the process.
-    fn fatal(&self, reason: String);
+    /// False when the committed offsets could not be read (the broker is away): nothing may be
+    /// committed until a later call succeeds.
+    fn rewind(&self, epoch: u64) -> bool;
 }
 
 /// A request to the committer thread.
 enum Request {
-    /// Commit now, with these offsets besides the hosted partitions' (partitions just drained),
-    /// and say how it went.
-    Now(TopicPartitionList, std::sync::mpsc::Sender<Outcome>),
+    /// Commit now (partitions are being released) and say how it went.
+    Now(std::sync::mpsc::Sender<Outcome>),
     /// Commit what is open and stop.
     Stop(std::sync::mpsc::Sender<Outcome>),
     /// Abort what is open (partitions were lost).
@@ -287,50 +385,58 @@ impl Committer {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("clickpipe-txn".into())
-            .spawn(move || loop {
-                let none = TopicPartitionList::new;
-                let (extra, reply, settle, stop) = match rx.recv_timeout(interval) {
-                    Ok(Request::Now(extra, reply)) => (extra, Some(reply), Settle::Now, false),
-                    Ok(Request::Stop(reply)) => (none(), Some(reply), Settle::Now, true),
-                    Ok(Request::Abort(reply)) => (none(), Some(reply), Settle::Abort, false),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        (none(), None, Settle::Tick, false)
+            .spawn(move || {
+                // An abort whose rewind could not be done yet: the hosted frontiers still hold
+                // aborted work, so nothing is committed until it is.
+                let mut rewind_due = false;
+                let mut pause = interval;
+                loop {
+                    let (reply, settle, stop) = match rx.recv_timeout(pause) {
+                        Ok(Request::Now(reply)) => (Some(reply), Settle::Now, false),
+                        Ok(Request::Stop(reply)) => (Some(reply), Settle::Now, true),
+                        Ok(Request::Abort(reply)) => (Some(reply), Settle::Abort, false),
+                        Err(RecvTimeoutError::Timeout) => (None, Settle::Tick, false),
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    if rewind_due {
+                        rewind_due = !host.rewind(txn.epoch());
                     }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                };
-                let offsets = || {
-                    let mut offsets = host.finished_offsets();
-                    for e in extra.elements() {
-                        let mut added = offsets.add_partition(e.topic(), e.partition());
-                        if added.set_offset(e.offset()).is_ok() {
-                            added.set_metadata(e.metadata());
+                    let outcome = match (rewind_due, settle) {
+                        (false, _) => txn.commit(
+                            || host.finished_offsets(),
+                            host.group_metadata().as_ref(),
+                            settle,
+                        ),
+                        (true, Settle::Tick) => Outcome::Held,
+                        (true, _) => txn.abandon("partitions are released before their rewind"),
+                    };
+                    pause = interval;
+                    match &outcome {
+                        Outcome::Aborted { epoch, .. } => rewind_due = !host.rewind(*epoch),
+                        Outcome::Broken(reason) => {
+                            tracing::warn!(%reason, "no usable transactional producer; retrying");
+                            pause = interval.max(BROKEN_PAUSE);
                         }
+                        Outcome::Idle | Outcome::Held | Outcome::Committed => {}
                     }
-                    offsets
-                };
-                let outcome = txn.commit(offsets, host.group_metadata().as_ref(), settle);
-                match &outcome {
-                    Outcome::Aborted { epoch, .. } => host.rewind(*epoch),
-                    Outcome::Fatal(reason) => {
-                        tracing::error!(%reason, "transactional producer failed");
-                        host.fatal(reason.clone());
+                    if rewind_due {
+                        pause = interval.max(BROKEN_PAUSE);
                     }
-                    Outcome::Idle | Outcome::Held | Outcome::Committed => {}
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome.clone());
-                }
-                if stop || matches!(outcome, Outcome::Fatal(_)) {
-                    break;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(outcome);
+                    }
+                    if stop {
+                        break;
+                    }
                 }
             })?;
         Ok(Committer { tx })
     }
 
-    /// Commits at once with `extra` offsets too; blocks until done (None: the committer is gone).
-    pub fn commit_now(&self, extra: TopicPartitionList) -> Option<Outcome> {
+    /// Commits at once; blocks until done (None: the committer is gone).
+    pub fn commit_now(&self) -> Option<Outcome> {
         let (reply, rx) = std::sync::mpsc::channel();
-        self.tx.send(Request::Now(extra, reply)).ok()?;
+        self.tx.send(Request::Now(reply)).ok()?;
         rx.recv().ok()
     }
 

@@ -51,7 +51,14 @@ impl Handler<Rewind> for PartitionActor {
 
     fn handle(&mut self, msg: Rewind, ctx: &mut Self::Context) {
         self.epoch = msg.epoch;
-        if self.stopping || self.state == PartitionState::Failed {
+        if self.stopping {
+            // Draining: its in-flight records belong to the aborted transaction and will never
+            // finish; the next owner reads them from the committed frontier.
+            *self.frontier.lock() = msg.to;
+            self.complete_drain(ctx);
+            return;
+        }
+        if self.state == PartitionState::Failed {
             return;
         }
         let (offset, tracker) = match &msg.to {

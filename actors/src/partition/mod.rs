@@ -68,8 +68,6 @@ pub struct DrainReport {
     pub committed: Option<i64>,
     /// Records still in flight when the drain timed out (they will be read again).
     pub abandoned: usize,
-    /// Exactly-once mode: the frontier to commit with the group's transaction.
-    pub frontier: Option<tracker::Frontier>,
 }
 
 /// A partition tells the root it restarted its stages (`gave_up` false) or exceeded its restart
@@ -330,10 +328,6 @@ impl PartitionActor {
             self.tracker.committable()
         };
         // Exactly-once: the group commits the frontier with its transaction.
-        let frontier = match self.transactional() && !self.lost {
-            true => self.frontier.lock().clone(),
-            false => None,
-        };
         if let Some(next) = committed.filter(|_| !self.transactional()) {
             let mut tpl = TopicPartitionList::new();
             let added = tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next));
@@ -352,7 +346,6 @@ impl PartitionActor {
             partition: self.partition,
             committed,
             abandoned: self.tracker.in_flight(),
-            frontier,
         };
         if report.abandoned > 0 {
             tracing::warn!(

@@ -53,18 +53,21 @@ impl StageLogic for Emit {
         async move {
             // Exactly-once: written inside the open transaction; records read before its last
             // abort are not written at all (their partition reads them again).
-            let (permit, persistence, batch) = match &txn {
-                None => (None, Persistence::UntilAcknowledged, batch),
-                Some(txn) => match txn.admit().await {
-                    None => return Vec::new(),
-                    Some(a) => {
-                        let batch: Vec<_> = batch
-                            .into_iter()
-                            .filter(|r| r.input.epoch == a.epoch)
-                            .collect();
-                        (Some(a.permit), Persistence::Once, batch)
+            let (permit, persistence, producer, batch) = match &txn {
+                None => (None, Persistence::UntilAcknowledged, producer, batch),
+                Some(txn) => {
+                    let partition = batch.first().map_or(0, |r| r.input.partition);
+                    match txn.admit(partition, batch.iter().map(|r| r.input.epoch)).await {
+                        None => return Vec::new(),
+                        Some(a) => {
+                            let batch: Vec<_> = batch
+                                .into_iter()
+                                .filter(|r| r.input.epoch == a.epoch)
+                                .collect();
+                            (Some(a.permit), Persistence::Once, a.producer, batch)
+                        }
                     }
-                },
+                }
             };
             // All records of the batch are queued in order before any acknowledgement is awaited.
             let sends = batch.iter().map(|r| {
