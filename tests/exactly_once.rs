@@ -1,6 +1,7 @@
 //! `kafka.delivery = "exactly_once"` on the real broker: a `read_committed` reader of the output
 //! and dead-letter topics finds every input exactly once — in one of them, never both, never
-//! twice — across SIGKILLs of the `clickpipe run` process and a member frozen past its session.
+//! twice — across SIGKILLs of the `clickpipe run` process, members joining and leaving, a member
+//! frozen past its session, a broker restart and model and Redis outages.
 
 mod common;
 
@@ -289,4 +290,60 @@ fn a_broker_killed_mid_stream_keeps_every_input_exactly_once() {
     let _ = std::fs::remove_file(&config);
     results.assert_exactly_once("k", total, poison_every);
     assert_eq!(code, Some(0), "clickpipe stopped cleanly after the outage");
+}
+
+#[test]
+fn model_and_redis_outages_keep_every_input_exactly_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (names, bootstrap, model, config) = process_fixture("eos-outages", &exactly_once_group());
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    let text = std::fs::read_to_string(&config).expect("config file");
+    let text = text.replace(
+        &format!("url = \"{}\"", redis_url()),
+        &format!("url = \"{}\"", redis.url()),
+    );
+    std::fs::write(&config, text).expect("config file");
+    let (total, poison_every) = (8_000usize, 40usize);
+    let mut instance = spawn_with(&config, &[("CLICKPIPE__REDIS__TIMEOUT_MS", "300")]);
+    // 500 events/s for 16 s: input keeps arriving through both outages (the pause policies
+    // hold the partitions; nothing is dead-lettered for an outage).
+    let input = PacedProducer::start(
+        &bootstrap,
+        &names.input,
+        inputs("o", total, poison_every),
+        500,
+    );
+    let mut progress = Collector::on(&bootstrap, &names.output);
+    assert!(
+        progress.until(Duration::from_secs(60), |m| m.len() >= 1_000),
+        "outputs before the outages"
+    );
+    model
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    model
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = progress.messages.len();
+    assert!(
+        progress.until(Duration::from_secs(60), |m| m.len() >= before + 500),
+        "outputs again after the model's outage"
+    );
+    redis.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    let _redis = OwnRedis::start(port);
+    assert_eq!(
+        input.finish().failed,
+        0,
+        "every input record was acknowledged"
+    );
+    let mut outputs = Collector::read_committed(&bootstrap, &names.output);
+    let mut letters = Collector::read_committed(&bootstrap, &names.dlq);
+    let results = Results::collect(&mut outputs, &mut letters, total, Duration::from_secs(180));
+    let code = instance.terminate();
+    let _ = std::fs::remove_file(&config);
+    results.assert_exactly_once("o", total, poison_every);
+    assert_eq!(code, Some(0), "clickpipe stopped cleanly after the outages");
 }

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -371,56 +370,6 @@ fn ids_of_payloads(msgs: &[rdkafka::message::OwnedMessage]) -> HashSet<String> {
         .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
         .map(|v| v["event_id"].as_str().unwrap_or_default().to_string())
         .collect()
-}
-
-/// A Redis of this test's own, so stopping it does not disturb other tests.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by scripts/services.sh)");
-        let r = OwnRedis {
-            port,
-            child: Some(child),
-        };
-        assert!(wait_for(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }));
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[test]

@@ -57,7 +57,10 @@ impl StageLogic for Emit {
                 None => (None, Persistence::UntilAcknowledged, producer, batch),
                 Some(txn) => {
                     let partition = batch.first().map_or(0, |r| r.input.partition);
-                    match txn.admit(partition, batch.iter().map(|r| r.input.epoch)).await {
+                    match txn
+                        .admit(partition, batch.iter().map(|r| r.input.epoch))
+                        .await
+                    {
                         None => return Vec::new(),
                         Some(a) => {
                             let batch: Vec<_> = batch
