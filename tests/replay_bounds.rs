@@ -397,3 +397,65 @@ fn replay_limits_of_zero_are_configuration_errors() {
         "the defaults"
     );
 }
+
+#[test]
+fn in_exactly_once_mode_a_replay_job_publishes_and_remembers_inside_transactions() {
+    let names = Names::without_topics("replay-eos");
+    create_topics(&[(&names.input, 2), (&names.output, 2), (&names.dlq, 2)]);
+    let mut cfg = replay_config(&names);
+    cfg.kafka.delivery = clickpipe_actors::config::Delivery::ExactlyOnce;
+    write_dead_letters(&names.dlq, "eos-", 40, "invalid_event");
+    let group = replay_group(&cfg);
+    let state = replay_only_state(cfg.clone());
+    let again = replay_only_state(cfg);
+    actix_rt::System::new().block_on(async move {
+        let app = web_test::init_service(App::new().configure(routes(state))).await;
+        let first = replay!(app, serde_json::json!({}));
+        assert_eq!(
+            (first["state"].as_str(), first["replayed"].as_u64()),
+            (Some("done"), Some(40)),
+            "{first}"
+        );
+        // A fresh process: the memory was committed with the transaction.
+        let app = web_test::init_service(App::new().configure(routes(again))).await;
+        let second = replay!(app, serde_json::json!({}));
+        assert_eq!(second["replayed"], 0, "nothing replayed twice: {second}");
+    });
+    let mut committed = Collector::read_committed(&brokers(), &names.input);
+    assert!(
+        committed.until(WAIT, |m| m.len() >= 40),
+        "a read_committed reader sees the re-publications"
+    );
+    let counts = payload_counts(&names.input, 40);
+    assert!(
+        counts.len() == 40 && counts.values().all(|n| *n == 1),
+        "each dead letter once: {counts:?}"
+    );
+    // Transactional writes leave a commit marker after them in each partition they touched:
+    // the partitions hold more offsets than records.
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("consumer");
+    let offsets: i64 = (0..2)
+        .map(|p| {
+            rdkafka::consumer::Consumer::fetch_watermarks(
+                &consumer,
+                &names.input,
+                p,
+                Duration::from_secs(10),
+            )
+            .map(|(low, high)| high - low)
+            .expect("watermarks")
+        })
+        .sum();
+    assert!(
+        offsets > 40,
+        "{offsets} offsets for 40 records: not transactional"
+    );
+    let remembered: i64 = committed_offsets(&brokers(), &group, &names.dlq)
+        .into_iter()
+        .map(|o| o.unwrap_or(0))
+        .sum();
+    assert_eq!(remembered, 40, "the memory in group {group}");
+}

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use crate::service::config::Config;
 use clickpipe_actors::clients::aws::CredentialsProvider;
+use clickpipe_actors::config::Delivery;
 use clickpipe_actors::kafka::auth::{AuthContext, MskAuth};
 use clickpipe_actors::kafka::client;
 use clickpipe_actors::kafka::produce::{create_producer, Producer as ReplayProducer};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::DeliveryFuture;
+use rdkafka::producer::{DeliveryFuture, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::jobs::{Registry, ReplayJob, Stop};
@@ -58,6 +59,20 @@ pub(super) struct Replay<'a> {
     pub(super) stale: HashSet<i32>,
     pub(super) pending: Vec<Pending>,
     pub(super) withdrawn: Withdrawn,
+    /// Exactly-once mode (`kafka.delivery = exactly_once`): re-publications and the memory go
+    /// to Kafka in transactions of the job's own transactional producer.
+    pub(super) txn: Option<Txn>,
+}
+
+/// The open transaction of a job in exactly-once mode.
+#[derive(Default)]
+pub(super) struct Txn {
+    /// The job's marks as of its last committed transaction: an abort restores them.
+    pub(super) marks: HashMap<i32, super::memory::Handled>,
+    /// `replayed` as of the last committed transaction.
+    pub(super) replayed: u64,
+    /// Why the open transaction can only be aborted (a re-publication failed).
+    pub(super) failed: Option<String>,
 }
 
 /// Reads the dead-letter topic up to its end as of now and re-publishes what matches.
@@ -170,6 +185,7 @@ fn run_inner(
         stale: HashSet::new(),
         pending: Vec::new(),
         withdrawn: Withdrawn::default(),
+        txn: None,
     };
     let stored = replay.load(&ends)?;
     let mut plan = Plan::new(filter, config.admin.replay_max_count, stored);
@@ -198,10 +214,14 @@ fn run_inner(
         return Ok(Outcome::Done);
     }
     if !filter.dry_run {
-        replay.producer = Some(
-            create_producer(&client::pipeline_producer(k), context)
+        replay.producer = Some(match k.delivery {
+            Delivery::AtLeastOnce => create_producer(&client::pipeline_producer(k), context)
                 .map_err(|e| format!("cannot create the replay producer: {e}"))?,
-        );
+            Delivery::ExactlyOnce => {
+                replay.txn = Some(Txn::default());
+                transactional_producer(k, context, job)?
+            }
+        });
     }
     replay
         .consumer
@@ -228,6 +248,24 @@ fn run_inner(
         (Ok(_), Some(Stop::Cancelled), Ok(())) => Outcome::Cancelled,
         (Ok(_), _, Ok(())) => Outcome::Done,
     })
+}
+
+/// Exactly-once mode: the job's transactional producer (`transactional.id` the pipeline's with
+/// `-replay`; jobs of one instance take turns, so one at a time uses it), its first transaction
+/// open.
+fn transactional_producer(
+    k: &clickpipe_actors::config::KafkaConfig,
+    context: AuthContext,
+    job: &ReplayJob,
+) -> Result<ReplayProducer, String> {
+    let id = format!("{}-replay", client::transactional_id(k));
+    let producer = create_producer(&client::transactional_producer(k, &id), context)
+        .map_err(|e| format!("cannot create the replay producer: {e}"))?;
+    producer
+        .init_transactions(job.request_timeout())
+        .and_then(|()| producer.begin_transaction())
+        .map_err(|e| format!("cannot start transactions (transactional.id {id}): {e}"))?;
+    Ok(producer)
 }
 
 /// The error of a job stopped by its deadline.

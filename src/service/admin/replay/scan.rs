@@ -52,7 +52,8 @@ impl Replay<'_> {
                 break;
             }
             self.reap(plan);
-            if plan.dirty && last_commit.elapsed() >= COMMIT_INTERVAL {
+            let open = plan.dirty || (self.txn.is_some() && !self.pending.is_empty());
+            if open && last_commit.elapsed() >= COMMIT_INTERVAL {
                 if let Err(e) = self.commit(plan, 1) {
                     tracing::warn!(job = %self.job.id, error = %e, "replay: cannot record progress");
                 }
@@ -157,9 +158,10 @@ impl Replay<'_> {
     }
 
     /// Takes in the answered deliveries: acknowledged ones count as replayed.
-    fn reap(&mut self, plan: &mut Plan<'_>) {
+    pub(super) fn reap(&mut self, plan: &mut Plan<'_>) {
         let job = self.job;
         let withdrawn = &mut self.withdrawn;
+        let mut txn = self.txn.as_mut();
         self.pending.retain_mut(|d| {
             let Some(result) = (&mut d.delivery).now_or_never() else {
                 return true;
@@ -168,6 +170,11 @@ impl Replay<'_> {
                 Ok(Ok(_)) => plan.acked(d.partition, d.key, d.offset),
                 Ok(Err((e, _))) => {
                     job.replayed.fetch_sub(1, Ordering::Relaxed);
+                    // Exactly-once mode: the open transaction can only be aborted now.
+                    if let Some(t) = txn.as_deref_mut() {
+                        t.failed
+                            .get_or_insert_with(|| format!("a re-publication failed: {e}"));
+                    }
                     match e.rdkafka_error_code() {
                         Some(RDKafkaErrorCode::PurgeQueue) => withdrawn.unsent += 1,
                         Some(RDKafkaErrorCode::PurgeInflight) => withdrawn.unknown += 1,

@@ -2,9 +2,11 @@
 //! committing what this job handled there (merged with what is committed now).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::memory::{Handled, MAX_METADATA};
@@ -71,8 +73,12 @@ impl Replay<'_> {
     }
 
     /// Records what the job handled in the replay group (merged with what is committed there
-    /// now), trying `attempts` times.
+    /// now), trying `attempts` times. Exactly-once mode: with the re-publications since the
+    /// last commit, in one transaction (tried once: an abort withdraws them, for a later job).
     pub(super) fn commit(&mut self, plan: &mut Plan<'_>, attempts: u32) -> Result<(), String> {
+        if self.txn.is_some() {
+            return self.commit_transaction(plan);
+        }
         if plan.filter.dry_run || !plan.dirty {
             return Ok(());
         }
@@ -90,6 +96,99 @@ impl Replay<'_> {
     }
 
     fn try_commit(&mut self, plan: &mut Plan<'_>) -> Result<(), String> {
+        let (tpl, merged) = self.memory(plan)?;
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| format!("commit to group {}: {e}", self.group))?;
+        self.remember(plan, merged);
+        Ok(())
+    }
+
+    /// Exactly-once mode: waits for the re-publications sent, then commits them with the
+    /// memory in the open transaction and opens the next; aborts what cannot be committed.
+    fn commit_transaction(&mut self, plan: &mut Plan<'_>) -> Result<(), String> {
+        let Some(producer) = self.producer.clone() else {
+            return Ok(());
+        };
+        let until = std::time::Instant::now() + self.job.request_timeout();
+        while !self.pending.is_empty() && std::time::Instant::now() < until {
+            self.reap(plan);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let failed = self.txn.as_mut().and_then(|t| t.failed.take());
+        if failed.is_none() && self.pending.is_empty() && !plan.dirty {
+            return Ok(());
+        }
+        let committed = match (failed, self.pending.is_empty()) {
+            (Some(e), _) => Err(e),
+            (None, false) => Err("re-publications unanswered by the broker".into()),
+            (None, true) => self.memory(plan).and_then(|(tpl, merged)| {
+                let group = self
+                    .consumer
+                    .group_metadata()
+                    .ok_or("the replay consumer has no group metadata")?;
+                let timeout = self.job.request_timeout();
+                producer
+                    .send_offsets_to_transaction(&tpl, &group, timeout)
+                    .and_then(|()| producer.commit_transaction(timeout))
+                    .map_err(|e| format!("transaction commit to group {}: {e}", self.group))?;
+                Ok(merged)
+            }),
+        };
+        match committed {
+            Ok(merged) => {
+                self.remember(plan, merged);
+                if let Some(t) = self.txn.as_mut() {
+                    t.marks = plan.marks.clone();
+                    t.replayed = self.job.replayed.load(Ordering::Relaxed);
+                }
+                producer
+                    .begin_transaction()
+                    .map_err(|e| format!("cannot begin a transaction: {e}"))
+            }
+            Err(reason) => Err(self.abort_transaction(plan, &producer, reason)),
+        }
+    }
+
+    /// Exactly-once mode: aborts the open transaction; what it re-published is withdrawn and
+    /// left for a later job. Returns the error to report.
+    fn abort_transaction(
+        &mut self,
+        plan: &mut Plan<'_>,
+        producer: &clickpipe_actors::kafka::produce::Producer,
+        reason: String,
+    ) -> String {
+        let timeout = self.job.request_timeout();
+        let reopened = producer
+            .abort_transaction(timeout)
+            .and_then(|()| producer.begin_transaction());
+        let Some(txn) = self.txn.as_mut() else {
+            return reason;
+        };
+        plan.marks = txn.marks.clone();
+        plan.dirty = false;
+        let replayed = self.job.replayed.load(Ordering::Relaxed);
+        let withdrawn = replayed.saturating_sub(txn.replayed) + self.pending.len() as u64;
+        self.job.replayed.store(txn.replayed, Ordering::Relaxed);
+        self.pending.clear();
+        self.withdrawn.unsent += withdrawn;
+        let mut message = format!(
+            "transaction aborted ({reason}): {withdrawn} re-publications withdrawn, left for the              next job"
+        );
+        if let Err(e) = reopened {
+            // The producer cannot go on: every later commit of this job fails the same way.
+            txn.failed = Some(format!("the replay producer is unusable: {e}"));
+            message.push_str(&format!("; the replay producer is unusable: {e}"));
+        }
+        message
+    }
+
+    /// What to commit to the replay group: this job's marks merged with what is committed
+    /// there now, per partition.
+    fn memory(
+        &mut self,
+        plan: &Plan<'_>,
+    ) -> Result<(TopicPartitionList, HashMap<i32, Handled>), String> {
         let topic = &self.config.kafka.dlq_topic;
         let mut partitions: Vec<i32> = plan
             .marks
@@ -124,15 +223,16 @@ impl Replay<'_> {
             elem.set_metadata(handled.encode());
             merged.insert(p, handled);
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| format!("commit to group {}: {e}", self.group))?;
+        Ok((tpl, merged))
+    }
+
+    /// After a commit: `merged` is the memory from now on.
+    fn remember(&mut self, plan: &mut Plan<'_>, merged: HashMap<i32, Handled>) {
         for (p, handled) in merged {
             // What this job committed is the memory from now on, stale or not.
             self.stale.remove(&p);
             plan.stored.insert(p, handled);
         }
         plan.dirty = false;
-        Ok(())
     }
 }
