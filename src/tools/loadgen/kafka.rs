@@ -23,6 +23,9 @@ pub(super) fn consumer_config(k: &KafkaConfig, run_id: &str) -> ClientConfig {
     client::consumer(k)
         .default("fetch.wait.max.ms", "5")
         .default("client.id", "clickpipe-loadgen-summary")
+        // Only committed records: in exactly-once mode a latency includes the wait for the
+        // transaction's commit, as a downstream reader would see it.
+        .default("isolation.level", "read_committed")
         .force("group.id", format!("clickpipe-loadgen-{run_id}"))
         .force("enable.auto.commit", "false")
         .force("enable.auto.offset.store", "false")
