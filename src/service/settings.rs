@@ -488,6 +488,32 @@ mod tests {
                 env_refused(jail, (var, value), key);
             }
 
+            // Exactly-once: a transaction must commit well within its timeout.
+            jail.set_env("CLICKPIPE__KAFKA__DELIVERY", "exactly_once");
+            jail.set_env("CLICKPIPE__KAFKA__TRANSACTION_INTERVAL_MS", "6000");
+            let e = load_err(None, "interval above half the transaction timeout");
+            assert!(
+                e.contains("kafka.transaction_interval_ms") && e.contains("10000"),
+                "{e}"
+            );
+            jail.set_env("CLICKPIPE__KAFKA__PRODUCER__TRANSACTION_TIMEOUT_MS", "soon");
+            let e = load_err(None, "a transaction timeout that is no number");
+            assert!(
+                e.contains("transaction.timeout.ms") && e.contains("soon"),
+                "{e}"
+            );
+            jail.set_env(
+                "CLICKPIPE__KAFKA__PRODUCER__TRANSACTION_TIMEOUT_MS",
+                "60000",
+            );
+            assert!(load(None).is_ok(), "a longer transaction timeout allows it");
+            jail.clear_env();
+            env_refused(
+                jail,
+                ("CLICKPIPE__KAFKA__DELIVERY", "twice"),
+                "kafka.delivery",
+            );
+
             jail.create_file("managed.toml", "[kafka.client]\n\"group.id\" = \"x\"\n")?;
             let e = load_err(Some("managed.toml"), "managed");
             assert!(e.contains("group.id"), "{e}");

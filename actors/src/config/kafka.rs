@@ -220,6 +220,32 @@ impl KafkaConfig {
         positive("kafka.max_payload_bytes", k.max_payload_bytes)?;
         positive("kafka.commit_interval_ms", k.commit_interval_ms)?;
         positive("kafka.transaction_interval_ms", k.transaction_interval_ms)?;
+        if k.delivery == Delivery::ExactlyOnce {
+            // A transaction must commit well within the broker's timeout for it, or the
+            // coordinator aborts it and every interval is processed again.
+            let (key, timeout) = match (
+                k.producer.get("transaction.timeout.ms"),
+                k.client.get("transaction.timeout.ms"),
+            ) {
+                (Some(v), _) => ("kafka.producer.\"transaction.timeout.ms\"", Some(v)),
+                (None, Some(v)) => ("kafka.client.\"transaction.timeout.ms\"", Some(v)),
+                (None, None) => ("", None),
+            };
+            let timeout_ms = match timeout {
+                None => crate::kafka::client::DEFAULT_TRANSACTION_TIMEOUT_MS,
+                Some(v) => v
+                    .parse::<u64>()
+                    .map_err(|_| bad(key, &format!("`{v}` is not a number of milliseconds")))?,
+            };
+            if k.transaction_interval_ms.0.saturating_mul(2) > timeout_ms {
+                return Err(bad(
+                    "kafka.transaction_interval_ms",
+                    &format!(
+                        "must be at most half the producer's transaction.timeout.ms ({timeout_ms} ms)"
+                    ),
+                ));
+            }
+        }
         if k.transactional_id.len() > 249 {
             return Err(bad(
                 "kafka.transactional_id",
