@@ -6,6 +6,7 @@
 //! partition actors live on other threads, so a revoke can block here until they have drained.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ type TopicPartition = (String, i32);
 struct Hosted {
     addr: Addr<PartitionActor>,
     progress: Progress,
+    /// Being drained for release: its actor stops on purpose and is not revived.
+    draining: Arc<AtomicBool>,
 }
 
 /// State shared by the consumer-group actor and the consumer's rebalance callbacks.
@@ -95,9 +98,14 @@ impl GroupShared {
                 PartitionActor::new(&t, partition, c, queue, deps, root, p)
             });
             tracing::info!(topic, partition, "partition assigned");
-            self.partitions
-                .lock()
-                .insert((topic, partition), Hosted { addr, progress });
+            self.partitions.lock().insert(
+                (topic, partition),
+                Hosted {
+                    addr,
+                    progress,
+                    draining: Arc::default(),
+                },
+            );
         }
     }
 
@@ -107,15 +115,21 @@ impl GroupShared {
     fn drain(&self, tpl: Option<&TopicPartitionList>, lost: bool) -> Vec<DrainReport> {
         let actors: Vec<Addr<PartitionActor>> = {
             let map = self.partitions.lock();
-            match tpl {
-                None => map.values().map(|h| h.addr.clone()).collect(),
+            let hosted: Vec<&Hosted> = match tpl {
+                None => map.values().collect(),
                 Some(tpl) => tpl
                     .elements()
                     .iter()
                     .filter_map(|e| map.get(&(e.topic().to_string(), e.partition())))
-                    .map(|h| h.addr.clone())
                     .collect(),
-            }
+            };
+            hosted
+                .into_iter()
+                .map(|h| {
+                    h.draining.store(true, Ordering::Release);
+                    h.addr.clone()
+                })
+                .collect()
         };
         if actors.is_empty() {
             return Vec::new();
@@ -172,7 +186,7 @@ impl GroupShared {
             .partitions
             .lock()
             .iter()
-            .filter(|(_, h)| !h.addr.connected())
+            .filter(|(_, h)| !h.addr.connected() && !h.draining.load(Ordering::Acquire))
             .map(|(k, h)| (k.clone(), h.progress.clone()))
             .collect();
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
