@@ -49,6 +49,11 @@ def main(doc):
     ap.add_argument("--overload-rate", type=int, default=3200)
     ap.add_argument("--overload-duration", type=int, default=15)
     ap.add_argument("--fetch-wait-ms", default="1")
+    ap.add_argument("--clickpipe-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable for the clickpipe systems (repeatable), e.g. "
+                         "CLICKPIPE__KAFKA__PRODUCER__LINGER_MS=0")
+    ap.add_argument("--transaction-interval-ms", default=None,
+                    help="clickpipe-eos: kafka.transaction_interval_ms (default: clickpipe's)")
     ap.add_argument("--smoke", action="store_true",
                     help="CI smoke: debug build, MockCluster, 200/s for 3 s, no Quix, no overload")
     ap.add_argument("--debug", action="store_true", help="use the debug build")

@@ -42,10 +42,13 @@ def start_system(system, env, broker, tag):
         p = Proc(f"{tag}-{system}", [env.exe("clickpipe"), "run"], e, env.workdir)
         wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
     elif system in ("clickpipe", "clickpipe-eos"):
+        e.update(kv.split("=", 1) for kv in env.args.clickpipe_env)
         if system == "clickpipe-eos":
             # The load generator's consumer reads committed records (librdkafka's default
             # isolation.level), so its latencies include the wait for the transaction's commit.
             e["CLICKPIPE__KAFKA__DELIVERY"] = "exactly_once"
+            if env.args.transaction_interval_ms:
+                e["CLICKPIPE__KAFKA__TRANSACTION_INTERVAL_MS"] = env.args.transaction_interval_ms
         p = Proc(f"{tag}-{system}", [env.exe("clickpipe"), "run"], e, env.workdir)
         wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
     elif system in ("passthrough", "naive"):

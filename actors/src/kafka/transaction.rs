@@ -160,7 +160,9 @@ impl Transactions {
         group: Option<&ConsumerGroupMetadata>,
         settle: Settle,
     ) -> Outcome {
+        let asked = std::time::Instant::now();
         let _all = self.gate.blocking_write();
+        let waited = asked.elapsed();
         if self.broken.load(Ordering::Acquire) {
             return self.renew("the producer is still unusable".into());
         }
@@ -217,12 +219,19 @@ impl Transactions {
             return Outcome::Held;
         }
         let producer = self.producer();
+        let started = std::time::Instant::now();
         let sent = match (offsets.count(), group) {
             (0, _) => Ok(()),
             (_, Some(group)) => producer.send_offsets_to_transaction(offsets, group, CALL_TIMEOUT),
             (_, None) => return self.abort("the consumer has no group metadata".into()),
         };
         let committed = sent.and_then(|()| producer.commit_transaction(CALL_TIMEOUT));
+        tracing::debug!(
+            gate_ms = waited.as_secs_f64() * 1e3,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ok = committed.is_ok(),
+            "transaction commit"
+        );
         match committed {
             Ok(()) => match producer.begin_transaction() {
                 Ok(()) => {
