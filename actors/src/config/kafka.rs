@@ -235,12 +235,12 @@ impl KafkaConfig {
                 None => crate::kafka::client::DEFAULT_TRANSACTION_TIMEOUT_MS,
                 Some(v) => v
                     .parse::<u64>()
-                    .map_err(|_| bad(key, &format!("`{v}` is not a number of milliseconds")))?,
+                    .map_err(|_| bad(key, format!("`{v}` is not a number of milliseconds")))?,
             };
             if k.transaction_interval_ms.0.saturating_mul(2) > timeout_ms {
                 return Err(bad(
                     "kafka.transaction_interval_ms",
-                    &format!(
+                    format!(
                         "must be at most half the producer's transaction.timeout.ms ({timeout_ms} ms)"
                     ),
                 ));
