@@ -33,6 +33,7 @@ pub mod error;
 pub mod event;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
+pub mod feature_set;
 pub mod features;
 pub mod group;
 pub mod kafka;

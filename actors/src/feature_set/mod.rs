@@ -1,0 +1,88 @@
+//! Declared features (issue #17, first part): the feature-set file format, its start-up checks and
+//! the shipped sets (`config/features/default.toml`, today's features; `example.toml`, with
+//! windows). The engine computing a declared set is not wired in yet: the pipeline still computes
+//! [`crate::features::Features`], which `default.toml` describes name for name.
+
+pub mod spec;
+pub mod validate;
+
+use std::path::Path;
+
+pub use spec::FeatureSetFile;
+pub use validate::{validate, FeatureSetError};
+
+/// The event fields a feature may read (the fields of [`crate::event::Event`]).
+pub const EVENT_FIELDS: [&str; 10] = [
+    "event_id",
+    "user_id",
+    "session_id",
+    "timestamp",
+    "event_type",
+    "page",
+    "referrer",
+    "zip",
+    "device",
+    "price",
+];
+
+/// The built-in set: today's features, in today's order.
+pub const DEFAULT_SET: &str = include_str!("../../../config/features/default.toml");
+
+/// A checked feature set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSet {
+    /// As written.
+    pub file: FeatureSetFile,
+    /// The names sent to the model and written out, in model-instance order.
+    pub outputs: Vec<String>,
+}
+
+impl FeatureSet {
+    /// Parses and checks the text of a feature-set file.
+    pub fn parse(text: &str) -> Result<FeatureSet, FeatureSetError> {
+        let raw: spec::RawFile = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            FeatureSetError {
+                feature: None,
+                key: message.split('`').nth(1).unwrap_or("(file)").to_string(),
+                problem: message,
+            }
+        })?;
+        let features = raw
+            .feature
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| spec::FeatureSpec::from_table(i, table))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|(feature, key, problem)| FeatureSetError {
+                feature: Some(feature),
+                key,
+                problem,
+            })?;
+        let file = FeatureSetFile {
+            version: raw.version,
+            features,
+            materialize: raw.materialize,
+        };
+        let outputs = validate(&file)?;
+        Ok(FeatureSet { file, outputs })
+    }
+
+    /// Reads, parses and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<FeatureSet, FeatureSetError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FeatureSetError {
+            feature: None,
+            key: "(file)".into(),
+            problem: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// The built-in set.
+    pub fn builtin() -> Result<FeatureSet, FeatureSetError> {
+        Self::parse(DEFAULT_SET)
+    }
+}
+
+#[cfg(test)]
+mod tests;

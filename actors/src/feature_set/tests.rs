@@ -1,0 +1,184 @@
+use super::*;
+use crate::event::Event;
+use crate::features::{compute, ZipInfo};
+use crate::session::advance;
+
+/// The keys of today's computed features, in the order they are serialised.
+fn todays_feature_names() -> Vec<String> {
+    let event = Event {
+        event_id: "e".into(),
+        user_id: "u".into(),
+        session_id: "s".into(),
+        timestamp: chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("time"),
+        event_type: "page_view".into(),
+        page: None,
+        referrer: None,
+        zip: Some("10001".into()),
+        device: None,
+        price: None,
+    };
+    let zip = ZipInfo::from_fields(Some("72000"), Some("America/New_York"));
+    let session = advance(None, 0, 1_800_000).1;
+    let text = serde_json::to_string(&compute(&event, Some(&zip), &session, 1.0)).expect("json");
+    // A flat object of numbers, booleans and null: every key is a `"…":` with no quote inside.
+    text.trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .filter_map(|kv| kv.split_once(':'))
+        .map(|(k, _)| k.trim_matches('"').to_string())
+        .collect()
+}
+
+#[test]
+fn the_default_set_names_todays_features_in_todays_order() {
+    let set = FeatureSet::builtin().expect("config/features/default.toml");
+    assert_eq!(set.outputs, todays_feature_names());
+    assert_eq!(set.file.version, "builtin-1");
+}
+
+#[test]
+fn the_example_set_is_valid_and_has_three_windows() {
+    let text = include_str!("../../../config/features/example.toml");
+    let set = FeatureSet::parse(text).expect("example.toml");
+    let windows = set
+        .file
+        .features
+        .iter()
+        .filter(|f| matches!(f.kind, spec::Kind::Window { .. }))
+        .count();
+    assert_eq!(windows, 3);
+    assert!(set.outputs.contains(&"user_product_views_10m".to_string()));
+    assert!(
+        !set.outputs.contains(&"zip_timezone".to_string()),
+        "output = false"
+    );
+    assert_eq!(set.file.materialize.len(), 1);
+}
+
+/// The error of `features` (TOML `[[feature]]` tables) after a version line.
+fn error_of(features: &str) -> FeatureSetError {
+    FeatureSet::parse(&format!("version = \"t\"\n{features}")).expect_err(features)
+}
+
+fn window(name: &str, extra: &str) -> String {
+    format!(
+        "[[feature]]\nname = \"{name}\"\nkind = \"window\"\nentity = \"user_id\"\n\
+         function = \"count\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn problems_name_the_feature_and_the_key() {
+    let e = error_of(&window("w", "window = \"2d\""));
+    assert_eq!(
+        (e.feature.as_deref(), e.key.as_str()),
+        (Some("w"), "window")
+    );
+    assert!(
+        e.to_string().contains("feature \"w\": key \"window\""),
+        "{e}"
+    );
+    for too in ["29s", "25h", "10", "ten minutes"] {
+        let e = error_of(&window("w", &format!("window = \"{too}\"")));
+        assert_eq!(e.key, "window", "{too}: {e}");
+    }
+    for ok in ["30s", "10m", "24h"] {
+        assert!(
+            FeatureSet::parse(&format!(
+                "version = \"t\"\n{}",
+                window("w", &format!("window = \"{ok}\""))
+            ))
+            .is_ok(),
+            "{ok}"
+        );
+    }
+
+    let e = error_of(&format!(
+        "{}{}",
+        window("w", "window = \"1m\""),
+        window("w", "window = \"2m\"")
+    ));
+    assert_eq!((e.feature.as_deref(), e.key.as_str()), (Some("w"), "name"));
+
+    let e = error_of(&window("w", "window = \"1m\"\ncolumn = \"price\""));
+    assert_eq!(e.key, "column", "count takes no column: {e}");
+    let e = error_of(&window(
+        "w",
+        "window = \"1m\"\nwhere = { colour = \"red\" }",
+    ));
+    assert_eq!(e.key, "where", "{e}");
+    assert!(e.problem.contains("not an event field"), "{e}");
+
+    let e = error_of(
+        "[[feature]]\nname = \"l\"\nkind = \"lookup\"\nkey = \"zip:{postcode}\"\n\
+         field = \"f\"\ntype = \"float\"\ndefault = 0.0\n",
+    );
+    assert_eq!((e.feature.as_deref(), e.key.as_str()), (Some("l"), "key"));
+    let e = error_of(
+        "[[feature]]\nname = \"l\"\nkind = \"lookup\"\nkey = \"zip:{zip}\"\n\
+         field = \"f\"\ntype = \"float\"\n",
+    );
+    assert_eq!(e.key, "default", "a lookup needs a default: {e}");
+
+    let e = error_of(
+        "[[feature]]\nname = \"h\"\nkind = \"local_time\"\npart = \"hour\"\n\
+         timezone_from = \"nowhere\"\n",
+    );
+    assert_eq!(e.key, "timezone_from", "{e}");
+
+    let e = error_of(
+        "[[feature]]\nname = \"o\"\nkind = \"one_hot\"\ncolumn = \"device\"\nvalues = []\n",
+    );
+    assert_eq!(e.key, "values", "{e}");
+
+    let e = FeatureSet::parse(
+        "version = \"t\"\n[[materialize]]\nentity = \"user_id\"\nttl = \"soon\"\n",
+    )
+    .expect_err("ttl");
+    assert_eq!((e.feature, e.key.as_str()), (None, "materialize.ttl"));
+}
+
+#[test]
+fn unknown_kinds_parts_functions_and_keys_are_refused() {
+    for (body, word, key) in [
+        ("kind = \"magic\"", "magic", "kind"),
+        (
+            "kind = \"local_time\"\npart = \"fortnight\"",
+            "fortnight",
+            "part",
+        ),
+        (
+            "kind = \"session\"\nfunction = \"median\"",
+            "median",
+            "function",
+        ),
+        (
+            "kind = \"one_hot\"\ncolumn = \"device\"\nvalues = [\"a\"]\ncolour = 1",
+            "colour",
+            "colour",
+        ),
+        ("kind = \"field\"\ntype = \"float\"", "column", "column"),
+    ] {
+        let e = error_of(&format!("[[feature]]\nname = \"x\"\n{body}\n"));
+        assert!(e.problem.contains(word), "{body}: {e}");
+        assert_eq!(
+            (e.feature.as_deref(), e.key.as_str()),
+            (Some("x"), key),
+            "{body}: {e}"
+        );
+    }
+    let e =
+        FeatureSet::parse("[[feature]]\nname = \"x\"\nkind = \"field\"\n").expect_err("version");
+    assert!(e.problem.contains("version"), "{e}");
+}
+
+#[test]
+fn durations_take_one_unit_of_seconds_minutes_or_hours() {
+    use std::time::Duration;
+    use validate::parse_duration;
+    assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+    assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+    assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+    for bad in ["", "h", "10", "1d", "1h30m", "-5s", "99999999999999999999s"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}
