@@ -3,8 +3,10 @@
 //! windows). The engine computing a declared set is not wired in yet: the pipeline still computes
 //! [`crate::features::Features`], which `default.toml` describes name for name.
 
+pub mod engine;
 pub mod spec;
 pub mod validate;
+pub mod window;
 
 use std::path::Path;
 
@@ -78,9 +80,29 @@ impl FeatureSet {
         Self::parse(&text)
     }
 
-    /// The built-in set.
+    /// The built-in set as written in `config/features/default.toml`.
     pub fn builtin() -> Result<FeatureSet, FeatureSetError> {
         Self::parse(DEFAULT_SET)
+    }
+
+    /// The built-in set for a configuration: ZIP hashes under `zip_prefix` (`redis.zip_prefix`)
+    /// and `default_income` (`features.default_zip_median_income`) for an unknown ZIP.
+    pub fn builtin_for(
+        zip_prefix: &str,
+        default_income: f64,
+    ) -> Result<FeatureSet, FeatureSetError> {
+        let mut set = Self::builtin()?;
+        for f in &mut set.file.features {
+            if let spec::Kind::Lookup { key, field, .. } = &mut f.kind {
+                if key == "zip:{zip}" {
+                    *key = format!("{zip_prefix}{{zip}}");
+                }
+                if field == "median_income" {
+                    f.default = Some(toml::Value::Float(default_income));
+                }
+            }
+        }
+        Ok(set)
     }
 }
 

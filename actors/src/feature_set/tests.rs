@@ -182,3 +182,65 @@ fn durations_take_one_unit_of_seconds_minutes_or_hours() {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }
 }
+
+/// An event for the parity test.
+fn sample(i: u64, event_type: &str, device: Option<&str>, zip: Option<&str>) -> Event {
+    Event {
+        event_id: format!("e{i}"),
+        user_id: "u".into(),
+        session_id: "s".into(),
+        // Spread over hours, weekdays and a DST change.
+        timestamp: chrono::DateTime::from_timestamp(1_772_000_000 + (i as i64) * 7_919, 0)
+            .expect("time"),
+        event_type: event_type.into(),
+        page: None,
+        referrer: None,
+        zip: zip.map(str::to_string),
+        device: device.map(str::to_string),
+        price: None,
+    }
+}
+
+#[test]
+fn the_default_set_computes_todays_features_byte_for_byte() {
+    let set = FeatureSet::builtin_for("zp:", 51_234.5).expect("built-in set");
+    let zips: [(Option<&str>, Option<(&str, &str)>); 5] = [
+        (Some("10001"), Some(("72000", "America/New_York"))),
+        (Some("94105"), Some(("nan", "America/Los_Angeles"))),
+        (Some("60601"), Some(("88000.25", "Mars/Olympus"))),
+        (Some("00000"), None),
+        (None, None),
+    ];
+    let types = ["page_view", "purchase", "search", "refund", ""];
+    let devices = [Some("mobile"), Some("tablet"), Some("toaster"), None];
+    let mut session = None;
+    let mut checked = 0;
+    for i in 0..200u64 {
+        let (zip, hash) = zips[(i % 5) as usize];
+        let event = sample(i, types[(i % 5) as usize], devices[(i % 4) as usize], zip);
+        let ts = event.timestamp.timestamp_millis() - if i % 7 == 3 { 90_000 } else { 0 };
+        let (state, snap) = crate::session::advance(session.take(), ts, 1_800_000);
+        session = Some(state);
+        let info = hash.map(|(income, tz)| ZipInfo::from_fields(Some(income), Some(tz)));
+        let want =
+            serde_json::to_string(&compute(&event, info.as_ref(), &snap, 51_234.5)).expect("json");
+        let mut known = engine::Known {
+            session: Some(&snap),
+            ..Default::default()
+        };
+        if let (Some(z), Some((income, tz))) = (zip, hash) {
+            known.hashes.insert(
+                format!("zp:{z}"),
+                [("median_income", income), ("timezone", tz)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
+        let got =
+            serde_json::to_string(&set.compute(&event, &known).expect("computable")).expect("json");
+        assert_eq!(got, want, "event {i}");
+        checked += 1;
+    }
+    assert_eq!(checked, 200);
+}
