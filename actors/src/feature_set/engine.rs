@@ -240,7 +240,7 @@ impl FeatureSet {
             },
             Kind::OneHot { column, values } => {
                 let v = field_text(event, column).unwrap_or_default();
-                let hit = values.iter().any(|x| *x == v);
+                let hit = values.contains(&v);
                 values
                     .iter()
                     .map(|x| (format!("{}_{x}", f.name), Value::UInt(u64::from(*x == v))))

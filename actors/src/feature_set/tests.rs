@@ -204,7 +204,9 @@ fn sample(i: u64, event_type: &str, device: Option<&str>, zip: Option<&str>) -> 
 #[test]
 fn the_default_set_computes_todays_features_byte_for_byte() {
     let set = FeatureSet::builtin_for("zp:", 51_234.5).expect("built-in set");
-    let zips: [(Option<&str>, Option<(&str, &str)>); 5] = [
+    // (ZIP, its hash: median income and time zone)
+    type Zip<'a> = (Option<&'a str>, Option<(&'a str, &'a str)>);
+    let zips: [Zip; 5] = [
         (Some("10001"), Some(("72000", "America/New_York"))),
         (Some("94105"), Some(("nan", "America/Los_Angeles"))),
         (Some("60601"), Some(("88000.25", "Mars/Olympus"))),
