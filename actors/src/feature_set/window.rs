@@ -52,7 +52,15 @@ pub fn aggregate(
     function: WindowFunction,
 ) -> Option<f64> {
     let from = t_ms.saturating_sub(window_ms);
-    let covered = entries.iter().filter(|e| e.ts_ms > from && e.ts_ms <= t_ms);
+    // In (event time, event id) order, as the Redis script reads them: float sums come out the
+    // same to the last bit.
+    let mut in_order: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.ts_ms > from && e.ts_ms <= t_ms)
+        .collect();
+    in_order
+        .sort_by(|a, b| (a.ts_ms, a.event_id.as_bytes()).cmp(&(b.ts_ms, b.event_id.as_bytes())));
+    let covered = in_order.iter().copied();
     let numbers = || {
         covered
             .clone()
@@ -89,6 +97,138 @@ pub fn aggregate(
             .map(|(_, _, v)| v),
     }
 }
+
+/// One event's part in one window feature's state, as the script takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowItem {
+    /// The state's key (a sorted set of event ids by event time); its values live in the hash
+    /// `{key}:v`. Both share a hash tag, so they sit in one slot of a Redis cluster.
+    pub key: String,
+    /// The event, as it enters the state.
+    pub entry: Entry,
+    /// Whether the event enters the state (it matches the feature's `where`); its aggregate is
+    /// read either way.
+    pub add: bool,
+    /// The window, milliseconds.
+    pub window_ms: i64,
+    /// The aggregation.
+    pub function: WindowFunction,
+}
+
+/// The name of `function` in the script.
+fn function_name(f: WindowFunction) -> &'static str {
+    match f {
+        WindowFunction::Count => "count",
+        WindowFunction::Sum => "sum",
+        WindowFunction::Avg => "avg",
+        WindowFunction::Min => "min",
+        WindowFunction::Max => "max",
+        WindowFunction::CountDistinct => "count_distinct",
+        WindowFunction::Last => "last",
+    }
+}
+
+/// The script's `KEYS` and `ARGV` for `items`.
+pub fn script_args(items: &[WindowItem]) -> (Vec<String>, Vec<String>) {
+    let mut keys = Vec::with_capacity(items.len() * 2);
+    let mut argv = Vec::with_capacity(items.len() * 6);
+    for it in items {
+        keys.push(it.key.clone());
+        keys.push(format!("{}:v", it.key));
+        argv.push(it.entry.event_id.clone());
+        argv.push(it.entry.ts_ms.to_string());
+        argv.push(match &it.entry.value {
+            None => String::new(),
+            Some(v) => format!("={v}"),
+        });
+        argv.push(it.window_ms.to_string());
+        argv.push(function_name(it.function).to_string());
+        argv.push(if it.add { "1" } else { "0" }.to_string());
+    }
+    (keys, argv)
+}
+
+/// One reply of the script: `""` for no value, else the aggregate as `%.17g`.
+pub fn parse_reply(text: &str) -> Option<f64> {
+    match text {
+        "" => None,
+        t => t.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
+/// Redis script applying the [`WindowItem`]s of a batch, in order, and reading each one's
+/// aggregate: the Rust rule above, kept in Redis. `KEYS`: per item the sorted set and its value
+/// hash; `ARGV`: per item event id, event time (ms), value (`""` none, else `=` and the text),
+/// window (ms), function, add (`1`/`0`). Returns one string per item. Times are integer strings
+/// and are formatted back with `%d` (Lua's `..` would round them to 14 digits).
+pub const WINDOW_SCRIPT: &str = r#"
+local out = {}
+local function hmget(h, ids)
+  local vals = {}
+  for s = 1, #ids, 500 do
+    local chunk = {}
+    for j = s, math.min(s + 499, #ids) do chunk[#chunk + 1] = ids[j] end
+    local got = redis.call('HMGET', h, unpack(chunk))
+    for j = 1, #got do vals[#vals + 1] = got[j] end
+  end
+  return vals
+end
+for i = 1, #KEYS / 2 do
+  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
+  local b = (i - 1) * 6
+  local eid, ts_s, val, w_s, fn, add =
+    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  local ts, w = tonumber(ts_s), tonumber(w_s)
+  if add == '1' and not redis.call('ZSCORE', z, eid) then
+    redis.call('ZADD', z, ts_s, eid)
+    if val ~= '' then redis.call('HSET', h, eid, string.sub(val, 2)) end
+  end
+  local newest = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  if newest[2] then
+    local cut = string.format('%d', tonumber(newest[2]) - 2 * w)
+    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cut)
+    for j = 1, #old do redis.call('HDEL', h, old[j]) end
+    if #old > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', cut) end
+    redis.call('PEXPIRE', z, 2 * w)
+    if redis.call('EXISTS', h) == 1 then redis.call('PEXPIRE', h, 2 * w) end
+  end
+  local ids = redis.call('ZRANGEBYSCORE', z, '(' .. string.format('%d', ts - w), ts_s)
+  local result = ''
+  if fn == 'count' then
+    result = string.format('%d', #ids)
+  elseif #ids > 0 then
+    local vals = hmget(h, ids)
+    if fn == 'count_distinct' then
+      local seen, n = {}, 0
+      for j = 1, #ids do
+        local v = vals[j]
+        if v and not seen[v] then seen[v] = true; n = n + 1 end
+      end
+      result = string.format('%d', n)
+    else
+      local sum, n, lo, hi, last = 0, 0, nil, nil, nil
+      for j = 1, #ids do
+        local x = vals[j] and tonumber(vals[j])
+        if x and x == x and x ~= math.huge and x ~= -math.huge then
+          sum = sum + x; n = n + 1; last = x
+          if lo == nil or x < lo then lo = x end
+          if hi == nil or x > hi then hi = x end
+        end
+      end
+      if n > 0 then
+        local r
+        if fn == 'sum' then r = sum elseif fn == 'avg' then r = sum / n
+        elseif fn == 'min' then r = lo elseif fn == 'max' then r = hi else r = last end
+        result = string.format('%.17g', r)
+      end
+    end
+  else
+    if fn == 'count_distinct' then result = '0' end
+  end
+  out[i] = result
+end
+return out
+"#;
 
 #[cfg(test)]
 mod tests {
