@@ -91,6 +91,17 @@ pub struct Features {
     pub device_other: u8,
 }
 
+/// The features of one record: the built-in ones, or those of a declared feature set
+/// (`features.set`). Serialised as the bare object of features either way.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FeatureValues {
+    /// Without `features.set`: today's features.
+    Builtin(Features),
+    /// A declared set's values, in model-instance order.
+    Declared(crate::feature_set::engine::Computed),
+}
+
 /// Computes the features of `event`.
 pub fn compute(
     event: &Event,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::clients::model::Prediction;
 use crate::event::{rfc3339, Event};
-use crate::features::{Features, ZipInfo};
+use crate::features::{FeatureValues, ZipInfo};
 use crate::kafka::transaction::Permit;
 use crate::session::SessionSnapshot;
 use crate::trace::RecordTrace;
@@ -82,7 +82,9 @@ pub struct Enriched {
     /// The decoded event.
     pub event: Event,
     /// The features computed from the event and its lookups.
-    pub features: Features,
+    pub features: FeatureValues,
+    /// The declared feature set's `version` (None with the built-in features).
+    pub features_version: Option<Arc<str>>,
 }
 
 /// A record with the model's answer: everything its output record is made of.
@@ -91,7 +93,9 @@ pub struct Scored {
     /// The decoded event.
     pub event: Event,
     /// The features the model was given.
-    pub features: Features,
+    pub features: FeatureValues,
+    /// The declared feature set's `version`, copied into the output record.
+    pub features_version: Option<Arc<str>>,
     /// The model's answer.
     pub prediction: Prediction,
 }
@@ -113,8 +117,11 @@ pub struct OutputRecord<'a> {
     pub session_id: &'a str,
     /// Event time, RFC 3339 UTC.
     pub event_time: String,
+    /// The declared feature set's `version` (absent with the built-in features).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features_version: Option<&'a str>,
     /// Every feature, by name.
-    pub features: &'a Features,
+    pub features: &'a FeatureValues,
     /// The model's answer.
     pub prediction: &'a Prediction,
     /// When the output was built, RFC 3339 UTC.
@@ -130,6 +137,7 @@ impl Scored {
             user_id: &event.user_id,
             session_id: &event.session_id,
             event_time: rfc3339(event.timestamp),
+            features_version: self.features_version.as_deref(),
             features: &self.features,
             prediction: &self.prediction,
             processed_at: rfc3339(Utc::now()),

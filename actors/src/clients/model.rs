@@ -14,7 +14,7 @@ use crate::clients::backoff;
 use crate::clients::breaker::{Admission, CircuitBreaker};
 use crate::config::{ModelConfig, ModelKind, UnavailablePolicy};
 use crate::error::{ClientError, Retry};
-use crate::features::Features;
+use crate::features::FeatureValues;
 
 /// A model answer for one event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,7 +59,7 @@ impl From<ClientError> for CallFailure {
 
 #[derive(Serialize)]
 struct Request<'a> {
-    instances: &'a [&'a Features],
+    instances: &'a [&'a FeatureValues],
 }
 
 #[derive(Deserialize)]
@@ -185,7 +185,7 @@ impl ModelClient {
     /// `evidence`.
     pub async fn infer(
         &self,
-        instances: &[&Features],
+        instances: &[&FeatureValues],
         health: HealthReport<'_>,
         headers: &[(String, String)],
         evidence: &Evidence,

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::Stage;
 #[cfg(feature = "fault-injection")]
 use crate::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
-use crate::features::compute;
+use crate::features::{compute, FeatureValues};
 use crate::record::{Enriched, LookedUp, Record};
 use crate::stage::{Outcome, Outcomes, StageLogic};
 
@@ -64,13 +64,15 @@ impl StageLogic for Enrich {
                     zip,
                     session,
                 } = &r.data;
-                let features = compute(event, zip.as_deref(), session, income);
+                let features =
+                    FeatureValues::Builtin(compute(event, zip.as_deref(), session, income));
                 let Record { input, data } = r;
                 Outcome::Forward(Record {
                     input,
                     data: Enriched {
                         event: data.event,
                         features,
+                        features_version: None,
                     },
                 })
             })

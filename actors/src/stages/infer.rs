@@ -16,7 +16,7 @@ use crate::clients::breaker::CircuitBreaker;
 use crate::clients::model::{Evidence, HealthReport, InferError, ModelClient, Prediction};
 use crate::config::{Config, ModelConfig};
 use crate::error::{ErrorKind, Failure, Stage};
-use crate::features::Features;
+use crate::features::FeatureValues;
 use crate::record::{Enriched, Record, Scored};
 use crate::stage::{Outcome, Outcomes, StageHealth, StageLogic};
 use crate::stats::Stats;
@@ -81,7 +81,8 @@ impl StageLogic for Infer {
                 return Vec::new();
             }
             let results = {
-                let instances: Vec<&Features> = batch.iter().map(|r| &r.data.features).collect();
+                let instances: Vec<&FeatureValues> =
+                    batch.iter().map(|r| &r.data.features).collect();
                 // Health changes are rare transitions; they must not be lost to a full mailbox.
                 let report = |problem: Option<String>| {
                     health.do_send(StageHealth {
@@ -137,12 +138,17 @@ impl StageLogic for Infer {
                 .zip(results)
                 .map(|(r, result)| match result {
                     Ok(prediction) => {
-                        let Enriched { event, features } = r.data;
+                        let Enriched {
+                            event,
+                            features,
+                            features_version,
+                        } = r.data;
                         Outcome::Forward(Record {
                             input: r.input,
                             data: Scored {
                                 event,
                                 features,
+                                features_version,
                                 prediction,
                             },
                         })
@@ -171,7 +177,7 @@ impl Scoring<'_> {
     /// and O(log n) extra calls.
     fn score<'s>(
         &'s self,
-        instances: &'s [&'s Features],
+        instances: &'s [&'s FeatureValues],
     ) -> LocalBoxFuture<'s, Vec<Result<Prediction, Failure>>> {
         async move {
             self.stats.model_batches.fetch_add(1, Ordering::Relaxed);

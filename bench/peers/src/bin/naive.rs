@@ -150,11 +150,13 @@ async fn process(job: &mut Job, m: &OwnedMessage) -> Result<Vec<u8>, (&'static s
     let prediction = infer(job, &features)
         .await
         .map_err(|e| ("inference_failed", e))?;
+    let features = clickpipe_actors::features::FeatureValues::Builtin(features);
     let out = OutputRecord {
         event_id: &event.event_id,
         user_id: &event.user_id,
         session_id: &event.session_id,
         event_time: rfc3339(event.timestamp),
+        features_version: None,
         features: &features,
         prediction: &prediction,
         processed_at: rfc3339(chrono::Utc::now()),
