@@ -44,4 +44,6 @@ pub struct Deps {
     pub hooks: Arc<crate::fault_injection::FaultHooks>,
     /// Which records are traced.
     pub sampling: Sampling,
+    /// A declared feature set (`features.set`); None: the built-in features.
+    pub feature_set: Option<Arc<crate::feature_set::FeatureSet>>,
 }

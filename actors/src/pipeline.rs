@@ -43,6 +43,9 @@ pub enum StartError {
     /// The Redis pool could not be created (bad `redis.url`).
     #[error("{0}")]
     Redis(#[from] crate::error::ClientError),
+    /// `features.set` names a feature set that cannot be read or is not valid.
+    #[error("{0}")]
+    Features(crate::config::ConfigError),
     /// Exactly-once mode: the producer's transactions could not be initialised (the broker is
     /// unreachable, refuses transactions, or the `transactional.id` is not allowed).
     #[error("cannot initialise Kafka transactions (transactional.id `{id}`): {source}")]
@@ -325,6 +328,11 @@ impl Pipeline {
             #[cfg(feature = "fault-injection")]
             hooks,
             sampling: Sampling::from_config(&config.tracing),
+            feature_set: config
+                .features
+                .feature_set()
+                .map_err(StartError::Features)?
+                .map(Arc::new),
         };
         let group_arbiter = Arbiter::new();
         let group = ConsumerGroup::new(deps, workers.iter().map(Arbiter::handle).collect());

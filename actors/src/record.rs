@@ -74,6 +74,8 @@ pub struct LookedUp {
     pub zip: Option<Arc<ZipInfo>>,
     /// The session right after this event was applied.
     pub session: SessionSnapshot,
+    /// With a declared feature set: what Redis said for its lookups and windows.
+    pub declared: Option<Box<crate::feature_set::plan::Declared>>,
 }
 
 /// A record with its features: what the model is asked about.

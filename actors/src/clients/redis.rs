@@ -17,6 +17,8 @@ use deadpool_redis::Pool;
 use crate::clients::zip_cache::{CachedZip, ZipCache};
 use crate::config::RedisConfig;
 use crate::error::ClientError;
+use crate::feature_set::plan::{Declared, Plan};
+use crate::feature_set::window::{parse_reply, script_args, WINDOW_SCRIPT};
 use crate::features::ZipInfo;
 use crate::session::{parse_snapshot, SessionSnapshot, RESULT_RING, SESSION_SCRIPT};
 
@@ -61,6 +63,7 @@ pub struct LookupClient {
     timeout: Duration,
     gap_ms: i64,
     script: Rc<redis::Script>,
+    window_script: Rc<redis::Script>,
 }
 
 impl LookupClient {
@@ -75,6 +78,7 @@ impl LookupClient {
             timeout: cfg.timeout_ms.get(),
             gap_ms: i64::try_from(session_gap.as_millis()).unwrap_or(i64::MAX),
             script: Rc::new(redis::Script::new(SESSION_SCRIPT)),
+            window_script: Rc::new(redis::Script::new(WINDOW_SCRIPT)),
         }
     }
 
@@ -104,6 +108,16 @@ impl LookupClient {
     /// Looks up ZIP data and applies the session updates of `items`, in one round trip.
     /// Answers come back in the order of `items`.
     pub async fn lookup(&self, items: &[LookupItem<'_>]) -> Result<Vec<LookupAnswer>, ClientError> {
+        Ok(self.lookup_with(items, None).await?.0)
+    }
+
+    /// [`LookupClient::lookup`], and in the same round trip a declared feature set's requests
+    /// (`plan`: hash fields and window updates); its answers come back per item.
+    pub async fn lookup_with(
+        &self,
+        items: &[LookupItem<'_>],
+        plan: Option<&Plan>,
+    ) -> Result<(Vec<LookupAnswer>, Vec<Declared>), ClientError> {
         // ZIPs the cache answers cost nothing; the rest are fetched once each.
         let mut zips: Vec<Option<CachedZip>> = Vec::with_capacity(items.len());
         let mut missing: HashMap<&str, usize> = HashMap::new();
@@ -143,33 +157,72 @@ impl LookupClient {
             eval.arg(item.event_id).arg(item.ts_ms);
         }
         pipe.add_command(eval);
+        let plan = plan.filter(|p| !p.is_empty());
+        if let Some(plan) = plan {
+            for (key, fields) in &plan.hashes {
+                pipe.cmd("HMGET").arg(key).arg(fields);
+            }
+            if !plan.windows.is_empty() {
+                let (keys, argv) = script_args(&plan.windows);
+                pipe.cmd("EVALSHA")
+                    .arg(self.window_script.get_hash())
+                    .arg(keys.len())
+                    .arg(keys)
+                    .arg(argv);
+            }
+        }
+        let extra = plan.map_or(0, |p| p.hashes.len() + usize::from(!p.windows.is_empty()));
 
         let values = match self.query(&pipe).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // Redis restarted or was flushed: load the script and try once more.
                 let mut conn = self.connection().await?;
-                let load: Result<String, _> = tokio::time::timeout(
-                    self.timeout,
-                    redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(SESSION_SCRIPT)
-                        .query_async(&mut conn),
-                )
-                .await
-                .map_err(|_| ClientError::transient("redis: SCRIPT LOAD timed out"))?;
-                load.map_err(|e| self.classify(e))?;
+                let mut load = redis::pipe();
+                load.cmd("SCRIPT").arg("LOAD").arg(SESSION_SCRIPT);
+                load.cmd("SCRIPT").arg("LOAD").arg(WINDOW_SCRIPT);
+                let loaded: Result<Vec<String>, _> =
+                    tokio::time::timeout(self.timeout, load.query_async(&mut conn))
+                        .await
+                        .map_err(|_| ClientError::transient("redis: SCRIPT LOAD timed out"))?;
+                loaded.map_err(|e| self.classify(e))?;
                 self.query(&pipe).await.map_err(|e| self.classify(e))?
             }
             Err(e) => return Err(self.classify(e)),
             Ok(v) => v,
         };
-        if values.len() != missing_order.len() + 1 {
+        if values.len() != missing_order.len() + 1 + extra {
             return Err(ClientError::transient(format!(
                 "redis: expected {} replies, got {}",
-                missing_order.len() + 1,
+                missing_order.len() + 1 + extra,
                 values.len()
             )));
         }
+        let declared = match plan {
+            None => Vec::new(),
+            Some(plan) => {
+                let base = missing_order.len() + 1;
+                let hashes: Vec<HashMap<String, String>> = plan
+                    .hashes
+                    .iter()
+                    .zip(&values[base..base + plan.hashes.len()])
+                    .map(|((_, fields), reply)| parse_fields(fields, reply))
+                    .collect();
+                let windows: Vec<Option<f64>> = match values.get(base + plan.hashes.len()) {
+                    None => Vec::new(),
+                    Some(Value::Array(a)) if a.len() == plan.windows.len() => a
+                        .iter()
+                        .map(|v| value_str(v).and_then(|t| parse_reply(&t)))
+                        .collect(),
+                    Some(other) => {
+                        return Err(ClientError::transient(format!(
+                            "redis: unexpected window script reply {}",
+                            crate::error::excerpt(&format!("{other:?}"))
+                        )))
+                    }
+                };
+                plan.answers(&hashes, &windows)
+            }
+        };
 
         let fetched: Vec<CachedZip> = values[..missing_order.len()]
             .iter()
@@ -209,7 +262,7 @@ impl LookupClient {
                 })?;
             out.push(LookupAnswer { zip, session });
         }
-        Ok(out)
+        Ok((out, declared))
     }
 
     async fn query(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, redis::RedisError> {
@@ -251,6 +304,18 @@ fn value_str(v: &Value) -> Option<String> {
         Value::Int(i) => Some(i.to_string()),
         _ => None,
     }
+}
+
+/// An `HMGET` reply as the fields found.
+fn parse_fields(fields: &[String], reply: &Value) -> HashMap<String, String> {
+    let Value::Array(values) = reply else {
+        return HashMap::new();
+    };
+    fields
+        .iter()
+        .zip(values)
+        .filter_map(|(f, v)| Some((f.clone(), value_str(v)?)))
+        .collect()
 }
 
 fn parse_zip(v: &Value) -> CachedZip {

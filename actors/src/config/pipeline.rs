@@ -19,6 +19,9 @@ pub struct FeaturesConfig {
     pub max_event_age_s: u64,
     /// Events more than this many seconds ahead of now (by event time) are `invalid_event`.
     pub max_event_lead_s: u64,
+    /// A feature-set file (TOML) declaring the features; empty: the built-in features.
+    #[serde(default)]
+    pub set: String,
 }
 
 /// Actor pipeline sizing.
@@ -64,6 +67,22 @@ pub struct SupervisionConfig {
 }
 
 impl FeaturesConfig {
+    /// The declared feature set of `features.set`, read and checked (None: the built-in
+    /// features). A problem is reported on `features.set`, naming the file, the feature and its
+    /// key.
+    pub fn feature_set(&self) -> Result<Option<crate::feature_set::FeatureSet>, ConfigError> {
+        let path = self.set.trim();
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let problem =
+            |e: crate::feature_set::FeatureSetError| bad("features.set", format!("{path}: {e}"));
+        let set =
+            crate::feature_set::FeatureSet::load(std::path::Path::new(path)).map_err(problem)?;
+        set.runnable().map_err(problem)?;
+        Ok(Some(set))
+    }
+
     /// Checks this section's values; the first problem is returned with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let window = MAX_WINDOW_S;
@@ -90,6 +109,7 @@ impl FeaturesConfig {
                 "must be a finite number",
             ));
         }
+        self.feature_set()?;
 
         Ok(())
     }

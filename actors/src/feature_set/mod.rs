@@ -4,6 +4,7 @@
 //! [`crate::features::Features`], which `default.toml` describes name for name.
 
 pub mod engine;
+pub mod plan;
 pub mod spec;
 pub mod validate;
 pub mod window;
@@ -37,6 +38,8 @@ pub struct FeatureSet {
     pub file: FeatureSetFile,
     /// The names sent to the model and written out, in model-instance order.
     pub outputs: Vec<String>,
+    /// `version`, shared by every output record.
+    pub version: std::sync::Arc<str>,
 }
 
 impl FeatureSet {
@@ -67,7 +70,12 @@ impl FeatureSet {
             materialize: raw.materialize,
         };
         let outputs = validate(&file)?;
-        Ok(FeatureSet { file, outputs })
+        let version = file.version.as_str().into();
+        Ok(FeatureSet {
+            file,
+            outputs,
+            version,
+        })
     }
 
     /// Reads, parses and checks the file at `path`.
@@ -78,6 +86,33 @@ impl FeatureSet {
             problem: format!("cannot read {}: {e}", path.display()),
         })?;
         Self::parse(&text)
+    }
+
+    /// Refuses what this version checks but does not compute yet: session `sum` and
+    /// `count_distinct`, and `[[materialize]]`.
+    pub fn runnable(&self) -> Result<(), FeatureSetError> {
+        for f in &self.file.features {
+            if let spec::Kind::Session {
+                function: spec::SessionFunction::Sum | spec::SessionFunction::CountDistinct,
+                ..
+            } = f.kind
+            {
+                return Err(FeatureSetError {
+                    feature: Some(f.name.clone()),
+                    key: "function".into(),
+                    problem: "session sum and count_distinct are not computed by this version yet"
+                        .into(),
+                });
+            }
+        }
+        if !self.file.materialize.is_empty() {
+            return Err(FeatureSetError {
+                feature: None,
+                key: "materialize".into(),
+                problem: "the online store is not written by this version yet".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The built-in set as written in `config/features/default.toml`.

@@ -51,7 +51,26 @@ fn the_example_set_is_valid_and_has_three_windows() {
         !set.outputs.contains(&"zip_timezone".to_string()),
         "output = false"
     );
-    assert_eq!(set.file.materialize.len(), 1);
+    assert!(set.runnable().is_ok());
+}
+
+#[test]
+fn what_this_version_does_not_compute_yet_is_refused_naming_it() {
+    let e = FeatureSet::parse(
+        "version = \"t\"\n[[feature]]\nname = \"s\"\nkind = \"session\"\nfunction = \"sum\"\n\
+         column = \"price\"\ndefault = 0.0\n",
+    )
+    .and_then(|s| s.runnable())
+    .expect_err("session sum");
+    assert_eq!(
+        (e.feature.as_deref(), e.key.as_str()),
+        (Some("s"), "function")
+    );
+    let e =
+        FeatureSet::parse("version = \"t\"\n[[materialize]]\nentity = \"user_id\"\nttl = \"1h\"\n")
+            .and_then(|s| s.runnable())
+            .expect_err("materialize");
+    assert_eq!(e.key, "materialize");
 }
 
 /// The error of `features` (TOML `[[feature]]` tables) after a version line.

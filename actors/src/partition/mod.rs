@@ -255,7 +255,7 @@ impl PartitionActor {
             wait: cfg.model.max_wait_ms.get(),
         };
         let infer = self.start_stage(&me, infer, model_batching, emit.clone().recipient());
-        let enrich = Enrich::new(&cfg);
+        let enrich = Enrich::new(&cfg, self.deps.feature_set.clone());
         #[cfg(feature = "fault-injection")]
         let enrich = enrich.with_hooks(self.deps.hooks.clone());
         let enrich = self.start_stage(&me, enrich, natural, infer.clone().recipient());
@@ -263,6 +263,7 @@ impl PartitionActor {
             &cfg,
             self.deps.redis.clone(),
             self.deps.zip_cache.clone(),
+            self.deps.feature_set.clone(),
             me.clone().recipient(),
         );
         let lookup = self.start_stage(&me, lookup, natural, enrich.clone().recipient());

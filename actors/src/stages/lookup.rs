@@ -15,6 +15,7 @@ use crate::clients::zip_cache::ZipCache;
 use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Retry, Stage};
 use crate::event::Event;
+use crate::feature_set::FeatureSet;
 use crate::record::{LookedUp, Record};
 use crate::stage::{Outcome, Outcomes, StageHealth, StageLogic};
 use crate::trace;
@@ -23,6 +24,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The lookup stage.
 pub struct Lookup {
     client: LookupClient,
+    /// A declared feature set (`features.set`): its lookups and windows join the round trip.
+    set: Option<Arc<FeatureSet>>,
     budget: Duration,
     policy: UnavailablePolicy,
     health: Recipient<StageHealth>,
@@ -34,9 +37,11 @@ impl Lookup {
         config: &Config,
         pool: Pool,
         cache: Arc<ZipCache>,
+        set: Option<Arc<FeatureSet>>,
         health: Recipient<StageHealth>,
     ) -> Self {
         Lookup {
+            set,
             client: LookupClient::new(
                 pool,
                 cache,
@@ -61,10 +66,15 @@ impl StageLogic for Lookup {
         let budget = self.budget;
         let policy = self.policy;
         let health = self.health.clone();
+        let set = self.set.clone();
         async move {
             if batch.is_empty() {
                 return Vec::new();
             }
+            let plan = set.map(|set| {
+                let events: Vec<&Event> = batch.iter().map(|r| &r.data).collect();
+                set.plan(&events)
+            });
             // A traced batch gets one client span for its Redis round trips.
             let call = trace::batch_span(
                 "redis lookup",
@@ -93,7 +103,7 @@ impl StageLogic for Lookup {
                         ts_ms: e.timestamp.timestamp_millis(),
                     })
                     .collect();
-                match client.lookup(&items).await {
+                match client.lookup_with(&items, plan.as_ref()).await {
                     Ok(answers) => {
                         if unavailable {
                             report(None);
@@ -127,7 +137,9 @@ impl StageLogic for Lookup {
             }
             drop(call);
             match result {
-                Ok(answers) => batch
+                Ok((answers, declared)) => {
+                    let mut declared = declared.into_iter();
+                    batch
                     .into_iter()
                     .zip(answers)
                     .map(|(r, a)| {
@@ -136,13 +148,15 @@ impl StageLogic for Lookup {
                             event,
                             zip: a.zip,
                             session: a.session,
+                            declared: declared.next().map(Box::new),
                         };
                         Outcome::Forward(Record {
                             input: r.input,
                             data: found,
                         })
                     })
-                    .collect(),
+                    .collect()
+                }
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "redis lookup failed for good");
                     let failure = Failure::after(ErrorKind::LookupFailed, Stage::Lookup, e.message, attempt);

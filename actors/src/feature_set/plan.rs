@@ -1,0 +1,168 @@
+//! What a batch of events needs from Redis for a declared feature set, and how the replies are
+//! handed back per event: the hash fields of every `lookup` (each key fetched once per batch) and
+//! one [`WindowItem`] per event and `window` feature, all sent in the lookup stage's one round
+//! trip.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::engine::{field_text, render};
+use super::spec::{Kind, WindowFunction};
+use super::validate::parse_duration;
+use super::window::{Entry, WindowItem};
+use super::FeatureSet;
+use crate::event::Event;
+
+/// The Redis requests of a batch.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Each hash key with the fields read from it.
+    pub hashes: Vec<(String, Vec<String>)>,
+    /// The window items, in the order the script applies them.
+    pub windows: Vec<WindowItem>,
+    /// Per event: what it reads.
+    per_event: Vec<EventRequests>,
+}
+
+/// One event's share of a [`Plan`]: the hash keys it reads, and (feature, index in `windows`).
+type EventRequests = (Vec<String>, Vec<(String, usize)>);
+
+/// What Redis said for one event's declared features.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Declared {
+    /// The fields found in each hash the event's lookups address.
+    pub hashes: HashMap<String, HashMap<String, String>>,
+    /// The window aggregates, by feature name.
+    pub aggregates: HashMap<String, Option<f64>>,
+}
+
+/// The state key of a window feature for one entity: a hash tag around it, so its value hash
+/// (`{key}:v`) is in the same cluster slot.
+pub fn window_key(feature: &str, entity: &str) -> String {
+    format!("{{fwin:{feature}:{entity}}}")
+}
+
+/// Whether `event` matches a `where` table (every entry; a list matches any of its values).
+fn matches(event: &Event, filter: Option<&toml::Table>) -> bool {
+    let text = |v: &toml::Value| match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    filter.is_none_or(|t| {
+        t.iter().all(|(field, want)| {
+            let Some(got) = field_text(event, field) else {
+                return false;
+            };
+            match want {
+                toml::Value::Array(values) => values.iter().any(|v| text(v) == got),
+                v => text(v) == got,
+            }
+        })
+    })
+}
+
+/// The value a window entry keeps: the column as text for `count_distinct`, a finite number for
+/// the functions of numbers, nothing for `count`.
+fn entry_value(event: &Event, column: Option<&str>, function: WindowFunction) -> Option<String> {
+    let text = field_text(event, column?)?;
+    match function {
+        WindowFunction::Count => None,
+        WindowFunction::CountDistinct => Some(text),
+        _ => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| v.to_string()),
+    }
+}
+
+impl FeatureSet {
+    /// The Redis requests of `events`' declared features.
+    pub fn plan(&self, events: &[&Event]) -> Plan {
+        let mut fields: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut plan = Plan::default();
+        for event in events {
+            let mut keys = Vec::new();
+            let mut windows = Vec::new();
+            for f in &self.file.features {
+                match &f.kind {
+                    Kind::Lookup { key, field, .. } => {
+                        if let Some(k) = render(key, event) {
+                            fields.entry(k.clone()).or_default().insert(field.clone());
+                            keys.push(k);
+                        }
+                    }
+                    Kind::Window {
+                        entity,
+                        window,
+                        function,
+                        column,
+                        filter,
+                    } => {
+                        let Some(entity) = field_text(event, entity) else {
+                            continue;
+                        };
+                        let window_ms = parse_duration(window)
+                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                        windows.push((f.name.clone(), plan.windows.len()));
+                        plan.windows.push(WindowItem {
+                            key: window_key(&f.name, &entity),
+                            entry: Entry {
+                                event_id: event.event_id.clone(),
+                                ts_ms: event.timestamp.timestamp_millis(),
+                                value: entry_value(event, column.as_deref(), *function),
+                            },
+                            add: matches(event, filter.as_ref()),
+                            window_ms,
+                            function: *function,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            plan.per_event.push((keys, windows));
+        }
+        let mut hashes: Vec<(String, Vec<String>)> = fields
+            .into_iter()
+            .map(|(k, f)| (k, f.into_iter().collect()))
+            .collect();
+        hashes.sort();
+        plan.hashes = hashes;
+        plan
+    }
+}
+
+impl Plan {
+    /// Whether the batch needs nothing from Redis for its declared features.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty() && self.windows.is_empty()
+    }
+
+    /// Each event's share of the replies: `hashes[i]` answers `self.hashes[i]` (the fields
+    /// found), `windows[j]` answers `self.windows[j]`.
+    pub fn answers(
+        &self,
+        hashes: &[HashMap<String, String>],
+        windows: &[Option<f64>],
+    ) -> Vec<Declared> {
+        let by_key: HashMap<&str, &HashMap<String, String>> = self
+            .hashes
+            .iter()
+            .zip(hashes)
+            .map(|((k, _), h)| (k.as_str(), h))
+            .collect();
+        self.per_event
+            .iter()
+            .map(|(keys, wins)| Declared {
+                hashes: keys
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), (*by_key.get(k.as_str())?).clone())))
+                    .collect(),
+                aggregates: wins
+                    .iter()
+                    .map(|(name, i)| (name.clone(), windows.get(*i).copied().flatten()))
+                    .collect(),
+            })
+            .collect()
+    }
+}
