@@ -26,7 +26,7 @@ KAFKA_WARMUP_RATE = 6_000
 KAFKA_SHARED_WARMUP_S = 40
 
 ALL_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix", "clickpipe-traced-1",
-               "clickpipe-traced-100", "clickpipe-eos")
+               "clickpipe-traced-100", "clickpipe-eos", "clickpipe-features")
 # The default set; the traced variants are asked for by name (`--systems` or `--tracing`).
 DEFAULT_SYSTEMS = ("clickpipe", "passthrough", "naive", "quix")
 # clickpipe with OTLP trace export to the harness's sink, by sampling ratio.
@@ -37,6 +37,7 @@ LABELS = {
     "clickpipe-traced-100": "clickpipe, traces 100 %",
     "clickpipe": "clickpipe",
     "clickpipe-eos": "clickpipe, exactly-once",
+    "clickpipe-features": "clickpipe, example feature set (3 windows)",
     "passthrough": "passthrough (floor)",
     "naive": "naive sequential Rust",
     "quix": "Quix Streams",
@@ -44,7 +45,7 @@ LABELS = {
 # Events for the max-throughput mode, by system (the sequential peers are two orders slower).
 MAX_COUNT = {"clickpipe": 200_000, "passthrough": 200_000, "naive": 15_000, "quix": 15_000,
              "clickpipe-traced-1": 200_000, "clickpipe-traced-100": 200_000,
-             "clickpipe-eos": 200_000}
+             "clickpipe-eos": 200_000, "clickpipe-features": 200_000}
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

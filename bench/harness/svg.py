@@ -5,7 +5,7 @@ from .common import ALL_SYSTEMS, LABELS
 
 COLORS = {"clickpipe": "#d62728", "passthrough": "#7f7f7f", "naive": "#1f77b4", "quix": "#2ca02c",
           "clickpipe-traced-1": "#ff7f0e", "clickpipe-traced-100": "#9467bd",
-          "clickpipe-eos": "#8c564b"}
+          "clickpipe-eos": "#8c564b", "clickpipe-features": "#17becf"}
 
 
 def svg_latency(results, path, title):

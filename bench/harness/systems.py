@@ -41,7 +41,7 @@ def start_system(system, env, broker, tag):
         })
         p = Proc(f"{tag}-{system}", [env.exe("clickpipe"), "run"], e, env.workdir)
         wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
-    elif system in ("clickpipe", "clickpipe-eos"):
+    elif system in ("clickpipe", "clickpipe-eos", "clickpipe-features"):
         e.update(kv.split("=", 1) for kv in env.args.clickpipe_env)
         if system == "clickpipe-eos":
             # The load generator's consumer reads committed records (librdkafka's default
@@ -49,6 +49,9 @@ def start_system(system, env, broker, tag):
             e["CLICKPIPE__KAFKA__DELIVERY"] = "exactly_once"
             if env.args.transaction_interval_ms:
                 e["CLICKPIPE__KAFKA__TRANSACTION_INTERVAL_MS"] = env.args.transaction_interval_ms
+        if system == "clickpipe-features":
+            # The declared example set: the built-in features, a clock part and three windows.
+            e["CLICKPIPE__FEATURES__SET"] = os.path.join(ROOT, "config", "features", "example.toml")
         p = Proc(f"{tag}-{system}", [env.exe("clickpipe"), "run"], e, env.workdir)
         wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
     elif system in ("passthrough", "naive"):
