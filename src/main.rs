@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Feature-set tools.
+    Features {
+        #[command(subcommand)]
+        command: FeaturesCommand,
+    },
     /// Probe a running instance's health (exit 0 when it answers 200, 1 when not): for
     /// container health checks. `--url` points it elsewhere (`clickpipe ingest` on
     /// ingest.listen; the model server with `--path /ping`).
@@ -157,6 +162,13 @@ impl AdminArg {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate and print the effective configuration (secrets masked).
+    Check(ConfigArg),
+}
+
+#[derive(Subcommand)]
+enum FeaturesCommand {
+    /// Check the feature set (`features.set`, else the built-in one) and print its features:
+    /// names, kinds and types in model-instance order.
     Check(ConfigArg),
 }
 
@@ -227,6 +239,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 toml::to_string_pretty(&config.masked()).context("printing config")?
             );
             eprintln!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Features {
+            command: FeaturesCommand::Check(arg),
+        } => {
+            let config = load(&arg)?;
+            let set = match config.features.feature_set()? {
+                Some(set) => set,
+                None => clickpipe_actors::feature_set::FeatureSet::builtin_for(
+                    &config.redis.zip_prefix,
+                    config.features.default_zip_median_income,
+                )?,
+            };
+            println!("version {}", set.version);
+            for (name, kind, value_type, output) in set.describe() {
+                let note = if output { "" } else { "  (not output)" };
+                println!("{name:<32} {kind:<16} {value_type}{note}");
+            }
+            eprintln!("feature set OK: {} features output", set.outputs.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::MockBroker { config, partitions } => {

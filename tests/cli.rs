@@ -1,5 +1,6 @@
 //! The command line as a user meets it: `config check` prints the effective config with secrets
-//! masked, and a bad value stops with exit code 2 and a message naming the key.
+//! masked, and a bad value stops with exit code 2 and a message naming the key; `features check`
+//! prints the feature set.
 
 use std::process::Command;
 
@@ -134,4 +135,51 @@ fn health_exits_0_when_the_probed_endpoint_answers_200_and_1_when_not() {
     let (code, _, stderr) = clickpipe(&["health", "--url", &url, "--path", "/ping"], &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot reach"), "{stderr}");
+}
+
+#[test]
+fn features_check_prints_the_set_in_model_instance_order_and_refuses_a_bad_one() {
+    let (code, stdout, stderr) = clickpipe(&["features", "check"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter(|l| !l.contains("(not output)"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names.first(), Some(&"hour_of_day"), "{stdout}");
+    assert_eq!(names.len(), 21, "the built-in features: {stdout}");
+    assert!(stdout.starts_with("version builtin-1"), "{stdout}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/features/example.toml");
+    let (code, stdout, stderr) = clickpipe(
+        &["features", "check"],
+        &[("CLICKPIPE__FEATURES__SET", example)],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("user_product_views_10m") && stdout.contains("window"),
+        "{stdout}"
+    );
+
+    let bad = std::env::temp_dir().join(format!("bad-set-{}.toml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "version = \"1\"\n[[feature]]\nname = \"d\"\nkind = \"one_hot\"\ncolumn = \"colour\"\nvalues = [\"red\"]\n",
+    )
+    .expect("file");
+    let bad_path = bad.display().to_string();
+    for args in [
+        &["features", "check"][..],
+        &["config", "check"][..],
+        &["run"][..],
+    ] {
+        let (code, _, stderr) = clickpipe(args, &[("CLICKPIPE__FEATURES__SET", &bad_path)]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("features.set") && stderr.contains("feature \"d\": key \"column\""),
+            "{args:?}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_file(&bad);
 }

@@ -88,6 +88,60 @@ impl FeatureSet {
         Self::parse(&text)
     }
 
+    /// Every feature the set produces, in model-instance order: (name, kind, value type,
+    /// whether it is output). For `clickpipe features check`.
+    pub fn describe(&self) -> Vec<(String, &'static str, &'static str, bool)> {
+        use spec::{Kind, SessionFunction, TimePart, ValueType};
+        let type_name = |t: ValueType| match t {
+            ValueType::Float => "float",
+            ValueType::Int => "int",
+            ValueType::String => "string",
+            ValueType::Bool => "bool",
+        };
+        let mut rows = Vec::new();
+        for f in &self.file.features {
+            let mut row = |name: String, kind: &'static str, t: &'static str| {
+                rows.push((name, kind, t, f.output));
+            };
+            match &f.kind {
+                Kind::LocalTime { part, .. } => row(
+                    f.name.clone(),
+                    "local_time",
+                    match part {
+                        TimePart::IsWeekend | TimePart::Known => "bool",
+                        _ => "int",
+                    },
+                ),
+                Kind::Lookup {
+                    value_type, known, ..
+                } => {
+                    row(f.name.clone(), "lookup", type_name(*value_type));
+                    if let Some(flag) = known {
+                        row(flag.clone(), "lookup (known)", "bool");
+                    }
+                }
+                Kind::Session { function, .. } => row(
+                    f.name.clone(),
+                    "session",
+                    match function {
+                        SessionFunction::Count => "int",
+                        _ => "float",
+                    },
+                ),
+                Kind::Window { .. } => row(f.name.clone(), "window", "float"),
+                Kind::OneHot { values, .. } => {
+                    for v in values.iter().map(String::as_str).chain(["other"]) {
+                        row(format!("{}_{v}", f.name), "one_hot", "int");
+                    }
+                }
+                Kind::Field { value_type, .. } => {
+                    row(f.name.clone(), "field", type_name(*value_type))
+                }
+            }
+        }
+        rows
+    }
+
     /// Refuses what this version checks but does not compute yet: session `sum` and
     /// `count_distinct`, and `[[materialize]]`.
     pub fn runnable(&self) -> Result<(), FeatureSetError> {
