@@ -5,6 +5,9 @@
 # and ends with a summary: events in, predictions out, dead letters, p50/p99 latency.
 #
 #   scripts/demo.sh [RATE] [SECONDS]      defaults: 200 events/s for 30 s
+#
+# Every CLICKPIPE__* variable reaches clickpipe, e.g. the example feature set with three windows:
+#   CLICKPIPE__FEATURES__SET=config/features/example.toml scripts/demo.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
