@@ -13,15 +13,7 @@ use clickpipe_actors::feature_set::window::{
 };
 use common::*;
 
-const FUNCTIONS: [WindowFunction; 7] = [
-    WindowFunction::Count,
-    WindowFunction::Sum,
-    WindowFunction::Avg,
-    WindowFunction::Min,
-    WindowFunction::Max,
-    WindowFunction::CountDistinct,
-    WindowFunction::Last,
-];
+const FUNCTIONS: [WindowFunction; 7] = WindowFunction::ALL;
 
 fn connection() -> redis::Connection {
     redis::Client::open(redis_url())

@@ -220,7 +220,7 @@ impl LookupClient {
                         )))
                     }
                 };
-                plan.answers(&hashes, &windows)
+                plan.answers(hashes, &windows)
             }
         };
 

@@ -8,6 +8,7 @@ use chrono::{Datelike, Timelike};
 use chrono_tz::Tz;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::plan::Declared;
 use super::spec::{FeatureSpec, Kind, OnMissing, SessionFunction, TimePart, ValueType};
 use super::FeatureSet;
 use crate::event::Event;
@@ -58,16 +59,26 @@ impl Serialize for Computed {
     }
 }
 
-/// What the store knew for one event.
-#[derive(Debug, Default)]
+/// What the store knew for one event (borrowed from its record: nothing is copied per event).
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Known<'a> {
-    /// The Redis hashes the lookups address, by rendered key (absent: no such hash).
-    pub hashes: HashMap<String, HashMap<String, String>>,
+    /// The Redis hashes its lookups address and its window aggregates (None: nothing known).
+    pub declared: Option<&'a Declared>,
     /// The event's session after it.
     pub session: Option<&'a SessionSnapshot>,
-    /// Stateful aggregates by feature name (session `sum` / `count_distinct`, windows); None:
-    /// nothing to aggregate (e.g. `avg` of no value).
-    pub aggregates: HashMap<String, Option<f64>>,
+}
+
+impl Known<'_> {
+    /// The fields of the hash at `key` (None: no such hash).
+    fn hash(&self, key: &str) -> Option<&HashMap<String, String>> {
+        self.declared?.hashes.get(key).map(|h| &**h)
+    }
+
+    /// The stateful aggregate of feature `name` (None: nothing to aggregate, e.g. `avg` of no
+    /// value).
+    fn aggregate(&self, name: &str) -> Option<f64> {
+        self.declared?.aggregates.get(name).copied().flatten()
+    }
 }
 
 /// Why an event cannot have its features: a feature with `on_missing = "dead_letter"` could not
@@ -196,7 +207,7 @@ impl FeatureSet {
                 known: flag,
             } => {
                 let found = render(key, event)
-                    .and_then(|k| known.hashes.get(&k))
+                    .and_then(|k| known.hash(&k))
                     .and_then(|h| h.get(field))
                     .and_then(|text| typed(text, *value_type));
                 let is_known = found.is_some();
@@ -227,14 +238,14 @@ impl FeatureSet {
                         s.last_ms.saturating_sub(s.first_ms).max(0) as f64 / 1000.0
                     })),
                     SessionFunction::CountDistinct | SessionFunction::Sum => {
-                        match known.aggregates.get(&f.name).copied().flatten() {
+                        match known.aggregate(&f.name) {
                             Some(v) => Value::Float(v),
                             None => missing("no session aggregate".into())?,
                         }
                     }
                 })
             }
-            Kind::Window { .. } => match known.aggregates.get(&f.name).copied().flatten() {
+            Kind::Window { .. } => match known.aggregate(&f.name) {
                 Some(v) => one(Value::Float(v)),
                 None => one(missing("nothing in the window to aggregate".into())?),
             },

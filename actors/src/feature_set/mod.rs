@@ -40,6 +40,9 @@ pub struct FeatureSet {
     pub outputs: Vec<String>,
     /// `version`, shared by every output record.
     pub version: std::sync::Arc<str>,
+    /// Per feature (by index), its window in milliseconds (0 for other kinds): parsed once here,
+    /// not per event.
+    window_ms: Vec<i64>,
 }
 
 impl FeatureSet {
@@ -71,10 +74,20 @@ impl FeatureSet {
         };
         let outputs = validate(&file)?;
         let version = file.version.as_str().into();
+        let window_ms = file
+            .features
+            .iter()
+            .map(|f| match &f.kind {
+                spec::Kind::Window { window, .. } => validate::parse_duration(window)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                _ => 0,
+            })
+            .collect();
         Ok(FeatureSet {
             file,
             outputs,
             version,
+            window_ms,
         })
     }
 

@@ -4,10 +4,10 @@
 //! trip.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::engine::{field_text, render};
 use super::spec::{Kind, WindowFunction};
-use super::validate::parse_duration;
 use super::window::{Entry, WindowItem};
 use super::FeatureSet;
 use crate::event::Event;
@@ -29,8 +29,9 @@ type EventRequests = (Vec<String>, Vec<(String, usize)>);
 /// What Redis said for one event's declared features.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Declared {
-    /// The fields found in each hash the event's lookups address.
-    pub hashes: HashMap<String, HashMap<String, String>>,
+    /// The fields found in each hash the event's lookups address (shared by the events of a
+    /// batch that address the same hash).
+    pub hashes: HashMap<String, Arc<HashMap<String, String>>>,
     /// The window aggregates, by feature name.
     pub aggregates: HashMap<String, Option<f64>>,
 }
@@ -84,26 +85,26 @@ impl FeatureSet {
         for event in events {
             let mut keys = Vec::new();
             let mut windows = Vec::new();
-            for f in &self.file.features {
+            for (f, window_ms) in self.file.features.iter().zip(&self.window_ms) {
                 match &f.kind {
                     Kind::Lookup { key, field, .. } => {
                         if let Some(k) = render(key, event) {
                             fields.entry(k.clone()).or_default().insert(field.clone());
-                            keys.push(k);
+                            if !keys.contains(&k) {
+                                keys.push(k);
+                            }
                         }
                     }
                     Kind::Window {
                         entity,
-                        window,
                         function,
                         column,
                         filter,
+                        ..
                     } => {
                         let Some(entity) = field_text(event, entity) else {
                             continue;
                         };
-                        let window_ms = parse_duration(window)
-                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                         windows.push((f.name.clone(), plan.windows.len()));
                         plan.windows.push(WindowItem {
                             key: window_key(&f.name, &entity),
@@ -113,7 +114,7 @@ impl FeatureSet {
                                 value: entry_value(event, column.as_deref(), *function),
                             },
                             add: matches(event, filter.as_ref()),
-                            window_ms,
+                            window_ms: *window_ms,
                             function: *function,
                         });
                     }
@@ -142,21 +143,21 @@ impl Plan {
     /// found), `windows[j]` answers `self.windows[j]`.
     pub fn answers(
         &self,
-        hashes: &[HashMap<String, String>],
+        hashes: Vec<HashMap<String, String>>,
         windows: &[Option<f64>],
     ) -> Vec<Declared> {
-        let by_key: HashMap<&str, &HashMap<String, String>> = self
+        let by_key: HashMap<&str, Arc<HashMap<String, String>>> = self
             .hashes
             .iter()
             .zip(hashes)
-            .map(|((k, _), h)| (k.as_str(), h))
+            .map(|((k, _), h)| (k.as_str(), Arc::new(h)))
             .collect();
         self.per_event
             .iter()
             .map(|(keys, wins)| Declared {
                 hashes: keys
                     .iter()
-                    .filter_map(|k| Some((k.clone(), (*by_key.get(k.as_str())?).clone())))
+                    .filter_map(|k| Some((k.clone(), by_key.get(k.as_str())?.clone())))
                     .collect(),
                 aggregates: wins
                     .iter()

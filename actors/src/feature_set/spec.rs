@@ -266,6 +266,19 @@ pub enum WindowFunction {
     Last,
 }
 
+impl WindowFunction {
+    /// Every function.
+    pub const ALL: [WindowFunction; 7] = [
+        WindowFunction::Count,
+        WindowFunction::Sum,
+        WindowFunction::Avg,
+        WindowFunction::Min,
+        WindowFunction::Max,
+        WindowFunction::CountDistinct,
+        WindowFunction::Last,
+    ];
+}
+
 /// One `[[materialize]]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

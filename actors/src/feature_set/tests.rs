@@ -245,19 +245,22 @@ fn the_default_set_computes_todays_features_byte_for_byte() {
         let info = hash.map(|(income, tz)| ZipInfo::from_fields(Some(income), Some(tz)));
         let want =
             serde_json::to_string(&compute(&event, info.as_ref(), &snap, 51_234.5)).expect("json");
-        let mut known = engine::Known {
-            session: Some(&snap),
-            ..Default::default()
-        };
+        let mut declared = plan::Declared::default();
         if let (Some(z), Some((income, tz))) = (zip, hash) {
-            known.hashes.insert(
+            declared.hashes.insert(
                 format!("zp:{z}"),
-                [("median_income", income), ("timezone", tz)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                std::sync::Arc::new(
+                    [("median_income", income), ("timezone", tz)]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
             );
         }
+        let known = engine::Known {
+            declared: Some(&declared),
+            session: Some(&snap),
+        };
         let got =
             serde_json::to_string(&set.compute(&event, &known).expect("computable")).expect("json");
         assert_eq!(got, want, "event {i}");

@@ -283,15 +283,7 @@ mod tests {
             let late = shuffled.remove(i);
             shuffled.insert((i + 12).min(shuffled.len()), late);
         }
-        for f in [
-            WindowFunction::Count,
-            WindowFunction::Sum,
-            WindowFunction::Avg,
-            WindowFunction::Min,
-            WindowFunction::Max,
-            WindowFunction::CountDistinct,
-            WindowFunction::Last,
-        ] {
+        for f in WindowFunction::ALL {
             let (mut pruned, mut everything) = (Vec::new(), Vec::new());
             for e in &shuffled {
                 insert(&mut pruned, e.clone());

@@ -96,11 +96,9 @@ fn builtin(r: Record<LookedUp>, income: f64) -> Outcome<Enriched> {
 /// cannot be.
 fn declared(r: Record<LookedUp>, set: &FeatureSet) -> Outcome<Enriched> {
     let computed = {
-        let d = r.data.declared.as_deref();
         let known = Known {
-            hashes: d.map(|d| d.hashes.clone()).unwrap_or_default(),
+            declared: r.data.declared.as_deref(),
             session: Some(&r.data.session),
-            aggregates: d.map(|d| d.aggregates.clone()).unwrap_or_default(),
         };
         set.compute(&r.data.event, &known)
     };
