@@ -154,6 +154,127 @@ fn a_declared_set_computes_windows_in_event_time_once_per_event() {
     assert!(reason.contains("price"), "names the feature: {reason}");
 }
 
+/// A feature-set file with the built-in features and `extra` after them; returns its path.
+fn set_file_with(names: &Names, extra: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("feature-set")));
+    let builtin = clickpipe_actors::feature_set::DEFAULT_SET
+        .replace("version = \"builtin-1\"", "version = \"kinds-1\"")
+        .replace("zip:{zip}", &format!("{}{{zip}}", names.zip_prefix));
+    std::fs::write(&path, format!("{builtin}\n{extra}")).expect("feature set file");
+    path
+}
+
+#[test]
+fn session_field_one_hot_and_clock_features_reach_the_output() {
+    let (names, model, mut cfg) = with_healthy_model("fset-kinds", 1);
+    seed_zip(&names.zip_prefix, "10001", "72000", "America/New_York");
+    let path = set_file_with(
+        &names,
+        r#"
+[[feature]]
+name = "session_spend"
+kind = "session"
+function = "sum"
+column = "price"
+default = 0.0
+
+[[feature]]
+name = "session_pages"
+kind = "session"
+function = "count_distinct"
+column = "page"
+
+[[feature]]
+name = "page"
+kind = "field"
+column = "page"
+type = "string"
+default = "(none)"
+
+[[feature]]
+name = "shoes"
+kind = "one_hot"
+column = "page"
+values = ["/shoes", "/boots"]
+
+[[feature]]
+name = "local_minute"
+kind = "local_time"
+part = "minute_of_day"
+timezone_from = "zip_timezone"
+
+[[feature]]
+name = "month"
+kind = "local_time"
+part = "month"
+"#,
+    );
+    cfg.features.set = path.display().to_string();
+    cfg.validate().expect("the set is valid");
+    let user = unique("u");
+    let running = run_pipeline(cfg);
+    let with_page = |id: &str, minute: u32, page: Option<&str>, price: Option<f64>| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&click(id, &user, minute, "page_view", price)).expect("json");
+        if let Some(p) = page {
+            v["page"] = serde_json::json!(p);
+        }
+        (user.clone(), serde_json::to_vec(&v).expect("json"))
+    };
+    produce(
+        &names.input,
+        &[
+            with_page("a", 0, Some("/shoes"), Some(10.5)),
+            with_page("b", 1, Some("/boots"), None),
+            with_page("c", 2, Some("/shoes"), Some(2.25)),
+            // Redelivered: the session counts it once.
+            with_page("c", 2, Some("/shoes"), Some(2.25)),
+            with_page("d", 3, None, Some(1.0)),
+        ],
+    );
+    let mut outputs = Collector::new(&names.output);
+    assert!(outputs.until(WAIT, |m| m.len() >= 5), "5 outputs");
+    running.stop();
+    model.stop();
+    let _ = std::fs::remove_file(&path);
+    let rows: Vec<serde_json::Value> = outputs.messages.iter().map(json).collect();
+    let f = |i: usize, k: &str| rows[i]["features"][k].clone();
+    let col = |k: &str| (0..5).map(|i| f(i, k)).collect::<Vec<_>>();
+    use serde_json::json as j;
+    assert_eq!(
+        col("session_spend"),
+        vec![j!(10.5), j!(10.5), j!(12.75), j!(12.75), j!(13.75)]
+    );
+    assert_eq!(
+        col("session_pages"),
+        vec![j!(1.0), j!(2.0), j!(2.0), j!(2.0), j!(2.0)]
+    );
+    assert_eq!(
+        col("page"),
+        vec![
+            j!("/shoes"),
+            j!("/boots"),
+            j!("/shoes"),
+            j!("/shoes"),
+            j!("(none)")
+        ]
+    );
+    assert_eq!(col("shoes_/shoes"), vec![j!(1), j!(0), j!(1), j!(1), j!(0)]);
+    assert_eq!(col("shoes_/boots"), vec![j!(0), j!(1), j!(0), j!(0), j!(0)]);
+    assert_eq!(col("shoes_other"), vec![j!(0), j!(0), j!(0), j!(0), j!(1)]);
+    // 10:0x UTC is 06:0x in New York: minute 360 + x.
+    assert_eq!(
+        col("local_minute"),
+        vec![j!(360), j!(361), j!(362), j!(362), j!(363)]
+    );
+    assert_eq!(col("month"), vec![j!(6); 5]);
+    assert_eq!(
+        col("session_event_count"),
+        vec![j!(1), j!(2), j!(3), j!(3), j!(4)]
+    );
+    assert!(rows.iter().all(|r| r["features_version"] == "kinds-1"));
+}
+
 #[test]
 fn a_bad_feature_set_stops_start_up_naming_the_feature_and_the_key() {
     let names = Names::without_topics("fset-bad");

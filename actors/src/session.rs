@@ -8,6 +8,12 @@
 //! Idempotency: the script remembers the result it computed for each event id (the latest
 //! [`RESULT_RING`] events per session), so a redelivered record gets back exactly the session
 //! features it got the first time and the count does not move.
+//!
+//! Session aggregates (declared `session` features with `sum` or `count_distinct`): the session
+//! also keeps, per such feature, the running sum of a column or the distinct values it has seen,
+//! in arrival order like the count, reset when the session restarts ([`aggregate_step`]).
+
+use std::collections::HashSet;
 
 /// The stored state of one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +102,89 @@ pub fn parse_snapshot(s: &str) -> Option<SessionSnapshot> {
     })
 }
 
+/// A session aggregate: what a declared `session` feature with a `column` computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunction {
+    /// Sum of the column's numeric values.
+    Sum,
+    /// How many distinct values of the column.
+    CountDistinct,
+}
+
+impl AggFunction {
+    /// The function's name in [`SESSION_SCRIPT`].
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunction::Sum => "sum",
+            AggFunction::CountDistinct => "count_distinct",
+        }
+    }
+}
+
+/// What a session keeps for one aggregate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AggState {
+    /// The running sum (None: no numeric value yet).
+    pub sum: Option<f64>,
+    /// The distinct values seen.
+    pub distinct: HashSet<String>,
+}
+
+/// Applies one event's `value` (a finite number's text for `Sum`, any text for
+/// `CountDistinct`; None when the event has none) to a session aggregate; `restarted`: the event
+/// started a new session (its snapshot's count is 1), which empties the state first. Returns the
+/// value the event sees: the sum so far (None before any value), or the number of distinct
+/// values so far. The rule [`SESSION_SCRIPT`] implements.
+pub fn aggregate_step(
+    state: &mut AggState,
+    restarted: bool,
+    function: AggFunction,
+    value: Option<&str>,
+) -> Option<f64> {
+    if restarted {
+        *state = AggState::default();
+    }
+    match function {
+        AggFunction::Sum => {
+            if let Some(x) = value
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|x| x.is_finite())
+            {
+                state.sum = Some(state.sum.unwrap_or(0.0) + x);
+            }
+            state.sum
+        }
+        AggFunction::CountDistinct => {
+            if let Some(v) = value {
+                state.distinct.insert(v.to_string());
+            }
+            Some(state.distinct.len() as f64)
+        }
+    }
+}
+
+/// The aggregates after the `count|prev|first|last` of a script result, one per requested
+/// aggregate (`""`: no value; absent, e.g. a result stored before the aggregate was declared: no
+/// value).
+pub fn parse_aggregates(s: &str, n: usize) -> Vec<Option<f64>> {
+    let mut it = s.split('|').skip(4);
+    (0..n)
+        .map(|_| {
+            it.next()
+                .and_then(|t| t.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+        })
+        .collect()
+}
+
 /// Redis script applying a batch of events to their sessions in one round trip.
 ///
-/// `KEYS[i]`: the session hash of event i. `ARGV`: `gap_ms`, `ttl_ms`, `ring`, then per event
-/// `event_id`, `ts_ms`. Returns one `count|prev|first|last` string per event. The hash holds
+/// `KEYS[i]`: the session hash of event i. `ARGV`: `gap_ms`, `ttl_ms`, `ring`, `n` (session
+/// aggregates), `n` pairs of function (`sum`, `count_distinct`) and feature name, then per event
+/// `event_id`, `ts_ms` and its `n` values (`""` none, else `=` and the text). Returns one
+/// `count|prev|first|last` string per event, followed by `|value` per aggregate (`""` for none).
+/// Aggregates live in the hash as `a:{name}` (the sum, `%.17g`, or the distinct count) and
+/// `d:{len(name)}:{name}:{value}` (each distinct value), and are emptied when the session restarts. The hash holds
 /// `count`, `first`, `last`, `seq` (events ever applied), `e:{event_id}` (result of that event)
 /// and `s:{n}` (ring slot → event id, so results older than the latest `ring` events are dropped;
 /// they survive session restarts, so a redelivery across a restart is still recognised). The hash expires `ttl_ms` after its last update.
@@ -112,24 +197,43 @@ pub const SESSION_SCRIPT: &str = r#"
 local gap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local ring = tonumber(ARGV[3])
+local naggs = tonumber(ARGV[4]) or 0
+local aggs, distinct = {}, false
+for j = 1, naggs do
+  aggs[j] = { ARGV[3 + 2 * j], ARGV[4 + 2 * j] }
+  if aggs[j][1] == 'count_distinct' then distinct = true end
+end
+local base, stride = 4 + 2 * naggs, 2 + naggs
 local function int(s)
   if s and string.match(s, '^%-?%d+$') and #s <= 17 then return s end
   return nil
 end
 local out = {}
 for i, key in ipairs(KEYS) do
-  local eid = ARGV[2 + 2 * i]
-  local ts_s = ARGV[3 + 2 * i]
+  local at = base + (i - 1) * stride
+  local eid = ARGV[at + 1]
+  local ts_s = ARGV[at + 2]
   local ts = tonumber(ts_s)
-  -- One read for the dedupe check and the state: HMGET e:{id} count first last seq.
-  local h = redis.call('HMGET', key, 'e:' .. eid, 'count', 'first', 'last', 'seq')
+  -- One read for the dedupe check and the state: HMGET e:{id} count first last seq a:{name}...
+  local read = { 'e:' .. eid, 'count', 'first', 'last', 'seq' }
+  for j = 1, naggs do read[5 + j] = 'a:' .. aggs[j][2] end
+  local h = redis.call('HMGET', key, unpack(read))
   if h[1] then
     out[i] = h[1]
   else
     local count_s, first_s, last_s, seq_s = int(h[2]), int(h[3]), int(h[4]), int(h[5])
     local seq = (tonumber(seq_s) or 0) + 1
     local result
+    local restarted = false
     if count_s == nil or first_s == nil or last_s == nil or ts - tonumber(last_s) > gap then
+      restarted = true
+      if distinct and count_s ~= nil then
+        -- A session restarts: its distinct values go (rare: once per session at most).
+        local fields = redis.call('HKEYS', key)
+        for _, f in ipairs(fields) do
+          if string.sub(f, 1, 2) == 'd:' then redis.call('HDEL', key, f) end
+        end
+      end
       count_s = '1'
       first_s = ts_s
       last_s = ts_s
@@ -141,6 +245,30 @@ for i, key in ipairs(KEYS) do
       if ts > tonumber(last_s) then last_s = ts_s end
       result = count_s .. '|' .. prev_s .. '|' .. first_s .. '|' .. last_s
     end
+    local writes = {}
+    for j = 1, naggs do
+      local fn, name = aggs[j][1], aggs[j][2]
+      local cur = h[5 + j]
+      if restarted then cur = nil end
+      local val = ARGV[at + 2 + j]
+      local v = nil
+      if val and val ~= '' then v = string.sub(val, 2) end
+      if fn == 'sum' then
+        local x = v and tonumber(v)
+        if x and x == x and x ~= math.huge and x ~= -math.huge then
+          cur = string.format('%.17g', (tonumber(cur) or 0) + x)
+        end
+        cur = cur or ''
+      else
+        cur = int(cur) or '0'
+        if v and redis.call('HSETNX', key, 'd:' .. #name .. ':' .. name .. ':' .. v, '1') == 1 then
+          cur = string.format('%d', tonumber(cur) + 1)
+        end
+      end
+      result = result .. '|' .. cur
+      writes[#writes + 1] = 'a:' .. name
+      writes[#writes + 1] = cur
+    end
     -- Results are kept across session restarts, in a ring of the latest `ring` events: the slot
     -- this event takes held event `seq - ring`, whose result is dropped (only once the ring is full).
     local slot = 's:' .. string.format('%d', seq % ring)
@@ -149,7 +277,7 @@ for i, key in ipairs(KEYS) do
       if old then redis.call('HDEL', key, 'e:' .. old) end
     end
     redis.call('HSET', key, 'count', count_s, 'first', first_s, 'last', last_s,
-      'seq', string.format('%d', seq), 'e:' .. eid, result, slot, eid)
+      'seq', string.format('%d', seq), 'e:' .. eid, result, slot, eid, unpack(writes))
     redis.call('PEXPIRE', key, ttl)
     out[i] = result
   end

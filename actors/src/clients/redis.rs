@@ -20,7 +20,9 @@ use crate::error::ClientError;
 use crate::feature_set::plan::{Declared, Plan};
 use crate::feature_set::window::{parse_reply, script_args, WINDOW_SCRIPT};
 use crate::features::ZipInfo;
-use crate::session::{parse_snapshot, SessionSnapshot, RESULT_RING, SESSION_SCRIPT};
+use crate::session::{
+    parse_aggregates, parse_snapshot, SessionSnapshot, RESULT_RING, SESSION_SCRIPT,
+};
 
 /// What one event needs from Redis.
 #[derive(Debug, Clone)]
@@ -153,8 +155,19 @@ impl LookupClient {
         eval.arg(self.gap_ms)
             .arg(self.gap_ms.saturating_mul(2))
             .arg(RESULT_RING);
-        for item in items {
+        let aggs = plan.map_or(&[][..], |p| &p.session_aggs[..]);
+        eval.arg(aggs.len());
+        for (name, function) in aggs {
+            eval.arg(function.name()).arg(name);
+        }
+        for (i, item) in items.iter().enumerate() {
             eval.arg(item.event_id).arg(item.ts_ms);
+            for j in 0..aggs.len() {
+                let value = plan
+                    .and_then(|p| p.session_values.get(i)?.get(j)?.as_deref())
+                    .map_or_else(String::new, |v| format!("={v}"));
+                eval.arg(value);
+            }
         }
         pipe.add_command(eval);
         let plan = plan.filter(|p| !p.is_empty());
@@ -197,6 +210,47 @@ impl LookupClient {
                 values.len()
             )));
         }
+        let fetched: Vec<CachedZip> = values[..missing_order.len()]
+            .iter()
+            .map(parse_zip)
+            .collect();
+        for (z, v) in missing_order.iter().zip(&fetched) {
+            self.cache.put((*z).to_string(), v.clone());
+        }
+        let sessions = match &values[missing_order.len()] {
+            Value::Array(a) if a.len() == items.len() => a,
+            other => {
+                return Err(ClientError::transient(format!(
+                    "redis: unexpected session script reply {other:?}"
+                )))
+            }
+        };
+
+        let mut out = Vec::with_capacity(items.len());
+        let mut session_aggs = Vec::with_capacity(if aggs.is_empty() { 0 } else { items.len() });
+        for ((item, zip), session) in items.iter().zip(zips).zip(sessions) {
+            let zip = match zip {
+                Some(cached) => cached,
+                None => item
+                    .zip
+                    .and_then(|z| missing.get(z))
+                    .and_then(|i| fetched.get(*i).cloned())
+                    .flatten(),
+            };
+            let text = value_str(session).unwrap_or_default();
+            let session = parse_snapshot(&text).ok_or_else(|| {
+                // The script answers integer strings only; anything else will not change on
+                // a retry.
+                ClientError::permanent(format!(
+                    "redis: bad session reply {}",
+                    crate::error::excerpt(&format!("{session:?}"))
+                ))
+            })?;
+            if !aggs.is_empty() {
+                session_aggs.push(parse_aggregates(&text, aggs.len()));
+            }
+            out.push(LookupAnswer { zip, session });
+        }
         let declared = match plan {
             None => Vec::new(),
             Some(plan) => {
@@ -220,48 +274,10 @@ impl LookupClient {
                         )))
                     }
                 };
-                plan.answers(hashes, &windows)
+                plan.answers(hashes, &windows, &session_aggs)
             }
         };
 
-        let fetched: Vec<CachedZip> = values[..missing_order.len()]
-            .iter()
-            .map(parse_zip)
-            .collect();
-        for (z, v) in missing_order.iter().zip(&fetched) {
-            self.cache.put((*z).to_string(), v.clone());
-        }
-        let sessions = match &values[missing_order.len()] {
-            Value::Array(a) if a.len() == items.len() => a,
-            other => {
-                return Err(ClientError::transient(format!(
-                    "redis: unexpected session script reply {other:?}"
-                )))
-            }
-        };
-
-        let mut out = Vec::with_capacity(items.len());
-        for ((item, zip), session) in items.iter().zip(zips).zip(sessions) {
-            let zip = match zip {
-                Some(cached) => cached,
-                None => item
-                    .zip
-                    .and_then(|z| missing.get(z))
-                    .and_then(|i| fetched.get(*i).cloned())
-                    .flatten(),
-            };
-            let session = value_str(session)
-                .and_then(|s| parse_snapshot(&s))
-                .ok_or_else(|| {
-                    // The script answers integer strings only; anything else will not change on
-                    // a retry.
-                    ClientError::permanent(format!(
-                        "redis: bad session reply {}",
-                        crate::error::excerpt(&format!("{session:?}"))
-                    ))
-                })?;
-            out.push(LookupAnswer { zip, session });
-        }
         Ok((out, declared))
     }
 

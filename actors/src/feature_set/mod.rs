@@ -155,23 +155,8 @@ impl FeatureSet {
         rows
     }
 
-    /// Refuses what this version checks but does not compute yet: session `sum` and
-    /// `count_distinct`, and `[[materialize]]`.
+    /// Refuses what this version checks but does not compute yet: `[[materialize]]`.
     pub fn runnable(&self) -> Result<(), FeatureSetError> {
-        for f in &self.file.features {
-            if let spec::Kind::Session {
-                function: spec::SessionFunction::Sum | spec::SessionFunction::CountDistinct,
-                ..
-            } = f.kind
-            {
-                return Err(FeatureSetError {
-                    feature: Some(f.name.clone()),
-                    key: "function".into(),
-                    problem: "session sum and count_distinct are not computed by this version yet"
-                        .into(),
-                });
-            }
-        }
         if !self.file.materialize.is_empty() {
             return Err(FeatureSetError {
                 feature: None,

@@ -1,16 +1,18 @@
 //! What a batch of events needs from Redis for a declared feature set, and how the replies are
-//! handed back per event: the hash fields of every `lookup` (each key fetched once per batch) and
-//! one [`WindowItem`] per event and `window` feature, all sent in the lookup stage's one round
-//! trip.
+//! handed back per event: the hash fields of every `lookup` (each key fetched once per batch),
+//! one [`WindowItem`] per event and `window` feature, and each event's values for the session
+//! aggregates (`session` features with `sum` or `count_distinct`, applied by the session script),
+//! all sent in the lookup stage's one round trip.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::engine::{field_text, render};
-use super::spec::{Kind, WindowFunction};
+use super::spec::{Kind, SessionFunction, WindowFunction};
 use super::window::{Entry, WindowItem};
 use super::FeatureSet;
 use crate::event::Event;
+use crate::session::AggFunction;
 
 /// The Redis requests of a batch.
 #[derive(Debug, Default)]
@@ -19,6 +21,11 @@ pub struct Plan {
     pub hashes: Vec<(String, Vec<String>)>,
     /// The window items, in the order the script applies them.
     pub windows: Vec<WindowItem>,
+    /// The session aggregates of the set: (feature name, function).
+    pub session_aggs: Vec<(String, AggFunction)>,
+    /// Per event, its value for each session aggregate (None: absent or, for `sum`, not a
+    /// finite number).
+    pub session_values: Vec<Vec<Option<String>>>,
     /// Per event: what it reads.
     per_event: Vec<EventRequests>,
 }
@@ -32,7 +39,7 @@ pub struct Declared {
     /// The fields found in each hash the event's lookups address (shared by the events of a
     /// batch that address the same hash).
     pub hashes: HashMap<String, Arc<HashMap<String, String>>>,
-    /// The window aggregates, by feature name.
+    /// The window and session aggregates, by feature name.
     pub aggregates: HashMap<String, Option<f64>>,
 }
 
@@ -68,13 +75,17 @@ fn entry_value(event: &Event, column: Option<&str>, function: WindowFunction) ->
     match function {
         WindowFunction::Count => None,
         WindowFunction::CountDistinct => Some(text),
-        _ => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(|v| v.to_string()),
+        _ => finite(&text),
     }
+}
+
+/// `text` as a finite number, written so that it parses back to the same float.
+fn finite(text: &str) -> Option<String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v.to_string())
 }
 
 impl FeatureSet {
@@ -82,7 +93,35 @@ impl FeatureSet {
     pub fn plan(&self, events: &[&Event]) -> Plan {
         let mut fields: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut plan = Plan::default();
+        let mut session_columns = Vec::new();
+        for f in &self.file.features {
+            if let Kind::Session {
+                function,
+                column: Some(column),
+            } = &f.kind
+            {
+                let function = match function {
+                    SessionFunction::Sum => AggFunction::Sum,
+                    SessionFunction::CountDistinct => AggFunction::CountDistinct,
+                    _ => continue,
+                };
+                plan.session_aggs.push((f.name.clone(), function));
+                session_columns.push((column.as_str(), function));
+            }
+        }
         for event in events {
+            plan.session_values.push(
+                session_columns
+                    .iter()
+                    .map(|(column, function)| {
+                        let text = field_text(event, column)?;
+                        match function {
+                            AggFunction::CountDistinct => Some(text),
+                            AggFunction::Sum => finite(&text),
+                        }
+                    })
+                    .collect(),
+            );
             let mut keys = Vec::new();
             let mut windows = Vec::new();
             for (f, window_ms) in self.file.features.iter().zip(&self.window_ms) {
@@ -136,15 +175,17 @@ impl FeatureSet {
 impl Plan {
     /// Whether the batch needs nothing from Redis for its declared features.
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty() && self.windows.is_empty()
+        self.hashes.is_empty() && self.windows.is_empty() && self.session_aggs.is_empty()
     }
 
     /// Each event's share of the replies: `hashes[i]` answers `self.hashes[i]` (the fields
-    /// found), `windows[j]` answers `self.windows[j]`.
+    /// found), `windows[j]` answers `self.windows[j]`, `sessions[e]` holds event e's session
+    /// aggregates in the order of `self.session_aggs`.
     pub fn answers(
         &self,
         hashes: Vec<HashMap<String, String>>,
         windows: &[Option<f64>],
+        sessions: &[Vec<Option<f64>>],
     ) -> Vec<Declared> {
         let by_key: HashMap<&str, Arc<HashMap<String, String>>> = self
             .hashes
@@ -154,7 +195,8 @@ impl Plan {
             .collect();
         self.per_event
             .iter()
-            .map(|(keys, wins)| Declared {
+            .enumerate()
+            .map(|(e, (keys, wins))| Declared {
                 hashes: keys
                     .iter()
                     .filter_map(|k| Some((k.clone(), by_key.get(k.as_str())?.clone())))
@@ -162,6 +204,10 @@ impl Plan {
                 aggregates: wins
                     .iter()
                     .map(|(name, i)| (name.clone(), windows.get(*i).copied().flatten()))
+                    .chain(self.session_aggs.iter().enumerate().map(|(j, (name, _))| {
+                        let v = sessions.get(e).and_then(|s| s.get(j)).copied().flatten();
+                        (name.clone(), v)
+                    }))
                     .collect(),
             })
             .collect()
