@@ -10,7 +10,7 @@ use clickpipe::ingest;
 use clickpipe::server::wait_for_signal;
 use clickpipe::service::config::Config;
 use clickpipe::service::{self, settings, telemetry};
-use clickpipe::tools::{admin_client, loadgen, mock_broker, model_server, seed};
+use clickpipe::tools::{admin_client, explain, loadgen, mock_broker, model_server, seed};
 
 #[derive(Parser)]
 #[command(
@@ -170,6 +170,14 @@ enum FeaturesCommand {
     /// Check the feature set (`features.set`, else the built-in one) and print its features:
     /// names, kinds and types in model-instance order.
     Check(ConfigArg),
+    /// Compute one event's features against the live Redis without writing anything, and print
+    /// them with what they were computed from (exit 1 when the event would be dead-lettered).
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The event, as a JSON object of the input contract (`-`: read standard input).
+        event: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -242,16 +250,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Features {
+            command: FeaturesCommand::Explain { config, event },
+        } => explain::run(&load(&config)?, &event),
+        Command::Features {
             command: FeaturesCommand::Check(arg),
         } => {
             let config = load(&arg)?;
-            let set = match config.features.feature_set()? {
-                Some(set) => set,
-                None => clickpipe_actors::feature_set::FeatureSet::builtin_for(
-                    &config.redis.zip_prefix,
-                    config.features.default_zip_median_income,
-                )?,
-            };
+            let set = explain::feature_set(&config)?;
             println!("version {}", set.version);
             for (name, kind, value_type, output) in set.describe() {
                 let note = if output { "" } else { "  (not output)" };

@@ -276,6 +276,114 @@ part = "month"
 }
 
 #[test]
+fn the_online_store_keeps_each_entitys_latest_vector_by_event_time_with_its_ttl() {
+    let (names, model, mut cfg) = with_healthy_model("fset-store", 1);
+    seed_zip(&names.zip_prefix, "10001", "72000", "America/New_York");
+    let path = set_file_with(
+        &names,
+        r#"
+[[feature]]
+name = "price"
+kind = "field"
+column = "price"
+type = "float"
+default = -1.0
+
+[[materialize]]
+entity = "user_id"
+ttl = "1h"
+
+[[materialize]]
+entity = "zip"
+ttl = "90s"
+"#,
+    );
+    cfg.features.set = path.display().to_string();
+    cfg.validate().expect("the set is valid");
+    let user = unique("u");
+    let running = run_pipeline(cfg);
+    // The newest event (10:02) first, then an older one (10:00) and a redelivery of it: neither
+    // may roll the stored vector back.
+    let records: Vec<(String, Vec<u8>)> = [
+        click("new", &user, 2, "page_view", Some(30.0)),
+        click("old", &user, 0, "page_view", Some(10.0)),
+        click("old", &user, 0, "page_view", Some(10.0)),
+    ]
+    .into_iter()
+    .map(|v| (user.clone(), v))
+    .collect();
+    produce(&names.input, &records);
+    let mut outputs = Collector::new(&names.output);
+    assert!(outputs.until(WAIT, |m| m.len() >= 3), "3 outputs");
+    running.stop();
+    model.stop();
+    let _ = std::fs::remove_file(&path);
+
+    let mut conn = redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis");
+    let key = format!("features:user_id:{user}");
+    let stored: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query(&mut conn)
+        .expect("HGETALL");
+    assert_eq!(
+        stored.get("_event_id").map(String::as_str),
+        Some("new"),
+        "{stored:?}"
+    );
+    assert_eq!(
+        stored.get("price").map(String::as_str),
+        Some("30.0"),
+        "{stored:?}"
+    );
+    assert_eq!(
+        stored.get("_features_version").map(String::as_str),
+        Some("kinds-1")
+    );
+    let when = chrono::DateTime::parse_from_rfc3339("2026-06-01T10:02:00Z").expect("time");
+    assert_eq!(
+        stored.get("_event_time_ms"),
+        Some(&when.timestamp_millis().to_string())
+    );
+    // What the model saw: the same vector as the output record of that event.
+    let out = outputs
+        .messages
+        .iter()
+        .map(json)
+        .find(|v| v["event_id"] == "new")
+        .expect("output of the newest event");
+    let features = out["features"].as_object().expect("features");
+    let mut with_value = 0;
+    for (name, value) in features {
+        let text = match value {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            v => Some(v.to_string()),
+        };
+        with_value += usize::from(text.is_some());
+        assert_eq!(
+            stored.get(name),
+            text.as_ref(),
+            "feature {name} (null: left out)"
+        );
+    }
+    assert_eq!(
+        stored.len(),
+        with_value + 3,
+        "the features and three fields of its own"
+    );
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).expect("PTTL");
+    assert!((3_500_000..=3_600_000).contains(&ttl), "ttl 1h: {ttl}");
+    let zip_ttl: i64 = redis::cmd("PTTL")
+        .arg("features:zip:10001")
+        .query(&mut conn)
+        .expect("PTTL");
+    assert!((1..=90_000).contains(&zip_ttl), "ttl 90s: {zip_ttl}");
+}
+
+#[test]
 fn a_bad_feature_set_stops_start_up_naming_the_feature_and_the_key() {
     let names = Names::without_topics("fset-bad");
     let mut cfg = config(&names, "http://127.0.0.1:9");

@@ -80,6 +80,8 @@ pub struct Stats {
     pub queued: StageQueues,
     /// Restarts of partitions' stages (caught failures).
     pub restarts: AtomicU64,
+    /// Online-store writes (`[[materialize]]`) given up after the Redis retry budget.
+    pub store_failures: AtomicU64,
 }
 
 impl Default for Stats {
@@ -104,6 +106,7 @@ impl Default for Stats {
             },
             queued: StageQueues::default(),
             restarts: AtomicU64::new(0),
+            store_failures: AtomicU64::new(0),
         }
     }
 }

@@ -219,6 +219,13 @@ pub const METRICS: &[Metric] = &[
         emf: &[Emf::Delta("Restarts")],
     },
     Metric {
+        name: "clickpipe_feature_store_failures_total",
+        kind: Kind::Counter,
+        help: "Online feature-store writes ([[materialize]]) given up after the Redis retry budget.",
+        read: |s| one(count(&s.stats.store_failures)),
+        emf: &[],
+    },
+    Metric {
         name: "clickpipe_root_restarts_in_window",
         kind: Kind::Gauge,
         help: "Partition failures counted against the root supervisor's intensity.",

@@ -17,6 +17,7 @@ use deadpool_redis::Pool;
 use crate::clients::zip_cache::{CachedZip, ZipCache};
 use crate::config::RedisConfig;
 use crate::error::ClientError;
+use crate::feature_set::materialize::{store_args, StoreWrite, STORE_SCRIPT};
 use crate::feature_set::plan::{Declared, Plan};
 use crate::feature_set::window::{parse_reply, script_args, WINDOW_SCRIPT};
 use crate::features::ZipInfo;
@@ -66,6 +67,7 @@ pub struct LookupClient {
     gap_ms: i64,
     script: Rc<redis::Script>,
     window_script: Rc<redis::Script>,
+    store_script: Rc<redis::Script>,
 }
 
 impl LookupClient {
@@ -81,6 +83,7 @@ impl LookupClient {
             gap_ms: i64::try_from(session_gap.as_millis()).unwrap_or(i64::MAX),
             script: Rc::new(redis::Script::new(SESSION_SCRIPT)),
             window_script: Rc::new(redis::Script::new(WINDOW_SCRIPT)),
+            store_script: Rc::new(redis::Script::new(STORE_SCRIPT)),
         }
     }
 
@@ -279,6 +282,30 @@ impl LookupClient {
         };
 
         Ok((out, declared))
+    }
+
+    /// Applies online-store writes (one script call, loaded on first use).
+    pub async fn store(&self, writes: &[StoreWrite]) -> Result<(), ClientError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (keys, argv) = store_args(writes);
+        let mut invoke = self.store_script.prepare_invoke();
+        for k in &keys {
+            invoke.key(k);
+        }
+        for a in &argv {
+            invoke.arg(a);
+        }
+        let mut conn = self.connection().await?;
+        let res: Result<i64, _> =
+            tokio::time::timeout(self.timeout, invoke.invoke_async(&mut conn))
+                .await
+                .map_err(|_| {
+                    self.conn.borrow_mut().take();
+                    ClientError::transient("redis: online store write timed out")
+                })?;
+        res.map(|_| ()).map_err(|e| self.classify(e))
     }
 
     async fn query(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, redis::RedisError> {

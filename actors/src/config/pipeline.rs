@@ -79,7 +79,6 @@ impl FeaturesConfig {
             |e: crate::feature_set::FeatureSetError| bad("features.set", format!("{path}: {e}"));
         let set =
             crate::feature_set::FeatureSet::load(std::path::Path::new(path)).map_err(problem)?;
-        set.runnable().map_err(problem)?;
         Ok(Some(set))
     }
 

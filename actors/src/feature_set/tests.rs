@@ -51,22 +51,6 @@ fn the_example_set_is_valid_and_has_three_windows() {
         !set.outputs.contains(&"zip_timezone".to_string()),
         "output = false"
     );
-    assert!(set.runnable().is_ok());
-}
-
-#[test]
-fn what_this_version_does_not_compute_yet_is_refused_naming_it() {
-    FeatureSet::parse(
-        "version = \"t\"\n[[feature]]\nname = \"s\"\nkind = \"session\"\nfunction = \"sum\"\n\
-         column = \"price\"\ndefault = 0.0\n",
-    )
-    .and_then(|s| s.runnable())
-    .expect("session sum runs");
-    let e =
-        FeatureSet::parse("version = \"t\"\n[[materialize]]\nentity = \"user_id\"\nttl = \"1h\"\n")
-            .and_then(|s| s.runnable())
-            .expect_err("materialize");
-    assert_eq!(e.key, "materialize");
 }
 
 /// The error of `features` (TOML `[[feature]]` tables) after a version line.
@@ -263,4 +247,61 @@ fn the_default_set_computes_todays_features_byte_for_byte() {
         checked += 1;
     }
     assert_eq!(checked, 200);
+}
+
+#[test]
+fn the_online_store_refuses_names_it_owns_and_entities_twice() {
+    let store = "[[materialize]]\nentity = \"user_id\"\nttl = \"1h\"\n";
+    let e = error_of(&format!("{}{store}", window("_w", "window = \"1m\"")));
+    assert_eq!((e.feature.as_deref(), e.key.as_str()), (Some("_w"), "name"));
+    assert!(FeatureSet::parse(&format!(
+        "version = \"t\"\n{}",
+        window("_w", "window = \"1m\"")
+    ))
+    .is_ok());
+    let e = error_of(&format!("{store}{store}"));
+    assert_eq!(e.key, "materialize.entity", "{e}");
+    let e = error_of("[[materialize]]\nentity = \"user_id\"\nttl = \"0s\"\n");
+    assert_eq!(e.key, "materialize.ttl", "{e}");
+}
+
+#[test]
+fn store_writes_carry_the_output_vector_per_entity_the_event_has() {
+    use super::engine::{Computed, Value};
+    let set = FeatureSet::parse(
+        "version = \"v9\"\n[[materialize]]\nentity = \"user_id\"\nttl = \"2m\"\n\
+         [[materialize]]\nentity = \"zip\"\nttl = \"1h\"\n",
+    )
+    .expect("set");
+    let e = Event {
+        event_id: "e1".into(),
+        user_id: "u1".into(),
+        session_id: "s".into(),
+        timestamp: chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("time"),
+        event_type: "page_view".into(),
+        page: None,
+        referrer: None,
+        zip: None,
+        device: None,
+        price: None,
+    };
+    let computed = Computed(vec![
+        ("a".into(), Value::Float(1.0)),
+        ("b".into(), Value::Null),
+        ("c".into(), Value::Bool(true)),
+    ]);
+    let writes = set.store_writes(&e, &computed);
+    assert_eq!(writes.len(), 1, "no ZIP, no ZIP entry");
+    let w = &writes[0];
+    assert_eq!(w.key, format!("features:user_id:{}", e.user_id));
+    assert_eq!(w.ttl_ms, 120_000);
+    assert_eq!(
+        w.fields,
+        vec![
+            ("a".to_string(), "1.0".to_string()),
+            ("c".into(), "true".into()),
+            ("_event_id".into(), e.event_id.clone()),
+            ("_features_version".into(), "v9".into()),
+        ]
+    );
 }

@@ -103,12 +103,28 @@ pub fn validate(file: &FeatureSetFile) -> Result<Vec<String>, FeatureSetError> {
             outputs.extend(produced);
         }
     }
+    if !file.materialize.is_empty() {
+        if let Some(n) = outputs.iter().find(|n| n.starts_with('_')) {
+            return Err(FeatureSetError {
+                feature: Some(n.clone()),
+                key: "name".into(),
+                problem: "names starting with `_` are the online store's own fields".into(),
+            });
+        }
+    }
+    let mut entities = HashSet::new();
     for m in &file.materialize {
         let at = |key: &str, problem: String| FeatureSetError {
             feature: None,
             key: format!("materialize.{key}"),
             problem,
         };
+        if !entities.insert(m.entity.as_str()) {
+            return Err(at(
+                "entity",
+                format!("`{}` is materialized twice", m.entity),
+            ));
+        }
         if !EVENT_FIELDS.contains(&m.entity.as_str()) {
             return Err(at(
                 "entity",

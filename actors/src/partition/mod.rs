@@ -255,7 +255,17 @@ impl PartitionActor {
             wait: cfg.model.max_wait_ms.get(),
         };
         let infer = self.start_stage(&me, infer, model_batching, emit.clone().recipient());
-        let enrich = Enrich::new(&cfg, self.deps.feature_set.clone());
+        let store = crate::stages::enrich::Store {
+            client: crate::clients::redis::LookupClient::new(
+                self.deps.redis.clone(),
+                self.deps.zip_cache.clone(),
+                &cfg.redis,
+                std::time::Duration::from_secs(cfg.features.session_gap_s),
+            ),
+            budget: cfg.redis.retry_budget_ms.get(),
+            stats: self.deps.stats.clone(),
+        };
+        let enrich = Enrich::new(&cfg, self.deps.feature_set.clone(), Some(store));
         #[cfg(feature = "fault-injection")]
         let enrich = enrich.with_hooks(self.deps.hooks.clone());
         let enrich = self.start_stage(&me, enrich, natural, infer.clone().recipient());

@@ -1,35 +1,59 @@
 //! The enrich stage: pure feature computation from the event and what Redis said. With the
 //! built-in features it cannot fail; a declared feature set may dead-letter an event as
 //! `invalid_event` when a feature with `on_missing = "dead_letter"` cannot be computed.
+//!
+//! A declared set with `[[materialize]]` also writes each batch's feature vectors to the online
+//! store (one script call), retried within `redis.retry_budget_ms`; a write still failing is
+//! counted (`clickpipe_feature_store_failures_total`) and logged, and the records go on: the
+//! store is a copy of what the model saw, not part of the delivery.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
+use crate::clients::backoff;
+use crate::clients::redis::LookupClient;
 use crate::config::Config;
 use crate::error::{ErrorKind, Failure, Stage};
 #[cfg(feature = "fault-injection")]
 use crate::fault_injection::{FaultHooks, PANIC_EVENT_TYPE};
 use crate::feature_set::engine::Known;
+use crate::feature_set::materialize::StoreWrite;
 use crate::feature_set::FeatureSet;
 use crate::features::{compute, FeatureValues};
 use crate::record::{Enriched, LookedUp, Record};
 use crate::stage::{Outcome, Outcomes, StageLogic};
+use crate::stats::Stats;
+
+/// Where the online store is written (a declared set with `[[materialize]]`).
+pub struct Store {
+    /// The Redis client (built on the stage's thread).
+    pub client: LookupClient,
+    /// How long a failing write is retried.
+    pub budget: Duration,
+    /// Counts the writes given up.
+    pub stats: Arc<Stats>,
+}
 
 /// The enrich stage.
 pub struct Enrich {
     default_income: f64,
     set: Option<Arc<FeatureSet>>,
+    store: Option<Store>,
     #[cfg(feature = "fault-injection")]
     hooks: Arc<FaultHooks>,
 }
 
 impl Enrich {
-    /// An enrich stage.
-    pub fn new(config: &Config, set: Option<Arc<FeatureSet>>) -> Self {
+    /// An enrich stage; `store` is used when `set` materializes.
+    pub fn new(config: &Config, set: Option<Arc<FeatureSet>>, store: Option<Store>) -> Self {
+        let store = store.filter(|_| set.as_ref().is_some_and(|s| s.materializes()));
         Enrich {
             default_income: config.features.default_zip_median_income,
             set,
+            store,
             #[cfg(feature = "fault-injection")]
             hooks: Arc::new(FaultHooks::default()),
         }
@@ -61,14 +85,56 @@ impl StageLogic for Enrich {
             }
         }
         let set = self.set.clone();
-        let out = batch
+        let mut writes = Vec::new();
+        let out: Vec<Outcome<Enriched>> = batch
             .into_iter()
             .map(|r| match &set {
                 None => builtin(r, income),
-                Some(set) => declared(r, set),
+                Some(set) => declared(r, set, self.store.is_some().then_some(&mut writes)),
             })
             .collect();
-        futures::future::ready(out).boxed_local()
+        match &self.store {
+            Some(store) if !writes.is_empty() => {
+                let client = store.client.clone();
+                let budget = store.budget;
+                let stats = store.stats.clone();
+                async move {
+                    write_store(&client, &writes, budget, &stats).await;
+                    out
+                }
+                .boxed_local()
+            }
+            _ => futures::future::ready(out).boxed_local(),
+        }
+    }
+}
+
+/// Writes a batch's online-store entries, retrying within `budget`; counts them as failed after.
+async fn write_store(
+    client: &LookupClient,
+    writes: &[StoreWrite],
+    budget: Duration,
+    stats: &Stats,
+) {
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match client.store(writes).await {
+            Ok(()) => return,
+            Err(e) => {
+                let wait = backoff(attempt, Duration::from_millis(20), Duration::from_secs(1));
+                if started.elapsed() + wait >= budget {
+                    stats
+                        .store_failures
+                        .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                    tracing::error!(error = %e, writes = writes.len(), "online feature store write given up");
+                    return;
+                }
+                tracing::warn!(error = %e, attempt, "online feature store write failed; retrying");
+                actix_rt::time::sleep(wait).await;
+            }
+        }
     }
 }
 
@@ -94,7 +160,11 @@ fn builtin(r: Record<LookedUp>, income: f64) -> Outcome<Enriched> {
 
 /// A declared feature set's features, or the event's dead letter when one that must be computed
 /// cannot be.
-fn declared(r: Record<LookedUp>, set: &FeatureSet) -> Outcome<Enriched> {
+fn declared(
+    r: Record<LookedUp>,
+    set: &FeatureSet,
+    writes: Option<&mut Vec<StoreWrite>>,
+) -> Outcome<Enriched> {
     let computed = {
         let known = Known {
             declared: r.data.declared.as_deref(),
@@ -104,14 +174,19 @@ fn declared(r: Record<LookedUp>, set: &FeatureSet) -> Outcome<Enriched> {
     };
     let Record { input, data } = r;
     match computed {
-        Ok(values) => Outcome::Forward(Record {
-            input,
-            data: Enriched {
-                event: data.event,
-                features: FeatureValues::Declared(values),
-                features_version: Some(set.version.clone()),
-            },
-        }),
+        Ok(values) => {
+            if let Some(writes) = writes {
+                writes.extend(set.store_writes(&data.event, &values));
+            }
+            Outcome::Forward(Record {
+                input,
+                data: Enriched {
+                    event: data.event,
+                    features: FeatureValues::Declared(values),
+                    features_version: Some(set.version.clone()),
+                },
+            })
+        }
         Err(e) => Outcome::Fail(
             input,
             Failure::new(ErrorKind::InvalidEvent, Stage::Enrich, e.to_string()),
