@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clickpipe_actors::feature_set::spec::WindowFunction;
 use clickpipe_actors::feature_set::window::{
-    aggregate, insert, parse_reply, prune, script_args, Entry, WindowItem, WINDOW_SCRIPT,
+    aggregate, insert, parse_reply, prune, script_args, Entry, WindowItem, DEFAULT_MAX_EVENTS,
+    WINDOW_SCRIPT,
 };
 use common::*;
 
@@ -90,6 +91,8 @@ fn the_redis_script_and_the_rust_rule_agree_on_every_aggregate() {
                 },
                 add: rng.next(6) != 0,
                 window_ms,
+                // Entity 2 is capped hard, so the cap's drops are compared too.
+                max_events: if entity == 2 { 3 } else { DEFAULT_MAX_EVENTS },
                 function,
             });
         }
@@ -99,7 +102,7 @@ fn the_redis_script_and_the_rust_rule_agree_on_every_aggregate() {
             if item.add {
                 insert(state, item.entry.clone());
             }
-            prune(state, item.window_ms);
+            prune(state, item.window_ms, item.max_events);
             let want = aggregate(state, item.entry.ts_ms, item.window_ms, item.function);
             assert_eq!(got, want, "{item:?}");
             compared += 1;
@@ -128,6 +131,7 @@ fn window_state_expires_two_windows_after_its_last_event() {
         },
         add: true,
         window_ms: 300,
+        max_events: DEFAULT_MAX_EVENTS,
         function: WindowFunction::Sum,
     };
     assert_eq!(
@@ -167,4 +171,47 @@ fn window_state_expires_two_windows_after_its_last_event() {
         kept <= 6 && values == kept,
         "two windows of events: {kept} kept, {values} values"
     );
+}
+
+#[test]
+fn a_hot_entity_keeps_its_latest_max_window_events_only() {
+    let mut conn = connection();
+    let key = format!("{{{}}}", unique("fw-hot"));
+    // 500 events within one 10-minute window, all distinct values, a cap of 100.
+    let item = |i: i64, function| WindowItem {
+        key: key.clone(),
+        entry: Entry {
+            event_id: format!("e{i:04}"),
+            ts_ms: 1_780_000_000_000 + i * 10,
+            value: Some(i.to_string()),
+        },
+        add: true,
+        window_ms: 600_000,
+        max_events: 100,
+        function,
+    };
+    let events: Vec<WindowItem> = (0..500)
+        .map(|i| item(i, WindowFunction::CountDistinct))
+        .collect();
+    let got = run(&mut conn, &events);
+    assert_eq!(got[50], Some(51.0), "under the cap: exact");
+    assert_eq!(got[499], Some(100.0), "over it: the latest 100");
+    let kept: i64 = redis::cmd("ZCARD")
+        .arg(&key)
+        .query(&mut conn)
+        .expect("ZCARD");
+    let values: i64 = redis::cmd("HLEN")
+        .arg(format!("{key}:v"))
+        .query(&mut conn)
+        .expect("HLEN");
+    assert_eq!((kept, values), (100, 100));
+    // The oldest went: the minimum is event 400's value.
+    let min = run(
+        &mut conn,
+        &[WindowItem {
+            add: false,
+            ..item(499, WindowFunction::Min)
+        }],
+    );
+    assert_eq!(min, vec![Some(400.0)]);
 }

@@ -1,7 +1,8 @@
 //! `clickpipe features explain` against a real Redis: it answers what the pipeline's scripts would
 //! compute for the event (checked by then applying the event through them), gives an event
 //! already applied its first answer back, writes nothing (every key's DUMP is unchanged), and
-//! exits 1 for an event that would be dead-lettered and 2 for one that does not decode.
+//! exits 1 for an event that would be dead-lettered and 2 for one that does not decode. Window
+//! state is capped (`features.max_window_events`) as the script caps it.
 
 mod common;
 
@@ -117,13 +118,16 @@ fn explain_answers_what_the_pipeline_would_compute_and_writes_nothing() {
     seed_zip(&zip_prefix, "10001", "72000", "America/New_York");
     let path = std::env::temp_dir().join(format!("{}.toml", unique("explain-set")));
     std::fs::write(&path, set_text(&zip_prefix)).expect("set file");
-    let set = FeatureSet::load(&path).expect("set");
+    let mut set = FeatureSet::load(&path).expect("set");
+    // A cap of two events per entity: the third event drops the first from the windows.
+    set.max_window_events = 2;
     let env = [
         ("CLICKPIPE__FEATURES__SET", path.display().to_string()),
         ("CLICKPIPE__REDIS__URL", redis_url()),
         ("CLICKPIPE__REDIS__ZIP_PREFIX", zip_prefix.clone()),
         ("CLICKPIPE__REDIS__SESSION_PREFIX", session_prefix.clone()),
         ("CLICKPIPE__FEATURES__SESSION_GAP_S", GAP_S.to_string()),
+        ("CLICKPIPE__FEATURES__MAX_WINDOW_EVENTS", "2".to_string()),
     ];
 
     let mut cfg = clickpipe::service::settings::load_from(
@@ -217,7 +221,8 @@ fn explain_answers_what_the_pipeline_would_compute_and_writes_nothing() {
     let applied = apply(&[e3]);
     assert_eq!(explained["features"], applied[0], "{explained}");
     assert_eq!(explained["features_version"], "explain-1");
-    assert_eq!(explained["features"]["views_10m"], 3.0);
+    assert_eq!(explained["features"]["views_10m"], 2.0, "capped at two");
+    assert_eq!(explained["features"]["spend_1h"], 6.5, "e2 and e3");
     assert_eq!(explained["features"]["session_spend"], 16.5);
     assert_eq!(explained["features"]["session_pages"], 2.0);
     assert_eq!(explained["features"]["hour"], 6, "New York time");

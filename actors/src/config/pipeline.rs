@@ -22,6 +22,14 @@ pub struct FeaturesConfig {
     /// A feature-set file (TOML) declaring the features; empty: the built-in features.
     #[serde(default)]
     pub set: String,
+    /// The most events one entity's window state keeps (per `window` feature); beyond it the
+    /// oldest are dropped, bounding the Redis memory and the per-event cost of a hot entity.
+    #[serde(default = "default_max_window_events")]
+    pub max_window_events: usize,
+}
+
+fn default_max_window_events() -> usize {
+    10_000
 }
 
 /// Actor pipeline sizing.
@@ -77,8 +85,9 @@ impl FeaturesConfig {
         }
         let problem =
             |e: crate::feature_set::FeatureSetError| bad("features.set", format!("{path}: {e}"));
-        let set =
+        let mut set =
             crate::feature_set::FeatureSet::load(std::path::Path::new(path)).map_err(problem)?;
+        set.max_window_events = self.max_window_events;
         Ok(Some(set))
     }
 
@@ -106,6 +115,12 @@ impl FeaturesConfig {
             return Err(bad(
                 "features.default_zip_median_income",
                 "must be a finite number",
+            ));
+        }
+        if self.max_window_events == 0 || self.max_window_events > 1_000_000 {
+            return Err(bad(
+                "features.max_window_events",
+                "must be between 1 and 1000000",
             ));
         }
         self.feature_set()?;

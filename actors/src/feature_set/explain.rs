@@ -189,6 +189,7 @@ pub async fn explain<C: ConnectionLike>(
                 });
             }
         }
+        let mut added = false;
         if item.add && !entries.iter().any(|e| e.event_id == item.entry.event_id) {
             let present: Option<f64> = redis::cmd("ZSCORE")
                 .arg(&item.key)
@@ -198,6 +199,34 @@ pub async fn explain<C: ConnectionLike>(
                 .map_err(failed)?;
             if present.is_none() {
                 entries.push(item.entry.clone());
+                added = true;
+            }
+        }
+        if added {
+            // At the cap, the script would drop the oldest entries of the whole state.
+            let card: usize = redis::cmd("ZCARD")
+                .arg(&item.key)
+                .query_async(conn)
+                .await
+                .map_err(failed)?;
+            let over = (card + 1).saturating_sub(item.max_events);
+            if over > 0 {
+                let oldest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(&item.key)
+                    .arg(0)
+                    .arg(over - 1)
+                    .arg("WITHSCORES")
+                    .query_async(conn)
+                    .await
+                    .map_err(failed)?;
+                let mut candidates: Vec<(i64, String)> = oldest
+                    .into_iter()
+                    .map(|(id, score)| (score as i64, id))
+                    .chain([(item.entry.ts_ms, item.entry.event_id.clone())])
+                    .collect();
+                candidates.sort_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
+                candidates.truncate(over);
+                entries.retain(|e| !candidates.iter().any(|(_, id)| *id == e.event_id));
             }
         }
         windows.push(aggregate(

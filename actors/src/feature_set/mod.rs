@@ -45,6 +45,8 @@ pub struct FeatureSet {
     /// Per feature (by index), its window in milliseconds (0 for other kinds): parsed once here,
     /// not per event.
     window_ms: Vec<i64>,
+    /// The most events an entity's window state keeps (`features.max_window_events`).
+    pub max_window_events: usize,
 }
 
 impl FeatureSet {
@@ -90,6 +92,7 @@ impl FeatureSet {
             outputs,
             version,
             window_ms,
+            max_window_events: window::DEFAULT_MAX_EVENTS,
         })
     }
 

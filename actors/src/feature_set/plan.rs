@@ -154,6 +154,7 @@ impl FeatureSet {
                             },
                             add: matches(event, filter.as_ref()),
                             window_ms: *window_ms,
+                            max_events: self.max_window_events,
                             function: *function,
                         });
                     }

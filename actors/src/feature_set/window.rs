@@ -9,6 +9,9 @@
 //! - Entries older than the newest event time minus twice the window are dropped: an event late
 //!   by up to one window still finds everything it covers, and the state of an entity never
 //!   outgrows two windows of its events.
+//! - Nor more than `max_events` entries (`features.max_window_events`): beyond it the oldest, by
+//!   (event time, event id), are dropped. Aggregates stay exact for entities under the cap; a hot
+//!   entity over it gets them over its latest `max_events` events, at a bounded cost per event.
 
 use std::collections::HashSet;
 
@@ -34,13 +37,23 @@ pub fn insert(entries: &mut Vec<Entry>, entry: Entry) -> bool {
     true
 }
 
-/// Drops the entries no event within one window of the newest can cover.
-pub fn prune(entries: &mut Vec<Entry>, window_ms: i64) {
+/// `features.max_window_events` unless configured.
+pub const DEFAULT_MAX_EVENTS: usize = 10_000;
+
+/// Drops the entries no event within one window of the newest can cover, then the oldest beyond
+/// `max_events`.
+pub fn prune(entries: &mut Vec<Entry>, window_ms: i64, max_events: usize) {
     let Some(newest) = entries.iter().map(|e| e.ts_ms).max() else {
         return;
     };
     let keep_after = newest.saturating_sub(window_ms.saturating_mul(2));
     entries.retain(|e| e.ts_ms > keep_after);
+    if entries.len() > max_events {
+        entries.sort_by(|a, b| {
+            (a.ts_ms, a.event_id.as_bytes()).cmp(&(b.ts_ms, b.event_id.as_bytes()))
+        });
+        entries.drain(..entries.len() - max_events);
+    }
 }
 
 /// The aggregate for an event at `t_ms` over `window_ms`; None when a function of values finds
@@ -111,6 +124,8 @@ pub struct WindowItem {
     pub add: bool,
     /// The window, milliseconds.
     pub window_ms: i64,
+    /// The most entries the state keeps.
+    pub max_events: usize,
     /// The aggregation.
     pub function: WindowFunction,
 }
@@ -144,6 +159,7 @@ pub fn script_args(items: &[WindowItem]) -> (Vec<String>, Vec<String>) {
         argv.push(it.window_ms.to_string());
         argv.push(function_name(it.function).to_string());
         argv.push(if it.add { "1" } else { "0" }.to_string());
+        argv.push(it.max_events.to_string());
     }
     (keys, argv)
 }
@@ -159,7 +175,7 @@ pub fn parse_reply(text: &str) -> Option<f64> {
 /// Redis script applying the [`WindowItem`]s of a batch, in order, and reading each one's
 /// aggregate: the Rust rule above, kept in Redis. `KEYS`: per item the sorted set and its value
 /// hash; `ARGV`: per item event id, event time (ms), value (`""` none, else `=` and the text),
-/// window (ms), function, add (`1`/`0`). Returns one string per item. Times are integer strings
+/// window (ms), function, add (`1`/`0`), the most entries kept. Returns one string per item. Times are integer strings
 /// and are formatted back with `%d` (Lua's `..` would round them to 14 digits).
 pub const WINDOW_SCRIPT: &str = r#"
 local out = {}
@@ -175,9 +191,9 @@ local function hmget(h, ids)
 end
 for i = 1, #KEYS / 2 do
   local z, h = KEYS[2 * i - 1], KEYS[2 * i]
-  local b = (i - 1) * 6
-  local eid, ts_s, val, w_s, fn, add =
-    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  local b = (i - 1) * 7
+  local eid, ts_s, val, w_s, fn, add, cap =
+    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7])
   local ts, w = tonumber(ts_s), tonumber(w_s)
   if add == '1' and not redis.call('ZSCORE', z, eid) then
     redis.call('ZADD', z, ts_s, eid)
@@ -189,13 +205,25 @@ for i = 1, #KEYS / 2 do
     local old = redis.call('ZRANGEBYSCORE', z, '-inf', cut)
     for j = 1, #old do redis.call('HDEL', h, old[j]) end
     if #old > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', cut) end
+    local card = redis.call('ZCARD', z)
+    if card > cap then
+      -- Over the cap: the oldest go (a sorted set orders equal times by member, as Rust does).
+      local over = redis.call('ZRANGE', z, 0, card - cap - 1)
+      for s = 1, #over, 500 do
+        redis.call('HDEL', h, unpack(over, s, math.min(s + 499, #over)))
+      end
+      redis.call('ZREMRANGEBYRANK', z, 0, card - cap - 1)
+    end
     redis.call('PEXPIRE', z, 2 * w)
     if redis.call('EXISTS', h) == 1 then redis.call('PEXPIRE', h, 2 * w) end
   end
-  local ids = redis.call('ZRANGEBYSCORE', z, '(' .. string.format('%d', ts - w), ts_s)
+  local from = '(' .. string.format('%d', ts - w)
   local result = ''
+  local ids = {}
+  if fn ~= 'count' then ids = redis.call('ZRANGEBYSCORE', z, from, ts_s) end
   if fn == 'count' then
-    result = string.format('%d', #ids)
+    -- Counted without reading a value.
+    result = string.format('%d', redis.call('ZCOUNT', z, from, ts_s))
   elseif #ids > 0 then
     local vals = hmget(h, ids)
     if fn == 'count_distinct' then
@@ -222,8 +250,8 @@ for i = 1, #KEYS / 2 do
         result = string.format('%.17g', r)
       end
     end
-  else
-    if fn == 'count_distinct' then result = '0' end
+  elseif fn == 'count_distinct' then
+    result = '0'
   end
   out[i] = result
 end
@@ -251,7 +279,7 @@ mod tests {
             .iter()
             .map(|e| {
                 insert(&mut state, e.clone());
-                prune(&mut state, window_ms);
+                prune(&mut state, window_ms, DEFAULT_MAX_EVENTS);
                 aggregate(&state, e.ts_ms, window_ms, f)
             })
             .collect()
@@ -287,7 +315,7 @@ mod tests {
             let (mut pruned, mut everything) = (Vec::new(), Vec::new());
             for e in &shuffled {
                 insert(&mut pruned, e.clone());
-                prune(&mut pruned, 10 * MIN);
+                prune(&mut pruned, 10 * MIN, DEFAULT_MAX_EVENTS);
                 insert(&mut everything, e.clone());
                 assert_eq!(
                     aggregate(&pruned, e.ts_ms, 10 * MIN, f),
@@ -326,7 +354,7 @@ mod tests {
         let mut state = Vec::new();
         for i in 0..10_000 {
             insert(&mut state, entry(&format!("e{i}"), i * 1_000, None));
-            prune(&mut state, MIN);
+            prune(&mut state, MIN, DEFAULT_MAX_EVENTS);
         }
         // One event a second, a one-minute window: at most 120 kept.
         assert!(state.len() <= 120, "{}", state.len());
