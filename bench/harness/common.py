@@ -37,7 +37,7 @@ LABELS = {
     "clickpipe-traced-100": "clickpipe, traces 100 %",
     "clickpipe": "clickpipe",
     "clickpipe-eos": "clickpipe, exactly-once",
-    "clickpipe-features": "clickpipe, example feature set (3 windows)",
+    "clickpipe-features": "clickpipe, example feature set",
     "passthrough": "passthrough (floor)",
     "naive": "naive sequential Rust",
     "quix": "Quix Streams",

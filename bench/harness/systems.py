@@ -50,8 +50,10 @@ def start_system(system, env, broker, tag):
             if env.args.transaction_interval_ms:
                 e["CLICKPIPE__KAFKA__TRANSACTION_INTERVAL_MS"] = env.args.transaction_interval_ms
         if system == "clickpipe-features":
-            # The declared example set: the built-in features, a clock part and three windows.
-            e["CLICKPIPE__FEATURES__SET"] = os.path.join(ROOT, "config", "features", "example.toml")
+            # The declared example set (unless --clickpipe-env names another): the built-in
+            # features, a clock part, three windows, a session sum and the online store.
+            e.setdefault("CLICKPIPE__FEATURES__SET",
+                         os.path.join(ROOT, "config", "features", "example.toml"))
         p = Proc(f"{tag}-{system}", [env.exe("clickpipe"), "run"], e, env.workdir)
         wait_http(f"http://127.0.0.1:{ADMIN_PORT}/health/live", 30, p)
     elif system in ("passthrough", "naive"):

@@ -305,3 +305,51 @@ fn store_writes_carry_the_output_vector_per_entity_the_event_has() {
         ]
     );
 }
+
+#[test]
+fn a_value_of_the_wrong_type_takes_its_default_or_dead_letters_the_event() {
+    use super::engine::{Known, Value};
+    use super::plan::Declared;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let set = |on_missing: &str| {
+        FeatureSet::parse(&format!(
+            "version = \"t\"\n\
+             [[feature]]\nname = \"income\"\nkind = \"lookup\"\nkey = \"zip:{{zip}}\"\n\
+             field = \"median_income\"\ntype = \"float\"\ndefault = -1.0\nknown = \"income_known\"\n\
+             [[feature]]\nname = \"page_no\"\nkind = \"field\"\ncolumn = \"page\"\ntype = \"int\"\n\
+             default = 0\non_missing = \"{on_missing}\"\n"
+        ))
+        .expect("set")
+    };
+    let mut e = sample(1, "page_view", None, Some("10001"));
+    e.page = Some("/not-a-number".into());
+    let declared = Declared {
+        hashes: HashMap::from([(
+            "zip:10001".to_string(),
+            Arc::new(HashMap::from([(
+                "median_income".to_string(),
+                "n/a".to_string(),
+            )])),
+        )]),
+        aggregates: HashMap::new(),
+    };
+    let known = Known {
+        declared: Some(&declared),
+        session: None,
+    };
+    let got = set("default").compute(&e, &known).expect("defaults");
+    assert_eq!(
+        got.0,
+        vec![
+            ("income".to_string(), Value::Float(-1.0)),
+            ("income_known".to_string(), Value::Bool(false)),
+            ("page_no".to_string(), Value::Int(0)),
+        ]
+    );
+    let err = set("dead_letter")
+        .compute(&e, &known)
+        .expect_err("dead letter");
+    assert_eq!(err.feature, "page_no");
+    assert!(err.reason.contains("page"), "{err}");
+}

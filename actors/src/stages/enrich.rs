@@ -5,8 +5,12 @@
 //! A declared set with `[[materialize]]` also writes each batch's feature vectors to the online
 //! store (one script call), retried within `redis.retry_budget_ms`; a write still failing is
 //! counted (`clickpipe_feature_store_failures_total`) and logged, and the records go on: the
-//! store is a copy of what the model saw, not part of the delivery.
+//! store is a copy of what the model saw, not part of the delivery. Writes run beside the
+//! pipeline, up to [`MAX_PENDING_WRITES`] batches per stage (the script keeps the latest vector
+//! by event time, so their order does not matter); beyond that the stage waits for its write.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,11 +41,16 @@ pub struct Store {
     pub stats: Arc<Stats>,
 }
 
+/// Online-store writes a stage lets run beside the pipeline before it waits for its own.
+pub const MAX_PENDING_WRITES: usize = 4;
+
 /// The enrich stage.
 pub struct Enrich {
     default_income: f64,
     set: Option<Arc<FeatureSet>>,
     store: Option<Store>,
+    /// Online-store writes running beside the pipeline.
+    pending: Rc<Cell<usize>>,
     #[cfg(feature = "fault-injection")]
     hooks: Arc<FaultHooks>,
 }
@@ -54,6 +63,7 @@ impl Enrich {
             default_income: config.features.default_zip_median_income,
             set,
             store,
+            pending: Rc::new(Cell::new(0)),
             #[cfg(feature = "fault-injection")]
             hooks: Arc::new(FaultHooks::default()),
         }
@@ -98,11 +108,21 @@ impl StageLogic for Enrich {
                 let client = store.client.clone();
                 let budget = store.budget;
                 let stats = store.stats.clone();
-                async move {
-                    write_store(&client, &writes, budget, &stats).await;
-                    out
+                if self.pending.get() < MAX_PENDING_WRITES {
+                    let pending = self.pending.clone();
+                    pending.set(pending.get() + 1);
+                    actix_rt::spawn(async move {
+                        write_store(&client, &writes, budget, &stats).await;
+                        pending.set(pending.get().saturating_sub(1));
+                    });
+                    futures::future::ready(out).boxed_local()
+                } else {
+                    async move {
+                        write_store(&client, &writes, budget, &stats).await;
+                        out
+                    }
+                    .boxed_local()
                 }
-                .boxed_local()
             }
             _ => futures::future::ready(out).boxed_local(),
         }
