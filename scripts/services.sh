@@ -3,7 +3,8 @@
 #
 #   scripts/services.sh deps              install the Debian packages the Rust build needs (if missing)
 #   scripts/services.sh install [WHAT...] install what is missing (WHAT: redis, kafka, chromium,
-#                                         schemathesis, osmem, compose; default redis and kafka).
+#                                         schemathesis, osmem, moto, compose; default redis and
+#                                         kafka).
 #                                         kafka: the broker's jars (version pinned in
 #                                         scripts/kafka/pom.xml) resolved from Maven Central into
 #                                         $CLICKPIPE_TOOLS/kafka-<version> (~45 MB, ~30 s the first
@@ -11,7 +12,9 @@
 #                                         chromium (Debian) and schemathesis (PyPI, in its own
 #                                         virtualenv) are used by the admin API tests; osmem (PyPI
 #                                         osmem-server, an in-memory OpenSearch-compatible server) by
-#                                         the ingest tests; compose (Debian docker-compose, for
+#                                         the ingest tests; moto (PyPI moto[server], S3 and DynamoDB
+#                                         on loopback, with duckdb to read Parquet back) by the
+#                                         persistence tests; compose (Debian docker-compose, for
 #                                         `docker-compose config`) by the deployment tests.
 #   scripts/services.sh start [--fresh]   start Redis and Kafka (installing them if missing), wait until
 #                                         both answer, create the default topics. Kafka's storage is
@@ -52,6 +55,9 @@ SCHEMATHESIS_VENV="$TOOLS/schemathesis"
 OSMEM_VERSION="0.1.6"
 OSMEM_VENV="$TOOLS/osmem"
 OSMEM="$TOOLS/bin/osmem-server"
+MOTO_VERSION="5.2.5"
+DUCKDB_VERSION="2.0.1"
+MOTO_VENV="$TOOLS/moto"
 
 # Kafka: the version is the one pinned in the pom (one place to bump it).
 KAFKA_SRC="$REPO_ROOT/scripts/kafka"
@@ -175,6 +181,20 @@ install_osmem() {
 }
 
 # The stamp names what the installed tree was made from: the pom and the admin tool's source.
+install_moto() {
+    local stamp="$MOTO_VENV/.installed-$MOTO_VERSION-$DUCKDB_VERSION"
+    if [[ -f "$stamp" && -x "$MOTO_VENV/bin/moto_server" ]]; then
+        return
+    fi
+    apt_install python3 python3-venv
+    log "installing moto[server] $MOTO_VERSION and duckdb $DUCKDB_VERSION into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" "duckdb==$DUCKDB_VERSION"
+    [[ -x "$MOTO_VENV/bin/moto_server" ]] || die "moto install failed"
+    touch "$stamp"
+}
+
 kafka_stamp() { cat "$KAFKA_SRC/pom.xml" "$KAFKA_SRC/KafkaAdmin.java" | sha256sum | cut -d' ' -f1; }
 
 kafka_installed() {
@@ -222,8 +242,9 @@ cmd_install() {
             chromium) install_chromium ;;
             schemathesis) install_schemathesis ;;
             osmem) install_osmem ;;
+            moto) install_moto ;;
             compose) command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose ;;
-            *) die "install: unknown component '$w' (redis, kafka, chromium, schemathesis, osmem, compose)" ;;
+            *) die "install: unknown component '$w' (redis, kafka, chromium, schemathesis, osmem, moto, compose)" ;;
         esac
     done
     log "installed: ${what[*]}"

@@ -19,8 +19,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh deps
 # The admin API tests drive headless Chromium and schemathesis; the ingest tests run osmem-server;
-# the deployment tests resolve the compose file with docker-compose.
-scripts/services.sh install redis kafka chromium schemathesis osmem compose
+# the deployment tests resolve the compose file with docker-compose; the persistence tests run
+# moto (S3, DynamoDB) and read Parquet back with duckdb.
+scripts/services.sh install redis kafka chromium schemathesis osmem moto compose
 if [[ "${CLICKPIPE_SKIP_SERVICES:-0}" != 1 ]]; then
     scripts/services.sh start
 fi

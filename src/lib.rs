@@ -8,6 +8,7 @@
 //!   given future completes; the configuration ([`service::settings`]) and logging / trace set-up
 //!   ([`service::telemetry`]).
 //! - [`ingest`]: a second service (`clickpipe ingest`): the Elasticsearch / OpenSearch tailer.
+//! - [`sink`]: a third (`clickpipe sink s3`): the output and dead-letter topics kept in S3.
 //! - [`tools`]: developer tools: the load generator, the reference model server, Redis seeding,
 //!   the mock broker and the admin API's command-line client.
 //! - [`server`]: the HTTP listener set-up and the stop signal the services share.
@@ -17,6 +18,7 @@
 pub mod ingest;
 pub mod server;
 pub mod service;
+pub mod sink;
 pub mod tools;
 
 /// Log target of the lines that `main.rs` wrote before they moved into the library (`clickpipe

@@ -106,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         command: FeaturesCommand,
     },
+    /// Keep topics in an object store.
+    Sink {
+        #[command(subcommand)]
+        command: SinkCommand,
+    },
     /// Probe a running instance's health (exit 0 when it answers 200, 1 when not): for
     /// container health checks. `--url` points it elsewhere (`clickpipe ingest` on
     /// ingest.listen; the model server with `--path /ping`).
@@ -163,6 +168,14 @@ impl AdminArg {
 enum ConfigCommand {
     /// Validate and print the effective configuration (secrets masked).
     Check(ConfigArg),
+}
+
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// Write the output topic (and, with s3.include_dead_letters, the dead-letter topic) to S3
+    /// as Parquet or gzip JSON lines, by event hour, committing offsets only after the objects
+    /// are written.
+    S3(ConfigArg),
 }
 
 #[derive(Subcommand)]
@@ -272,6 +285,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 partitions,
                 wait_for_signal(),
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sink {
+            command: SinkCommand::S3(arg),
+        } => {
+            let config = load_logged(&arg)?;
+            clickpipe::sink::check(&config.s3)?;
+            actix_rt::System::new().block_on(clickpipe::sink::run(config, wait_for_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(arg) => {

@@ -1,10 +1,12 @@
 //! Clients of the services the pipeline calls: Redis (ZIP data and session state) and the model
-//! (plain HTTP, or a SageMaker endpoint signed with AWS credentials).
+//! (plain HTTP, or a SageMaker endpoint signed with AWS credentials), and the AWS SDK's shared
+//! configuration.
 
 pub mod aws;
 pub mod breaker;
 pub mod model;
 pub mod redis;
+pub mod sdk;
 pub mod zip_cache;
 
 use std::time::Duration;

@@ -6,11 +6,13 @@
 //! Every struct denies unknown keys, so a typo in a config file stops start-up with the key named.
 
 pub mod ingest;
+pub mod s3;
 pub mod sections;
 
 use clickpipe_actors::config::{mask_url, ConfigError};
 
 pub use ingest::{IngestConfig, PitMode, StartFrom};
+pub use s3::{ObjectFormat, S3Config};
 pub use sections::{
     AdminConfig, LoadgenConfig, LogConfig, LogFormat, MetricsConfig, ModelServerConfig,
 };
@@ -34,6 +36,9 @@ clickpipe_actors::pipeline_sections! {
         /// The Elasticsearch / OpenSearch tailer (`clickpipe ingest`).
         #[serde(default)]
         pub ingest: IngestConfig,
+        /// The S3 sink (`clickpipe sink s3`).
+        #[serde(default)]
+        pub s3: S3Config,
     }
 }
 
@@ -45,6 +50,7 @@ impl Config {
         self.admin.validate()?;
         self.metrics.validate()?;
         self.ingest.validate()?;
+        self.s3.validate()?;
         self.model_server.validate()?;
         self.loadgen.validate()?;
         self.log.validate()

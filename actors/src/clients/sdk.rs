@@ -1,0 +1,15 @@
+//! The AWS SDK's shared configuration: credentials and region from `aws-config`'s default chain
+//! (environment, profile files with SSO and `credential_process`, web identity for EKS IRSA,
+//! the ECS container endpoint and EKS Pod Identity, IMDSv2), one place for every AWS client.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// The SDK configuration, with `region` when it is not empty (else the chain's region).
+pub async fn sdk_config(region: &str) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let region = region.trim();
+    if !region.is_empty() {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    loader.load().await
+}

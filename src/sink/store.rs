@@ -1,0 +1,79 @@
+//! The object store: S3 (or an S3-compatible server at `s3.endpoint_url`) through the AWS SDK,
+//! with credentials and region from `aws-config`'s default chain.
+
+use std::io::Write;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::service::config::S3Config;
+
+/// Writes objects to one bucket.
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// `data` gzip-compressed.
+pub fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data)?;
+    Ok(e.finish()?)
+}
+
+impl ObjectStore {
+    /// A store for `bucket` as `s3` configures it.
+    pub async fn new(s3: &S3Config, bucket: &str) -> Self {
+        let shared = clickpipe_actors::clients::sdk::sdk_config(&s3.region).await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+        if !s3.endpoint_url.trim().is_empty() {
+            builder = builder.endpoint_url(s3.endpoint_url.trim());
+        }
+        builder = builder.force_path_style(s3.force_path_style);
+        ObjectStore {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// Writes one object; the error as text.
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+    }
+
+    /// Writes every object, retrying each with backoff until it is written (a stalled sink is
+    /// better than a lost object: its lag shows it). Returns true when all are written.
+    pub async fn put_all(&self, objects: &[(String, Vec<u8>)]) -> bool {
+        for (key, body) in objects {
+            let mut attempt = 0u32;
+            while let Err(e) = self.put(key, body).await {
+                attempt += 1;
+                let wait = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)));
+                tracing::warn!(error = %e, key, attempt, "s3 sink: writing an object failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        true
+    }
+
+    /// Writes every object once; false at the first failure.
+    pub async fn put_all_once(&self, objects: &[(String, Vec<u8>)]) -> bool {
+        for (key, body) in objects {
+            if let Err(e) = self.put(key, body).await {
+                tracing::warn!(error = %e, key, "s3 sink: writing an object failed while stopping; the records are left to the next run");
+                return false;
+            }
+        }
+        true
+    }
+}
