@@ -55,6 +55,9 @@ enum Command {
         /// CSV with columns zip, median_income, timezone.
         #[arg(long)]
         csv: PathBuf,
+        /// Also load the rows into the DynamoDB table `dynamodb.table` (the lookup fallback).
+        #[arg(long)]
+        dynamodb: bool,
     },
     /// Produce a synthetic clickstream to the input topic.
     Loadgen {
@@ -316,11 +319,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             actix_rt::System::new().block_on(model_server::serve(&config, listen, delay_ms))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::SeedRedis { config, csv } => {
+        Command::SeedRedis {
+            config,
+            csv,
+            dynamodb,
+        } => {
             let config = load(&config)?;
             let rows = seed::read_csv(&csv)?;
-            let n = actix_rt::System::new().block_on(seed::seed(&config, &rows))?;
+            let system = actix_rt::System::new();
+            let n = system.block_on(seed::seed(&config, &rows))?;
             println!("seeded {n} ZIPs into Redis ({}*)", config.redis.zip_prefix);
+            if dynamodb {
+                let n = system.block_on(seed::seed_dynamodb(&config, &rows))?;
+                println!("seeded {n} ZIPs into DynamoDB ({})", config.dynamodb.table);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Loadgen {

@@ -99,6 +99,8 @@ fn the_compose_stack_resolves_and_every_clickpipe_container_has_a_valid_configur
         "model",
         "clickpipe",
         "clickpipe-ingest",
+        "clickpipe-sink",
+        "s3",
         "adot",
         "jaeger",
     ] {
@@ -226,4 +228,35 @@ fn the_ecs_task_definition_gives_clickpipe_a_valid_configuration() {
     assert!(!text.contains("stand-in"), "secrets are masked: {text}");
     assert_eq!(app["healthCheck"]["command"][1], "clickpipe");
     assert_eq!(app["portMappings"][0]["containerPort"], 9090);
+
+    // The S3 sink beside it: its own command, a bucket, a valid configuration.
+    let sink = containers
+        .iter()
+        .find(|c| c["name"] == "clickpipe-s3-sink")
+        .expect("the sink container");
+    assert_eq!(sink["command"], serde_json::json!(["sink", "s3"]));
+    assert_eq!(
+        sink["essential"], false,
+        "a failing sink does not stop the pipeline"
+    );
+    let mut env = image_env();
+    for e in sink["environment"].as_array().into_iter().flatten() {
+        env.insert(
+            e["name"].as_str().expect("name").to_string(),
+            e["value"].as_str().expect("value").to_string(),
+        );
+    }
+    for s in sink["secrets"].as_array().into_iter().flatten() {
+        env.insert(
+            s["name"].as_str().expect("name").to_string(),
+            "stand-in".into(),
+        );
+    }
+    let out = config_check(&env);
+    assert!(
+        out.status.success(),
+        "the sink's environment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bucket = \"clickpipe-predictions"));
 }

@@ -82,6 +82,8 @@ pub struct Stats {
     pub restarts: AtomicU64,
     /// Online-store writes (`[[materialize]]`) given up after the Redis retry budget.
     pub store_failures: AtomicU64,
+    /// Records looked up degraded (Redis unavailable, `redis.fallback` set).
+    pub lookup_degraded: AtomicU64,
 }
 
 impl Default for Stats {
@@ -107,6 +109,7 @@ impl Default for Stats {
             queued: StageQueues::default(),
             restarts: AtomicU64::new(0),
             store_failures: AtomicU64::new(0),
+            lookup_degraded: AtomicU64::new(0),
         }
     }
 }

@@ -226,6 +226,13 @@ pub const METRICS: &[Metric] = &[
         emf: &[],
     },
     Metric {
+        name: "clickpipe_lookup_degraded_total",
+        kind: Kind::Counter,
+        help: "Records looked up degraded: Redis unavailable past its budget, ZIP data from the fallback table, sessions new.",
+        read: |s| one(count(&s.stats.lookup_degraded)),
+        emf: &[],
+    },
+    Metric {
         name: "clickpipe_root_restarts_in_window",
         kind: Kind::Gauge,
         help: "Partition failures counted against the root supervisor's intensity.",

@@ -1,5 +1,6 @@
 //! `clickpipe seed-redis`: loads ZIP reference data (CSV with at least the columns `zip`,
-//! `median_income`, `timezone`) into Redis hashes `{redis.zip_prefix}{zip}`.
+//! `median_income`, `timezone`) into Redis hashes `{redis.zip_prefix}{zip}`, and with
+//! `--dynamodb` into the lookup fallback's table (`dynamodb.table`).
 
 use std::path::Path;
 
@@ -86,6 +87,31 @@ pub async fn seed(config: &Config, rows: &[ZipRow]) -> anyhow::Result<usize> {
             .context("writing to Redis")?;
     }
     Ok(rows.len())
+}
+
+/// Writes the rows to the DynamoDB table `dynamodb.table`; returns how many were written.
+pub async fn seed_dynamodb(config: &Config, rows: &[ZipRow]) -> anyhow::Result<usize> {
+    if config.dynamodb.table.trim().is_empty() {
+        bail!("invalid config key `dynamodb.table`: is required by seed-redis --dynamodb");
+    }
+    let table = clickpipe_actors::clients::dynamo::ZipTable::new(
+        &config.dynamodb,
+        std::time::Duration::from_secs(30),
+    );
+    let items: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.zip.clone(),
+                r.median_income.to_string(),
+                r.timezone.clone(),
+            )
+        })
+        .collect();
+    table
+        .put(&items)
+        .await
+        .with_context(|| format!("writing to the DynamoDB table {}", config.dynamodb.table))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod breaker;
+pub mod dynamo;
 pub mod model;
 pub mod redis;
 pub mod sdk;

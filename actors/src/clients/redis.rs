@@ -14,6 +14,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, aio::MultiplexedConnection, Value};
 use deadpool_redis::Pool;
 
+use crate::clients::dynamo::ZipTable;
 use crate::clients::zip_cache::{CachedZip, ZipCache};
 use crate::config::RedisConfig;
 use crate::error::ClientError;
@@ -68,6 +69,7 @@ pub struct LookupClient {
     script: Rc<redis::Script>,
     window_script: Rc<redis::Script>,
     store_script: Rc<redis::Script>,
+    fallback: Option<Rc<ZipTable>>,
 }
 
 impl LookupClient {
@@ -84,7 +86,14 @@ impl LookupClient {
             script: Rc::new(redis::Script::new(SESSION_SCRIPT)),
             window_script: Rc::new(redis::Script::new(WINDOW_SCRIPT)),
             store_script: Rc::new(redis::Script::new(STORE_SCRIPT)),
+            fallback: None,
         }
+    }
+
+    /// The client with a fallback table for ZIP data (`redis.fallback = "dynamodb"`).
+    pub fn with_fallback(mut self, table: Option<ZipTable>) -> Self {
+        self.fallback = table.map(Rc::new);
+        self
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, ClientError> {
@@ -213,12 +222,38 @@ impl LookupClient {
                 values.len()
             )));
         }
-        let fetched: Vec<CachedZip> = values[..missing_order.len()]
+        let mut fetched: Vec<CachedZip> = values[..missing_order.len()]
             .iter()
             .map(parse_zip)
             .collect();
+        // ZIPs Redis does not have: from the fallback table, written back to Redis. When the
+        // table cannot answer, those misses are not cached (the next batch asks again).
+        let mut unsure = false;
+        if self.fallback.is_some() {
+            let misses: Vec<&str> = missing_order
+                .iter()
+                .zip(&fetched)
+                .filter(|(_, v)| v.is_none())
+                .map(|(z, _)| *z)
+                .collect();
+            match self.fallback_zips(&misses).await {
+                Ok(found) => {
+                    for (z, slot) in missing_order.iter().zip(fetched.iter_mut()) {
+                        if let Some(info) = found.get(*z).filter(|_| slot.is_none()) {
+                            *slot = Some(info.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, zips = misses.len(), "dynamodb fallback failed; those ZIPs count as unknown for this batch");
+                    unsure = true;
+                }
+            }
+        }
         for (z, v) in missing_order.iter().zip(&fetched) {
-            self.cache.put((*z).to_string(), v.clone());
+            if !(unsure && v.is_none()) {
+                self.cache.put((*z).to_string(), v.clone());
+            }
         }
         let sessions = match &values[missing_order.len()] {
             Value::Array(a) if a.len() == items.len() => a,
@@ -306,6 +341,82 @@ impl LookupClient {
                     ClientError::transient("redis: online store write timed out")
                 })?;
         res.map(|_| ()).map_err(|e| self.classify(e))
+    }
+
+    /// The ZIP data of `zips` from the fallback table (empty without one), written back to
+    /// Redis (best effort: a failed write-back is logged, the answer stands).
+    async fn fallback_zips(
+        &self,
+        zips: &[&str],
+    ) -> Result<HashMap<String, Arc<ZipInfo>>, ClientError> {
+        let Some(table) = self.fallback.as_ref().filter(|_| !zips.is_empty()) else {
+            return Ok(HashMap::new());
+        };
+        let found = table.get(zips).await?;
+        if !found.is_empty() {
+            let mut pipe = redis::pipe();
+            for (zip, info) in &found {
+                let key = format!("{}{zip}", self.zip_prefix);
+                if let Some(income) = info.median_income {
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg("median_income")
+                        .arg(income)
+                        .ignore();
+                }
+                if let Some(tz) = info.timezone {
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg("timezone")
+                        .arg(tz.name())
+                        .ignore();
+                }
+            }
+            if let Err(e) = self.query(&pipe).await {
+                tracing::warn!(error = %e, "writing fallback ZIP data back to redis failed");
+            }
+        }
+        Ok(found.into_iter().map(|(z, i)| (z, Arc::new(i))).collect())
+    }
+
+    /// What a batch gets while Redis cannot answer and a fallback is configured: ZIP data from
+    /// the cache, else the fallback table (nothing written back); each event's session as if it
+    /// were its session's first (the state lives in Redis); no declared-feature answers.
+    pub async fn degraded(&self, items: &[LookupItem<'_>]) -> Vec<LookupAnswer> {
+        let mut misses: Vec<&str> = items
+            .iter()
+            .filter_map(|i| i.zip)
+            .filter(|z| self.cache.get(z).is_none())
+            .collect();
+        misses.sort_unstable();
+        misses.dedup();
+        let found = match self.fallback.as_ref() {
+            Some(table) if !misses.is_empty() => table.get(&misses).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "dynamodb fallback failed while redis is down");
+                HashMap::new()
+            }),
+            _ => HashMap::new(),
+        };
+        let found: HashMap<String, Arc<ZipInfo>> =
+            found.into_iter().map(|(z, i)| (z, Arc::new(i))).collect();
+        for (z, info) in &found {
+            self.cache.put(z.clone(), Some(info.clone()));
+        }
+        items
+            .iter()
+            .map(|item| LookupAnswer {
+                zip: item.zip.and_then(|z| match self.cache.get(z) {
+                    Some(cached) => cached,
+                    None => found.get(z).cloned(),
+                }),
+                session: crate::session::advance(None, item.ts_ms, self.gap_ms).1,
+            })
+            .collect()
+    }
+
+    /// Whether a fallback table is configured.
+    pub fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
     }
 
     async fn query(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, redis::RedisError> {

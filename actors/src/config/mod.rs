@@ -5,6 +5,7 @@
 //!
 //! Every struct denies unknown keys, so a typo in a config file stops start-up with the key named.
 
+mod dynamodb;
 mod kafka;
 mod model;
 mod pipeline;
@@ -15,13 +16,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use dynamodb::DynamoConfig;
 pub use kafka::{
     Delivery, GroupProtocol, KafkaAuth, KafkaConfig, CLASSIC_HEARTBEAT_INTERVAL_MS,
     CLASSIC_SESSION_TIMEOUT_MS, DEFAULT_TRANSACTION_INTERVAL_MS, MANAGED_CLIENT_KEYS,
 };
 pub use model::{ModelConfig, ModelKind};
 pub use pipeline::{FeaturesConfig, PipelineConfig, SupervisionConfig};
-pub use redis::{RedisConfig, UnavailablePolicy};
+pub use redis::{LookupFallback, RedisConfig, UnavailablePolicy};
 pub use tracing::{TracingConfig, SAMPLERS};
 
 /// The widest event-time window (`features.max_event_age_s`, `features.max_event_lead_s`) a
@@ -68,6 +70,9 @@ macro_rules! pipeline_sections {
             /// OpenTelemetry trace export (OTLP/HTTP to a collector such as ADOT, then X-Ray).
             #[serde(default)]
             pub tracing: $crate::config::TracingConfig,
+            /// The DynamoDB table ZIP data falls back to (`redis.fallback = "dynamodb"`).
+            #[serde(default)]
+            pub dynamodb: $crate::config::DynamoConfig,
             $($($(#[$aattr])* $avis $after: $aty,)*)?
         }
 
@@ -82,6 +87,7 @@ macro_rules! pipeline_sections {
                     pipeline: self.pipeline.clone(),
                     supervision: self.supervision.clone(),
                     tracing: self.tracing.clone(),
+                    dynamodb: self.dynamodb.clone(),
                 }
             }
         }
@@ -176,6 +182,8 @@ impl Config {
         self.features.validate()?;
         self.pipeline.validate()?;
         self.validate_group_timing()?;
+        self.dynamodb
+            .validate(self.redis.fallback == LookupFallback::Dynamodb)?;
         self.tracing.validate()
     }
 

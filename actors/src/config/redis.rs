@@ -28,6 +28,22 @@ pub struct RedisConfig {
     /// What to do while Redis is unavailable: `pause` (retry with backoff, the partition pauses;
     /// nothing is dead-lettered) or `dead_letter` (after `retry_budget_ms`).
     pub on_unavailable: UnavailablePolicy,
+    /// Where ZIP data comes from when Redis does not have it or cannot answer: `none`, or
+    /// `dynamodb` (the `[dynamodb]` table).
+    #[serde(default)]
+    pub fallback: LookupFallback,
+}
+
+/// The lookup fallback (`redis.fallback`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupFallback {
+    /// Redis only.
+    #[default]
+    None,
+    /// ZIP data Redis does not have, or cannot serve within `retry_budget_ms`, is read from the
+    /// DynamoDB table `dynamodb.table`, cached, and written back to Redis.
+    Dynamodb,
 }
 
 /// What a stage does while the service it depends on is unavailable.

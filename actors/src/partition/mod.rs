@@ -275,6 +275,7 @@ impl PartitionActor {
             self.deps.zip_cache.clone(),
             self.deps.feature_set.clone(),
             me.clone().recipient(),
+            self.deps.stats.clone(),
         );
         let lookup = self.start_stage(&me, lookup, natural, enrich.clone().recipient());
         self.stages = vec![

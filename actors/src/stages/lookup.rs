@@ -1,7 +1,12 @@
 //! The lookup stage: one Redis round trip per batch for ZIP data and session state, retried with
 //! backoff within `redis.retry_budget_ms`; records of a batch that still fails are dead-lettered as
-//! `lookup_failed`.
+//! `lookup_failed` (or wait, under `redis.on_unavailable = "pause"`). With `redis.fallback =
+//! "dynamodb"` a batch Redis cannot serve within the budget goes on degraded instead: ZIP data
+//! from the cache or the DynamoDB table, each session as if new, declared lookups and windows
+//! unknown (their defaults).
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,14 +15,16 @@ use deadpool_redis::Pool;
 use futures::FutureExt;
 
 use crate::clients::backoff;
+use crate::clients::dynamo::ZipTable;
 use crate::clients::redis::{LookupClient, LookupItem};
 use crate::clients::zip_cache::ZipCache;
-use crate::config::{Config, UnavailablePolicy};
+use crate::config::{Config, LookupFallback, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Retry, Stage};
 use crate::event::Event;
 use crate::feature_set::FeatureSet;
 use crate::record::{LookedUp, Record};
 use crate::stage::{Outcome, Outcomes, StageHealth, StageLogic};
+use crate::stats::Stats;
 use crate::trace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -29,6 +36,9 @@ pub struct Lookup {
     budget: Duration,
     policy: UnavailablePolicy,
     health: Recipient<StageHealth>,
+    stats: Arc<Stats>,
+    /// The last batch went on degraded: the next ones try Redis once before they do too.
+    degraded: Rc<Cell<bool>>,
 }
 
 impl Lookup {
@@ -39,6 +49,7 @@ impl Lookup {
         cache: Arc<ZipCache>,
         set: Option<Arc<FeatureSet>>,
         health: Recipient<StageHealth>,
+        stats: Arc<Stats>,
     ) -> Self {
         Lookup {
             set,
@@ -47,10 +58,16 @@ impl Lookup {
                 cache,
                 &config.redis,
                 Duration::from_secs(config.features.session_gap_s),
+            )
+            .with_fallback(
+                (config.redis.fallback == LookupFallback::Dynamodb)
+                    .then(|| ZipTable::new(&config.dynamodb, config.redis.timeout_ms.get())),
             ),
             budget: config.redis.retry_budget_ms.get(),
             policy: config.redis.on_unavailable,
             health,
+            stats,
+            degraded: Rc::new(Cell::new(false)),
         }
     }
 }
@@ -66,6 +83,8 @@ impl StageLogic for Lookup {
         let budget = self.budget;
         let policy = self.policy;
         let health = self.health.clone();
+        let stats = self.stats.clone();
+        let degraded = self.degraded.clone();
         let set = self.set.clone();
         async move {
             if batch.is_empty() {
@@ -105,6 +124,7 @@ impl StageLogic for Lookup {
                     .collect();
                 match client.lookup_with(&items, plan.as_ref()).await {
                     Ok(answers) => {
+                        degraded.set(false);
                         if unavailable {
                             report(None);
                         }
@@ -113,6 +133,18 @@ impl StageLogic for Lookup {
                     Err(e) if e.retry == Retry::Never => break Err(e),
                     Err(e) => {
                         let wait = backoff(attempt, Duration::from_millis(20), Duration::from_secs(1));
+                        let fallback_budget = if degraded.get() { Duration::ZERO } else { budget };
+                        if client.has_fallback() && started.elapsed() + wait >= fallback_budget {
+                            degraded.set(true);
+                            if unavailable {
+                                report(None);
+                            }
+                            tracing::warn!(error = %e, records = items.len(), "redis unavailable past its budget; the batch goes on degraded (fallback ZIP data, new sessions)");
+                            stats.lookup_degraded.fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            let answers = client.degraded(&items).await;
+                            let declared = Vec::new();
+                            break Ok((answers, declared));
+                        }
                         match policy {
                             UnavailablePolicy::DeadLetter if started.elapsed() + wait >= budget => {
                                 break Err(e);
