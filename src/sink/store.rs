@@ -7,8 +7,12 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use futures::stream::{self, StreamExt};
 
 use crate::service::config::S3Config;
+
+/// How many objects of a flush are written at once.
+pub const PARALLEL_PUTS: usize = 16;
 
 /// Writes objects to one bucket.
 pub struct ObjectStore {
@@ -51,29 +55,41 @@ impl ObjectStore {
             .map_err(|e| format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
     }
 
-    /// Writes every object, retrying each with backoff until it is written (a stalled sink is
-    /// better than a lost object: its lag shows it). Returns true when all are written.
+    /// Writes every object, [`PARALLEL_PUTS`] at a time, retrying each with backoff until it is
+    /// written (a stalled sink is better than a lost object: its lag shows it). Returns true
+    /// when all are written.
     pub async fn put_all(&self, objects: &[(String, Vec<u8>)]) -> bool {
-        for (key, body) in objects {
-            let mut attempt = 0u32;
-            while let Err(e) = self.put(key, body).await {
-                attempt += 1;
-                let wait = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)));
-                tracing::warn!(error = %e, key, attempt, "s3 sink: writing an object failed; retrying");
-                tokio::time::sleep(wait).await;
-            }
-        }
+        stream::iter(objects)
+            .map(|(key, body)| async move {
+                let mut attempt = 0u32;
+                while let Err(e) = self.put(key, body).await {
+                    attempt += 1;
+                    let wait = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)));
+                    tracing::warn!(error = %e, key, attempt, "s3 sink: writing an object failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            })
+            .buffer_unordered(PARALLEL_PUTS)
+            .collect::<Vec<()>>()
+            .await;
         true
     }
 
-    /// Writes every object once; false at the first failure.
+    /// Writes every object once, [`PARALLEL_PUTS`] at a time; false when one failed.
     pub async fn put_all_once(&self, objects: &[(String, Vec<u8>)]) -> bool {
-        for (key, body) in objects {
-            if let Err(e) = self.put(key, body).await {
-                tracing::warn!(error = %e, key, "s3 sink: writing an object failed while stopping; the records are left to the next run");
-                return false;
-            }
-        }
-        true
+        let results: Vec<bool> = stream::iter(objects)
+            .map(|(key, body)| async move {
+                match self.put(key, body).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, key, "s3 sink: writing an object failed while stopping; the records are left to the next run");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(PARALLEL_PUTS)
+            .collect()
+            .await;
+        results.into_iter().all(|ok| ok)
     }
 }
