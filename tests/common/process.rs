@@ -148,13 +148,30 @@ impl Instance {
         self.0.try_wait().ok().flatten()
     }
 
-    /// SIGTERM (a clean stop: drain, commit, leave) and the exit code.
+    /// SIGTERM (a clean stop: drain, commit, leave) and the exit code. A process still running
+    /// two minutes later is killed and reported as None (so a hung shutdown fails the test
+    /// instead of stalling the suite).
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.0.id().to_string())
             .status();
-        self.0.wait().ok().and_then(|s| s.code())
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "process {} did not stop within 120 s of SIGTERM; killed",
+                    self.0.id()
+                );
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
