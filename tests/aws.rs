@@ -137,7 +137,7 @@ fn fake_aws(secret: &'static str) -> FakeAws {
                             "AccessKeyId": ACCESS_KEY,
                             "SecretAccessKey": SECRET_KEY,
                             "Token": SESSION_TOKEN,
-                            "Expiration": expires.to_rfc3339(),
+                            "Expiration": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         }))
                     }),
                 )

@@ -1,19 +1,17 @@
 //! AWS request signing (SigV4, through `aws-sigv4`) and credentials, for calling a SageMaker
-//! endpoint. Credentials come, in this order, from the environment (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), the ECS container credentials endpoint
-//! (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, or `AWS_CONTAINER_CREDENTIALS_FULL_URI` with
-//! `AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)`), then the EC2 instance profile (IMDSv2;
-//! `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_DISABLED`). Temporary credentials are
-//! cached and fetched again five minutes before they expire. One fetch implementation (a minimal
-//! blocking HTTP client: the container and instance endpoints are plain HTTP) serves both
-//! callers: librdkafka's thread directly, async callers through a blocking task.
+//! endpoint and signing MSK IAM tokens. Credentials come from `aws-config`'s default chain
+//! (environment, profile files with SSO and `credential_process`, web identity for EKS IRSA, the
+//! ECS container endpoint and EKS Pod Identity, IMDSv2), run on a thread of its own so that both
+//! callers can use it: librdkafka's thread (blocking) and async callers (through a blocking
+//! task). Temporary credentials are cached and fetched again five minutes before they expire.
 
 use std::time::{Duration, SystemTime};
 
+use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use parking_lot::Mutex;
-use serde::Deserialize;
 
 use crate::error::ClientError;
 
@@ -39,30 +37,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The answer of the ECS and EC2 credential endpoints.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Endpoint {
-    access_key_id: String,
-    secret_access_key: String,
-    token: Option<String>,
-    expiration: Option<String>,
-}
-
-impl From<Endpoint> for Credentials {
-    fn from(e: Endpoint) -> Self {
-        Credentials {
-            access_key_id: e.access_key_id,
-            secret_access_key: e.secret_access_key,
-            session_token: e.token,
-            expires: e
-                .expiration
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-                .map(SystemTime::from),
-        }
-    }
-}
-
 /// How long before expiry cached credentials are fetched again.
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
@@ -71,6 +45,7 @@ const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct CredentialsProvider {
     cached: Mutex<Option<Credentials>>,
+    chain: std::sync::OnceLock<Result<Chain, String>>,
 }
 
 impl std::fmt::Debug for CredentialsProvider {
@@ -78,10 +53,6 @@ impl std::fmt::Debug for CredentialsProvider {
         f.debug_struct("CredentialsProvider")
             .finish_non_exhaustive()
     }
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 impl CredentialsProvider {
@@ -94,22 +65,31 @@ impl CredentialsProvider {
             Ok(fresh) => return Ok(fresh),
             Err(cached) => cached,
         };
-        // One credential chain (the blocking one), run off the actor's thread.
-        let fetched = actix_rt::task::spawn_blocking(fetch_blocking)
+        // The chain's thread is asked from a blocking task, off the actor's thread.
+        let chain = self.chain_handle()?;
+        let fetched = actix_rt::task::spawn_blocking(move || chain.fetch())
             .await
             .unwrap_or_else(|e| Err(ClientError::transient(format!("credentials fetch: {e}"))));
         self.settle(fetched, cached)
     }
 
     /// [`CredentialsProvider::get`] for a thread that may block (librdkafka's, asking for an MSK
-    /// token): the same sources over a minimal blocking HTTP client (the container and instance
-    /// endpoints are plain HTTP on link-local addresses).
+    /// token): the same chain, waited for on this thread.
     pub fn get_blocking(&self) -> Result<Credentials, ClientError> {
         let cached = match self.fresh() {
             Ok(fresh) => return Ok(fresh),
             Err(cached) => cached,
         };
-        self.settle(fetch_blocking(), cached)
+        let fetched = self.chain_handle().and_then(|chain| chain.fetch());
+        self.settle(fetched, cached)
+    }
+
+    /// The chain's thread, started on first use.
+    fn chain_handle(&self) -> Result<Chain, ClientError> {
+        match self.chain.get_or_init(Chain::start) {
+            Ok(chain) => Ok(chain.clone()),
+            Err(e) => Err(ClientError::transient(e.clone())),
+        }
     }
 
     /// The cached credentials when fresh; else Err with whatever is cached.
@@ -162,148 +142,76 @@ impl Credentials {
     }
 }
 
-/// One plain-HTTP request: (status, body).
-fn http_blocking(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Result<(u16, String), ClientError> {
-    use std::io::{Read as _, Write as _};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::permanent(format!("{url}: only http:// is supported here")))?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let failed = |e: std::io::Error| ClientError::transient(format!("{url}: {e}"));
-    let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .map_err(failed)?
-        .next()
-        .ok_or_else(|| ClientError::transient(format!("{url}: no address")))?;
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).map_err(failed)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(failed)?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).map_err(failed)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(failed)?;
-    let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ClientError::transient(format!("{url}: not an HTTP answer")))?;
-    // Chunked answers: take the chunks' data.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || after.len() < n {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = after[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
+/// A request for credentials: where to send the answer.
+type Ask = std::sync::mpsc::Sender<Result<Credentials, ClientError>>;
+
+/// `aws-config`'s default credentials chain, run on a thread of its own with its own runtime (the
+/// chain's HTTP clients keep their connections there); callers on any thread ask it over a
+/// channel and wait for the answer. Clones ask the same thread.
+#[derive(Clone)]
+struct Chain {
+    asks: tokio::sync::mpsc::Sender<Ask>,
 }
 
-fn fetch_blocking() -> Result<Credentials, ClientError> {
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok(Credentials {
-            access_key_id: id,
-            secret_access_key: secret,
-            session_token: env("AWS_SESSION_TOKEN"),
-            expires: None,
-        });
+/// How long a caller waits for the chain.
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Chain {
+    fn start() -> Result<Chain, String> {
+        let (asks, mut rx) = tokio::sync::mpsc::channel::<Ask>(64);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("credentials runtime: {e}"))?;
+        std::thread::Builder::new()
+            .name("aws-credentials".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let config = crate::clients::sdk::sdk_config("").await;
+                    let provider = config.credentials_provider();
+                    while let Some(reply) = rx.recv().await {
+                        let answer = match &provider {
+                            None => Err(ClientError::transient("no AWS credentials provider")),
+                            Some(p) => p
+                                .provide_credentials()
+                                .await
+                                .map(|c| Credentials {
+                                    access_key_id: c.access_key_id().to_string(),
+                                    secret_access_key: c.secret_access_key().to_string(),
+                                    session_token: c.session_token().map(str::to_string),
+                                    expires: c.expiry(),
+                                })
+                                .map_err(|e| {
+                                    ClientError::transient(format!(
+                                        "AWS credentials: {}",
+                                        DisplayErrorContext(e)
+                                    ))
+                                }),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                });
+            })
+            .map_err(|e| format!("credentials thread: {e}"))?;
+        Ok(Chain { asks })
     }
-    let ok = |(status, body): (u16, String), what: &str| {
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(ClientError::transient(format!("{what}: HTTP {status}")))
-        }
-    };
-    let parse = |body: String, what: &str| {
-        serde_json::from_str::<Endpoint>(&body)
-            .map(Credentials::from)
-            .map_err(|e| ClientError::transient(format!("{what}: {e}")))
-    };
-    let container = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        .map(|uri| format!("http://169.254.170.2{uri}"))
-        .or_else(|| env("AWS_CONTAINER_CREDENTIALS_FULL_URI"));
-    if let Some(url) = container {
-        let token = match env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-            Some(path) => std::fs::read_to_string(&path)
-                .ok()
-                .map(|t| t.trim().to_string()),
-            None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
-        };
-        let headers: Vec<(&str, &str)> = token
-            .iter()
-            .map(|t| ("Authorization", t.as_str()))
-            .collect();
-        let body = ok(
-            http_blocking("GET", &url, &headers)?,
-            "container credentials",
-        )?;
-        return parse(body, "container credentials");
+
+    /// Asks the chain and waits for its answer. Safe on any thread, including one that runs an
+    /// async runtime (librdkafka may ask for a token from inside a poll): the ask never blocks,
+    /// only the wait for the answer does.
+    fn fetch(&self) -> Result<Credentials, ClientError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.asks.try_send(tx).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                ClientError::transient("AWS credentials: 64 requests already waiting")
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                ClientError::transient("the AWS credentials thread has stopped")
+            }
+        })?;
+        rx.recv_timeout(CHAIN_TIMEOUT)
+            .map_err(|_| ClientError::transient("AWS credentials: no answer within 30 s"))?
     }
-    if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err(ClientError::transient("no AWS credentials available"));
-    }
-    let base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-        .unwrap_or_else(|| "http://169.254.169.254".to_string());
-    let base = base.trim_end_matches('/');
-    let token = ok(
-        http_blocking(
-            "PUT",
-            &format!("{base}/latest/api/token"),
-            &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
-        )?,
-        "instance metadata token",
-    )?;
-    let auth = [("X-aws-ec2-metadata-token", token.trim())];
-    let roles = ok(
-        http_blocking(
-            "GET",
-            &format!("{base}/latest/meta-data/iam/security-credentials/"),
-            &auth,
-        )?,
-        "instance profile",
-    )?;
-    let role = roles.lines().next().unwrap_or_default().trim().to_string();
-    if role.is_empty() {
-        return Err(ClientError::transient("the instance has no IAM role"));
-    }
-    let body = ok(
-        http_blocking(
-            "GET",
-            &format!("{base}/latest/meta-data/iam/security-credentials/{role}"),
-            &auth,
-        )?,
-        "instance profile credentials",
-    )?;
-    parse(body, "instance profile credentials")
 }
 
 /// A request to sign: what is sent, besides the `host` header.
