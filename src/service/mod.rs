@@ -22,9 +22,13 @@ use std::time::Instant;
 use clickpipe_actors::pipeline::Pipeline;
 use config::Config;
 
+/// How much longer than `pipeline.drain_timeout_ms` a stop may take before the process exits
+/// anyway (code 4): the drain's own margin, the consumer's close and the producer's flush.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Runs the service until `shutdown` completes (exit code 0) or the pipeline gives up (exit code
 /// 3, so the orchestrator restarts the process); then drains the partitions and stops the admin
-/// API. Errors are start-up failures (the pipeline or the admin listener).
+/// API (exit code 4 when that takes more than `pipeline.drain_timeout_ms` + 20 s). Errors are start-up failures (the pipeline or the admin listener).
 ///
 /// Runs on an actix system (`actix_rt::System::block_on`); the caller installs logging first.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<ExitCode> {
@@ -66,7 +70,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     tracing::info!(target: crate::CLI_LOG_TARGET, "stopping: draining partitions");
-    let reports = pipeline.shutdown().await;
+    // Bounded: a stop that hangs (in the Kafka client, leaving the group) must not keep the
+    // process, and the partitions it still holds, from going away.
+    let limit = config.pipeline.drain_timeout_ms.get() + STOP_GRACE;
+    let Ok(reports) = actix_rt::time::timeout(limit, pipeline.shutdown()).await else {
+        tracing::error!(
+            target: crate::CLI_LOG_TARGET,
+            limit_s = limit.as_secs(),
+            "the stop did not finish in time; exiting without leaving the group cleanly",
+        );
+        return Ok(ExitCode::from(4));
+    };
     let abandoned: usize = reports.iter().map(|r| r.abandoned).sum();
     admin_handle.stop(true).await;
     tracing::info!(target: crate::CLI_LOG_TARGET, partitions = reports.len(), abandoned, "stopped");

@@ -47,10 +47,19 @@ pub struct GroupShared {
     next_worker: Mutex<usize>,
     /// Exactly-once mode: the thread committing the transactions.
     committer: OnceLock<Committer>,
+    /// Set by [`Shutdown`]: assignments served while leaving start no partitions.
+    closing: AtomicBool,
 }
 
 impl GroupShared {
     fn assign(&self, tpl: &TopicPartitionList) {
+        if self.closing.load(Ordering::Acquire) {
+            tracing::info!(
+                partitions = tpl.count(),
+                "assignment while leaving the group: not started"
+            );
+            return;
+        }
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             tracing::error!("assignment before the consumer was ready");
             return;
@@ -285,6 +294,9 @@ impl Handler<PartitionRestarted> for ConsumerGroup {
     }
 }
 
+/// How long a shutdown waits for the consumer to be unassigned and unreferenced before closing it.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Asks the group to drain every partition, commit, and leave the group.
 #[derive(Message)]
 #[rtype(result = "Vec<DrainReport>")]
@@ -317,6 +329,7 @@ impl ConsumerGroup {
                 workers,
                 next_worker: Mutex::new(0),
                 committer: OnceLock::new(),
+                closing: AtomicBool::new(false),
             }),
             consumer: None,
             poll: None,
@@ -447,6 +460,7 @@ impl Handler<Shutdown> for ConsumerGroup {
         if let Some(poll) = self.poll.take() {
             ctx.cancel_future(poll);
         }
+        self.shared.closing.store(true, Ordering::Release);
         let reports = self.shared.drain(None, false);
         self.shared.commit_drained(&reports);
         self.shared.stop_committer();
@@ -454,16 +468,30 @@ impl Handler<Shutdown> for ConsumerGroup {
         if let Some(c) = &self.consumer {
             c.unsubscribe();
         }
-        let weak = self.consumer.as_ref().map(Arc::downgrade);
-        // The consumer closes (commits, leaves the group) when its last reference is dropped.
-        // Partition queues and the cancelled poll loop hold references until their actors and
-        // futures are gone; wait for that, then drop ours here, on this thread.
+        let consumer = self.consumer.clone();
+        // The consumer closes (leaves the group) when its last reference is dropped. Before
+        // that: serve the revoke the unsubscribe causes, polling the main queue until nothing is
+        // assigned — librdkafka can block for good when a close has to unassign a cooperative
+        // assignment itself (librdkafka #4884) — and wait for the partition queues and the
+        // cancelled poll loop to let go of their references. Then ours is dropped here, on this
+        // thread. Bounded: after CLOSE_WAIT the close goes ahead as things are.
         let wait = async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while weak.as_ref().is_some_and(|w| w.strong_count() > 1)
-                && std::time::Instant::now() < deadline
-            {
-                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            let Some(c) = consumer else { return };
+            let deadline = std::time::Instant::now() + CLOSE_WAIT;
+            while std::time::Instant::now() < deadline {
+                let assigned = c.assignment().map(|a| a.count()).unwrap_or(0);
+                // Ours and the actor's: anything more is a partition queue or the poll loop.
+                let referenced = Arc::strong_count(&c) > 2;
+                if assigned == 0 && !referenced {
+                    break;
+                }
+                if assigned > 0 {
+                    // Serves rebalance events; a record still arriving is not processed (it
+                    // was not committed, so it is read again by the next owner).
+                    let _ = actix_rt::time::timeout(Duration::from_millis(50), c.recv()).await;
+                } else {
+                    actix_rt::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         };
         Box::pin(wait.into_actor(self).map(move |(), act, ctx| {
