@@ -12,6 +12,7 @@ Apache Kafka, Redis) and moto's S3 (scripts/services.sh install moto); a release
 3. Steady: a second topic and the sink running while loadgen sends --rate events/s through the
    pipeline (s3.max_interval_ms 1,000): lag = when the flush holding a record was committed
    (the sink's log line) − the record's processed_at (Parquet only).
+The sink's CPU time and peak RSS come from /proc; its own lag histogram from GET /status.
 Prints the figures as JSON.
 """
 import argparse, datetime, json, os, re, signal, subprocess, sys, tempfile, time, uuid
@@ -105,6 +106,23 @@ print(json.dumps(rows))
 """, prefix, moto_url=moto_url))
 
 
+def usage(pid):
+    """(CPU seconds used, peak RSS in MB) of a running process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    return cpu, peak / 1024
+
+
+def sink_status(port):
+    """The sink's GET /status."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as r:
+        return json.loads(r.read())
+
+
 def percentile(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
 
@@ -165,6 +183,8 @@ def main():
 
         # 2. Catch-up at max.
         sink_log = os.path.join(work, "sink-max.log")
+        sink_port = free_port()
+        fmt["CLICKPIPE__S3__LISTEN"] = f"127.0.0.1:{sink_port}"
         e2 = env_for(tag, full, moto_url, admin_port, model_port,
                      {**fmt, "CLICKPIPE__S3__PREFIX": "max", "CLICKPIPE__S3__MAX_INTERVAL_MS": "2000"})
         f = open(sink_log, "w")
@@ -176,6 +196,7 @@ def main():
                 raise RuntimeError("the sink did not catch up within 10 minutes")
             time.sleep(0.2)
         elapsed = time.monotonic() - t0
+        max_cpu_s, max_rss_mb = usage(sink.pid)
         sink.send_signal(signal.SIGTERM)
         sink.wait(60)
         objs = objects(moto_url, "max")
@@ -201,6 +222,8 @@ def main():
         deadline = time.monotonic() + 60
         while sum(f[3] for f in flushes(steady_log)) < n and time.monotonic() < deadline:
             time.sleep(0.2)
+        steady_cpu_s, steady_rss_mb = usage(sink.pid)
+        endpoint = sink_status(sink_port)
         # Lag of a record = when the flush that wrote it was committed − its processed_at.
         fl = sorted(flushes(steady_log), key=lambda f: (f[1], f[2]))
         lags = []
@@ -223,6 +246,10 @@ def main():
             "steady_flushes": len(fl), "steady_objects": len(steady_objs),
             "lag_ms_p50": percentile(lags, 0.5), "lag_ms_p99": percentile(lags, 0.99),
             "lag_ms_max": lags[-1] if lags else None,
+            "catch_up_cpu_s": max_cpu_s, "catch_up_peak_rss_mb": max_rss_mb,
+            "steady_cpu_s": steady_cpu_s, "steady_peak_rss_mb": steady_rss_mb,
+            "endpoint_lag_p50_s": endpoint.get("lag_p50_seconds"),
+            "endpoint_lag_p99_s": endpoint.get("lag_p99_seconds"),
         }
         print(json.dumps(result, indent=1))
     finally:

@@ -258,5 +258,28 @@ fn the_ecs_task_definition_gives_clickpipe_a_valid_configuration() {
         "the sink's environment: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bucket = \"clickpipe-predictions"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bucket = \"clickpipe-predictions"));
+    // Its health check probes its own endpoint (s3.listen), not the pipeline's admin API that
+    // shares the task's network namespace.
+    let probe = sink["healthCheck"]["command"]
+        .as_array()
+        .expect("the sink's health check");
+    let url = probe
+        .iter()
+        .skip_while(|a| *a != "--url")
+        .nth(1)
+        .and_then(|u| u.as_str())
+        .expect("--url URL");
+    let port = url.rsplit(':').next().expect("a port");
+    let s3 = text.split("[s3]").nth(1).expect("an [s3] section");
+    let listen = s3
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .expect("s3.listen");
+    assert!(
+        listen.trim_matches('"').ends_with(&format!(":{port}")),
+        "{url} vs s3.listen {listen}"
+    );
+    assert_ne!(port, "9090", "not the admin API's port");
 }

@@ -105,6 +105,10 @@ fn sink_env(names: &Names, moto: &Moto, bucket: &str, group: &str) -> Vec<(Strin
         ("CLICKPIPE__S3__ENDPOINT_URL".into(), moto.url.clone()),
         ("CLICKPIPE__S3__FORCE_PATH_STYLE".into(), "true".into()),
         ("CLICKPIPE__S3__MAX_INTERVAL_MS".into(), "300".into()),
+        (
+            "CLICKPIPE__S3__LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
         ("CLICKPIPE__LOG__LEVEL".into(), "info".into()),
     ];
     env.extend(moto_env().into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -254,6 +258,116 @@ fn parquet_objects_are_filed_by_event_hour_and_a_sql_query_matches_the_topic() {
             "event_time is a timestamp: {row}"
         );
     }
+}
+
+/// The sink's endpoint (`s3.listen`) in `env`.
+fn endpoint(env: &[(String, String)]) -> String {
+    let listen = env
+        .iter()
+        .find(|(k, _)| k == "CLICKPIPE__S3__LISTEN")
+        .map(|(_, v)| v.clone())
+        .expect("CLICKPIPE__S3__LISTEN");
+    format!("http://{listen}")
+}
+
+#[test]
+fn the_endpoint_counts_what_is_in_s3_and_turns_unready_while_the_store_fails() {
+    let names = Names::new("s3-health", 4);
+    let mut moto = Some(Moto::start());
+    let bucket = "sink-health";
+    let m = moto.as_ref().expect("moto");
+    m.create_bucket(bucket);
+    let n = 400;
+    let ends = produce_spread(&names.output, (0..n).map(output).collect());
+    let group = unique("s3-health-group");
+    let env = sink_env(&names, m, bucket, &group);
+    let url = endpoint(&env);
+    let mut sink = start_sink(&env);
+    wait_committed(&group, &names.output, &ends);
+
+    let metrics = |url: &str| {
+        let (code, text) = http("GET", &format!("{url}/metrics"), None);
+        assert_eq!(code, 200, "{text}");
+        text
+    };
+    let topic = format!("{{topic=\"{}\"}}", names.output);
+    let text = metrics(&url);
+    let get =
+        |text: &str, name: &str| metric(text, name).unwrap_or_else(|| panic!("{name}: {text}"));
+    assert_eq!(
+        get(&text, &format!("clickpipe_sink_records_read_total{topic}")),
+        n as f64
+    );
+    assert_eq!(
+        get(
+            &text,
+            &format!("clickpipe_sink_records_written_total{topic}")
+        ),
+        n as f64
+    );
+    // Three event hours in each of 4 partitions: at least 12 objects.
+    assert!(
+        get(&text, &format!("clickpipe_sink_objects_total{topic}")) >= 12.0,
+        "{text}"
+    );
+    assert!(
+        get(&text, &format!("clickpipe_sink_bytes_total{topic}")) > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(&text, "clickpipe_sink_lag_seconds_count"),
+        n as f64,
+        "{text}"
+    );
+    assert_eq!(get(&text, "clickpipe_sink_backlog_records"), 0.0, "{text}");
+    assert_eq!(get(&text, "clickpipe_sink_partitions"), 4.0, "{text}");
+    assert_eq!(get(&text, "clickpipe_sink_store_failing"), 0.0, "{text}");
+    let (code, body) = http("GET", &format!("{url}/health/ready"), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http("GET", &format!("{url}/status"), None);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(status["bucket"], bucket, "{status}");
+    assert_eq!(status["topics"][0]["records_written"], n, "{status}");
+    assert!(status["last_flush_at"].is_string(), "{status}");
+
+    // The store goes away: the next records wait, the endpoint says why, nothing is committed.
+    drop(moto.take());
+    let more = produce_spread(&names.output, (n..n + 40).map(output).collect());
+    wait_until(
+        "the sink did not report the failing store",
+        WAIT,
+        Duration::from_millis(200),
+        || http("GET", &format!("{url}/health/ready"), None).0 == 503,
+    );
+    let (_, body) = http("GET", &format!("{url}/health/ready"), None);
+    assert!(body.contains("object store"), "{body}");
+    let text = metrics(&url);
+    assert!(
+        get(&text, "clickpipe_sink_put_failures_total") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(get(&text, "clickpipe_sink_store_failing"), 1.0, "{text}");
+    assert!(
+        get(&text, "clickpipe_sink_backlog_records") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        get(&text, "clickpipe_sink_backlog_age_seconds") > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(
+            &text,
+            &format!("clickpipe_sink_records_written_total{topic}")
+        ),
+        n as f64
+    );
+    assert_eq!(sink.terminate(), Some(0), "a stop while the store fails");
+    let committed = committed_offsets(&brokers(), &group, &names.output);
+    let expected: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
+    assert_eq!(committed, expected, "nothing committed past what is in S3");
+    assert!(more.iter().sum::<i64>() == 40);
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub struct Row {
     pub value: Vec<u8>,
     /// Its headers that the sink keeps (dead letters: why and where from), as (name, value).
     pub headers: Vec<(String, String)>,
+    /// Its broker timestamp, epoch ms (when it was appended to the topic), if it has one.
+    pub appended_ms: Option<i64>,
 }
 
 /// When a partition's records are written.
@@ -97,6 +99,13 @@ pub struct Flush {
     pub commit: i64,
 }
 
+impl Flush {
+    /// How many records it holds.
+    pub fn records(&self) -> usize {
+        self.objects.iter().map(|o| o.rows.len()).sum()
+    }
+}
+
 /// A partition's records not written yet.
 #[derive(Debug, Default)]
 pub struct Pending {
@@ -118,6 +127,11 @@ impl Pending {
             .entry(Hour::of_millis(row.event_time_ms))
             .or_default()
             .push(row);
+    }
+
+    /// When the oldest record held was read (None when empty).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
     }
 
     /// Records held.
@@ -185,6 +199,7 @@ mod tests {
                 .timestamp_millis(),
             value: vec![b'x'; 10],
             headers: Vec::new(),
+            appended_ms: None,
         }
     }
 

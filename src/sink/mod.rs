@@ -12,12 +12,16 @@
 
 pub mod batch;
 pub mod context;
+pub mod http;
 pub mod parquet;
+pub mod stats;
 pub mod store;
 pub mod table;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,6 +35,7 @@ use clickpipe_actors::kafka::client;
 use crate::service::config::{Config, ObjectFormat, S3Config};
 use batch::{object_key, Flush, Limits, Pending, Row};
 use context::SinkContext;
+use stats::SinkStats;
 use store::ObjectStore;
 use table::Source;
 
@@ -41,12 +46,34 @@ struct Kept {
     prefix: String,
 }
 
-/// Runs the sink until `shutdown` resolves; the records read by then are written and committed
-/// first (unless the object store is failing, in which case they are left to the next run).
+/// Runs the sink and its HTTP endpoint (`s3.listen`) until `shutdown` resolves; the records read
+/// by then are written and committed first (unless the object store is failing, in which case
+/// they are left to the next run).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let stats = Arc::new(SinkStats::default());
+    let endpoint = crate::server::spawn_http(
+        http::routes(http::SinkState {
+            stats: stats.clone(),
+            config: config.clone(),
+        }),
+        &config.s3.listen,
+        "s3.listen",
+    )?;
+    let result = consume(&config, stats, shutdown).await;
+    endpoint.stop(true).await;
+    result
+}
+
+/// The sink's loop: reads, holds, writes and commits until `shutdown` resolves.
+async fn consume(
+    config: &Config,
+    stats: Arc<SinkStats>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let s3 = &config.s3;
     let bucket = s3.require_bucket()?.to_string();
-    let store = ObjectStore::new(s3, &bucket).await;
+    let store = ObjectStore::new(s3, &bucket, stats.clone()).await;
     let mut kept: HashMap<String, Kept> = HashMap::new();
     kept.insert(
         config.kafka.output_topic.clone(),
@@ -96,10 +123,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         kept,
         format: s3.format,
         pending: HashMap::new(),
+        stats,
+        stopping: false,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // Fused: a flush may see it resolve first (and sets `stopping`); polling it again is safe.
+    let shutdown = futures::FutureExt::fuse(shutdown);
     tokio::pin!(shutdown);
-    loop {
+    while !sink.stopping {
         tokio::select! {
             _ = &mut shutdown => break,
             read = sink.consumer.recv() => {
@@ -113,6 +144,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                         };
                         let key = (m.topic().to_string(), m.partition());
                         let row = row_of(source, &m);
+                        sink.stats.topic(source).read.fetch_add(1, Ordering::Relaxed);
+                        sink.stats.backlog_records.fetch_add(1, Ordering::Relaxed);
+                        let _ = sink.stats.backlog_since_ms.compare_exchange(
+                            0,
+                            chrono::Utc::now().timestamp_millis(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                         let pending = sink.pending.entry(key.clone()).or_default();
                         pending.push(row, Instant::now());
                         if pending.due(&limits, Instant::now()) {
@@ -132,8 +171,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in due {
+                    if sink.stopping {
+                        break;
+                    }
                     sink.flush(&key, &mut shutdown).await;
                 }
+                sink.publish(None);
             }
         }
     }
@@ -168,6 +211,7 @@ fn row_of<M: Message>(source: Source, m: &M) -> Row {
         event_time_ms: table::event_time(source, &value, broker_ms),
         value,
         headers,
+        appended_ms: broker_ms,
     }
 }
 
@@ -177,6 +221,9 @@ struct Sink {
     kept: HashMap<String, Kept>,
     format: ObjectFormat,
     pending: HashMap<(String, i32), Pending>,
+    stats: Arc<SinkStats>,
+    /// The stop signal came (seen by a flush, which then gave up writing).
+    stopping: bool,
 }
 
 impl Sink {
@@ -187,6 +234,32 @@ impl Sink {
             if let Some(p) = self.pending.remove(&key) {
                 tracing::info!(topic = %key.0, partition = key.1, records = p.len(), "s3 sink: partition revoked; its unwritten records are left to its next owner");
             }
+        }
+    }
+
+    /// Publishes the backlog (records held, plus `in_flight`: the records and read time of a
+    /// flush being written) and the assigned partitions to the stats.
+    fn publish(&self, in_flight: Option<(usize, Option<Instant>)>) {
+        let now = Instant::now();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let (mut records, mut oldest) = (0usize, None::<Instant>);
+        let held = self.pending.values().map(|p| (p.len(), p.oldest()));
+        for (n, t) in held.chain(in_flight) {
+            records += n;
+            oldest = match (oldest, t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let since = oldest.map_or(0, |t| {
+            let waited = i64::try_from(now.saturating_duration_since(t).as_millis());
+            now_ms - waited.unwrap_or(0)
+        });
+        let st = &self.stats;
+        st.backlog_records.store(records as u64, Ordering::Relaxed);
+        st.backlog_since_ms.store(since, Ordering::Relaxed);
+        if let Ok(a) = self.consumer.assignment() {
+            st.partitions.store(a.count() as u64, Ordering::Relaxed);
         }
     }
 
@@ -233,9 +306,11 @@ impl Sink {
         key: &(String, i32),
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) {
+        let oldest = self.pending.get(key).and_then(Pending::oldest);
         let Some(flush) = self.pending.get_mut(key).and_then(Pending::take) else {
             return;
         };
+        self.publish(Some((flush.records(), oldest)));
         let objects = match self.objects(key, &flush) {
             Ok(o) => o,
             Err(e) => {
@@ -247,11 +322,15 @@ impl Sink {
         };
         let written = tokio::select! {
             r = self.store.put_all(&objects) => r,
-            _ = shutdown.as_mut() => false,
+            _ = shutdown.as_mut() => {
+                self.stopping = true;
+                false
+            }
         };
         if written {
-            self.commit(key, &flush, objects.len()).await;
+            self.commit(key, &flush, &objects).await;
         }
+        self.publish(None);
     }
 
     /// [`Sink::flush`] while stopping: one attempt per object.
@@ -263,25 +342,29 @@ impl Sink {
             return;
         };
         if self.store.put_all_once(&objects).await {
-            self.commit(key, &flush, objects.len()).await;
+            self.commit(key, &flush, &objects).await;
         }
     }
 
-    /// Commits `flush`'s offset for `key`, retried until it is taken or the partition is gone.
-    async fn commit(&mut self, key: &(String, i32), flush: &Flush, objects: usize) {
+    /// Commits `flush`'s offset for `key` (written as `objects`), retried until it is taken or
+    /// the partition is gone.
+    async fn commit(&mut self, key: &(String, i32), flush: &Flush, written: &[(String, Vec<u8>)]) {
+        let objects = written.len();
         let mut tpl = TopicPartitionList::new();
         if let Err(e) = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(flush.commit)) {
             tracing::error!(error = %e, "s3 sink: bad offset");
             return;
         }
-        let records: usize = flush.objects.iter().map(|o| o.rows.len()).sum();
+        let records = flush.records();
         for attempt in 1u32.. {
             match self.consumer.commit(&tpl, CommitMode::Sync) {
                 Ok(()) => {
                     tracing::info!(topic = %key.0, partition = key.1, objects, records, offset = flush.commit, "s3 sink: flushed and committed");
+                    self.committed(key, flush, written);
                     return;
                 }
                 Err(e) => {
+                    self.stats.commit_failed(&e.to_string());
                     let owned = self
                         .consumer
                         .assignment()
@@ -297,6 +380,32 @@ impl Sink {
                 }
             }
         }
+    }
+}
+
+impl Sink {
+    /// Counts a committed flush of `key`: its records, objects and bytes, and each record's lag
+    /// from its append to now.
+    fn committed(&self, key: &(String, i32), flush: &Flush, written: &[(String, Vec<u8>)]) {
+        let Some(source) = self.kept.get(&key.0).map(|k| k.source) else {
+            return;
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let counters = self.stats.topic(source);
+        counters
+            .written
+            .fetch_add(flush.records() as u64, Ordering::Relaxed);
+        counters
+            .objects
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        let bytes: usize = written.iter().map(|(_, body)| body.len()).sum();
+        counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        for row in flush.objects.iter().flat_map(|o| &o.rows) {
+            if let Some(t) = row.appended_ms {
+                self.stats.lag.observe((now_ms - t).max(0) as f64 / 1000.0);
+            }
+        }
+        self.stats.last_flush_ms.store(now_ms, Ordering::Relaxed);
     }
 }
 

@@ -9,6 +9,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures::stream::{self, StreamExt};
 
+use std::sync::Arc;
+
+use super::stats::SinkStats;
 use crate::service::config::S3Config;
 
 /// How many objects of a flush are written at once.
@@ -18,6 +21,7 @@ pub const PARALLEL_PUTS: usize = 16;
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
     bucket: String,
+    stats: Arc<SinkStats>,
 }
 
 /// `data` gzip-compressed.
@@ -28,8 +32,8 @@ pub fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 impl ObjectStore {
-    /// A store for `bucket` as `s3` configures it.
-    pub async fn new(s3: &S3Config, bucket: &str) -> Self {
+    /// A store for `bucket` as `s3` configures it, counting its failures in `stats`.
+    pub async fn new(s3: &S3Config, bucket: &str, stats: Arc<SinkStats>) -> Self {
         let shared = clickpipe_actors::clients::sdk::sdk_config(&s3.region).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared);
         if !s3.endpoint_url.trim().is_empty() {
@@ -39,12 +43,14 @@ impl ObjectStore {
         ObjectStore {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: bucket.to_string(),
+            stats,
         }
     }
 
-    /// Writes one object; the error as text.
+    /// Writes one object; the error as text. Counted in the stats either way.
     async fn put(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.client
+        let result = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -52,7 +58,12 @@ impl ObjectStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+            .map_err(|e| format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)));
+        match &result {
+            Ok(()) => self.stats.put_succeeded(),
+            Err(e) => self.stats.put_failed(e),
+        }
+        result
     }
 
     /// Writes every object, [`PARALLEL_PUTS`] at a time, retrying each with backoff until it is

@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
 
 mod broker;
+mod http;
 mod kafka;
 mod load;
 mod model;
@@ -17,6 +18,7 @@ mod tls;
 pub use broker::OwnBroker;
 /// `*_ms` config fields are typed.
 pub use clickpipe_actors::config::Millis;
+pub use http::*;
 pub use kafka::*;
 pub use load::{PacedProducer, Produced};
 pub use model::*;

@@ -54,6 +54,9 @@ pub struct S3Config {
     pub endpoint_url: String,
     /// Path-style addressing (`{endpoint}/{bucket}/{key}`), which most S3-compatible servers need.
     pub force_path_style: bool,
+    /// Address of the sink's HTTP endpoint (`/health/live`, `/health/ready`, `/status`,
+    /// `/metrics`).
+    pub listen: String,
 }
 
 impl Default for S3Config {
@@ -71,6 +74,7 @@ impl Default for S3Config {
             region: String::new(),
             endpoint_url: String::new(),
             force_path_style: false,
+            listen: "127.0.0.1:9095".into(),
         }
     }
 }
@@ -105,6 +109,9 @@ impl S3Config {
             return Err(bad("s3.max_bytes", "must be between 1 KiB and 4 GiB"));
         }
         positive("s3.max_interval_ms", self.max_interval_ms)?;
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("s3.listen", "must be an ip:port address"));
+        }
         let url = self.endpoint_url.trim();
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(bad(
