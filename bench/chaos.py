@@ -459,7 +459,8 @@ def main():
     args = ap.parse_args()
 
     if not args.no_build:
-        cmd = ["cargo", "build", "--bin", "clickpipe"] + ([] if args.debug else ["--release"])
+        cmd = ["cargo", "build", "--no-default-features", "--bin", "clickpipe"] + \
+            ([] if args.debug else ["--release"])
         subprocess.run(cmd, cwd=h.ROOT, check=True)
     workdir = args.out or tempfile.mkdtemp(prefix="clickpipe-chaos-")
     os.makedirs(workdir, exist_ok=True)

@@ -3,7 +3,7 @@
 output record to its object at a steady rate. Against the local services (scripts/services.sh:
 Apache Kafka, Redis) and moto's S3 (scripts/services.sh install moto); a release build.
 
-  bench/sink.py [--count 200000] [--rate 2000] [--duration 30] [--format parquet|jsonl]
+  bench/sink.py [--count 200000] [--rate 2000] [--duration 30] [--format parquet|jsonl] [--no-build]
 
 1. Fills a fresh output topic with real predictions: seed-redis, the reference model server,
    `clickpipe run` and `clickpipe loadgen --rate 0 --count N`.
@@ -144,7 +144,12 @@ def main():
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
+    ap.add_argument("--no-build", action="store_true", help="use target/release/clickpipe as it is")
     args = ap.parse_args()
+    if not args.no_build:
+        # With the default features: the sink needs the `aws` feature.
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "clickpipe"], cwd=ROOT,
+                       check=True)
     work = tempfile.mkdtemp(prefix="clickpipe-sink-bench-")
     procs = []
 

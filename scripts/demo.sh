@@ -24,8 +24,10 @@ echo "==> installing and starting Redis and Kafka in the background (log: $STATE
 scripts/services.sh start --fresh >"$STATE/services.log" 2>&1 &
 services_pid=$!
 
-echo "==> building clickpipe (release)"
-cargo build --release --bin clickpipe
+# Without the AWS SDK's service clients (`aws` feature: the S3 sink, the DynamoDB fallback), which
+# the demo does not use and which cost about four minutes of a release build.
+echo "==> building clickpipe (release, without the aws feature)"
+cargo build --release --no-default-features --bin clickpipe
 BIN="$PWD/target/release/clickpipe"
 
 if ! wait "$services_pid"; then

@@ -18,7 +18,12 @@
 pub mod ingest;
 pub mod server;
 pub mod service;
+#[cfg(feature = "aws")]
 pub mod sink;
+
+/// What a build without the `aws` feature says when asked for S3 or DynamoDB.
+pub const NO_AWS: &str =
+    "this build of clickpipe has no AWS SDK service clients (S3, DynamoDB): build it with the `aws` feature (on by default)";
 pub mod tools;
 
 /// Log target of the lines that `main.rs` wrote before they moved into the library (`clickpipe

@@ -294,9 +294,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command: SinkCommand::S3(arg),
         } => {
             let config = load_logged(&arg)?;
-            clickpipe::sink::check(&config.s3)?;
-            actix_rt::System::new().block_on(clickpipe::sink::run(config, wait_for_signal()))?;
-            Ok(ExitCode::SUCCESS)
+            #[cfg(feature = "aws")]
+            {
+                clickpipe::sink::check(&config.s3)?;
+                actix_rt::System::new()
+                    .block_on(clickpipe::sink::run(config, wait_for_signal()))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            #[cfg(not(feature = "aws"))]
+            {
+                drop(config);
+                anyhow::bail!(clickpipe::NO_AWS)
+            }
         }
         Command::Ingest(arg) => {
             let config = load_logged(&arg)?;
@@ -325,6 +334,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dynamodb,
         } => {
             let config = load(&config)?;
+            if dynamodb && !cfg!(feature = "aws") {
+                anyhow::bail!(clickpipe::NO_AWS);
+            }
             let rows = seed::read_csv(&csv)?;
             let system = actix_rt::System::new();
             let n = system.block_on(seed::seed(&config, &rows))?;

@@ -3,6 +3,8 @@
 //! table and is written back to Redis; with Redis down, events go on with the table's ZIP data
 //! and new sessions instead of waiting; `seed-redis --dynamodb` loads the table.
 
+#![cfg(feature = "aws")]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! and named by offsets, each record in exactly one object after `kill -9`s, gzip JSON lines
 //! for dead letters, and a missing bucket refused naming the key.
 
+#![cfg(feature = "aws")]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -89,7 +89,14 @@ pub async fn seed(config: &Config, rows: &[ZipRow]) -> anyhow::Result<usize> {
     Ok(rows.len())
 }
 
+/// Without the `aws` feature: refuses (there is no DynamoDB client in this build).
+#[cfg(not(feature = "aws"))]
+pub async fn seed_dynamodb(_: &Config, _: &[ZipRow]) -> anyhow::Result<usize> {
+    bail!(crate::NO_AWS)
+}
+
 /// Writes the rows to the DynamoDB table `dynamodb.table`; returns how many were written.
+#[cfg(feature = "aws")]
 pub async fn seed_dynamodb(config: &Config, rows: &[ZipRow]) -> anyhow::Result<usize> {
     if config.dynamodb.table.trim().is_empty() {
         bail!("invalid config key `dynamodb.table`: is required by seed-redis --dynamodb");

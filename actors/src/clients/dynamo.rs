@@ -33,6 +33,13 @@ fn failed(what: &str, e: impl std::fmt::Display) -> ClientError {
 }
 
 impl ZipTable {
+    /// The fallback table of `config` when `redis.fallback = "dynamodb"`; each call is bounded
+    /// by `redis.timeout_ms`.
+    pub fn for_lookups(config: &crate::config::Config) -> Option<Self> {
+        (config.redis.fallback == crate::config::LookupFallback::Dynamodb)
+            .then(|| ZipTable::new(&config.dynamodb, config.redis.timeout_ms.get()))
+    }
+
     /// The table of `config`; each call is bounded by `timeout`.
     pub fn new(config: &DynamoConfig, timeout: Duration) -> Self {
         ZipTable {

@@ -4,6 +4,11 @@
 
 pub mod aws;
 pub mod breaker;
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
+/// Without the `dynamodb` feature: no table (configuration refuses `redis.fallback = "dynamodb"`).
+#[cfg(not(feature = "dynamodb"))]
+#[path = "dynamo_disabled.rs"]
 pub mod dynamo;
 pub mod model;
 pub mod redis;

@@ -182,8 +182,14 @@ impl Config {
         self.features.validate()?;
         self.pipeline.validate()?;
         self.validate_group_timing()?;
-        self.dynamodb
-            .validate(self.redis.fallback == LookupFallback::Dynamodb)?;
+        let fallback = self.redis.fallback == LookupFallback::Dynamodb;
+        if fallback && !cfg!(feature = "dynamodb") {
+            return Err(bad(
+                "redis.fallback",
+                "\"dynamodb\" needs a build with the `aws` feature (on by default)",
+            ));
+        }
+        self.dynamodb.validate(fallback)?;
         self.tracing.validate()
     }
 

@@ -18,7 +18,7 @@ use crate::clients::backoff;
 use crate::clients::dynamo::ZipTable;
 use crate::clients::redis::{LookupClient, LookupItem};
 use crate::clients::zip_cache::ZipCache;
-use crate::config::{Config, LookupFallback, UnavailablePolicy};
+use crate::config::{Config, UnavailablePolicy};
 use crate::error::{ErrorKind, Failure, Retry, Stage};
 use crate::event::Event;
 use crate::feature_set::FeatureSet;
@@ -59,10 +59,7 @@ impl Lookup {
                 &config.redis,
                 Duration::from_secs(config.features.session_gap_s),
             )
-            .with_fallback(
-                (config.redis.fallback == LookupFallback::Dynamodb)
-                    .then(|| ZipTable::new(&config.dynamodb, config.redis.timeout_ms.get())),
-            ),
+            .with_fallback(ZipTable::for_lookups(config)),
             budget: config.redis.retry_budget_ms.get(),
             policy: config.redis.on_unavailable,
             health,
