@@ -5,6 +5,8 @@
 //! - `kafka.auth = "msk_iam"`: the OAUTHBEARER token librdkafka gets is a presigned
 //!   `kafka-cluster:Connect` URL whose signature checks out.
 
+#![cfg(feature = "aws")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@
 //! blocking one (librdkafka's MSK token) and the async one (SageMaker). Its own test binary:
 //! it sets the process's environment.
 
+#![cfg(feature = "aws")]
+
 mod common;
 
 use clickpipe_actors::clients::aws::CredentialsProvider;

@@ -4,12 +4,16 @@
 //! ECS container endpoint and EKS Pod Identity, IMDSv2), run on a thread of its own so that both
 //! callers can use it: librdkafka's thread (blocking) and async callers (through a blocking
 //! task). Temporary credentials are cached and fetched again five minutes before they expire.
+//! A build without the `aws` feature has no chain: credentials come from the environment only
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
 
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "aws")]
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_smithy_runtime_api::client::identity::Identity;
+#[cfg(feature = "aws")]
 use aws_smithy_types::error::display::DisplayErrorContext;
 use parking_lot::Mutex;
 
@@ -45,6 +49,7 @@ const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct CredentialsProvider {
     cached: Mutex<Option<Credentials>>,
+    #[cfg(feature = "aws")]
     chain: std::sync::OnceLock<Result<Chain, String>>,
 }
 
@@ -65,11 +70,7 @@ impl CredentialsProvider {
             Ok(fresh) => return Ok(fresh),
             Err(cached) => cached,
         };
-        // The chain's thread is asked from a blocking task, off the actor's thread.
-        let chain = self.chain_handle()?;
-        let fetched = actix_rt::task::spawn_blocking(move || chain.fetch())
-            .await
-            .unwrap_or_else(|e| Err(ClientError::transient(format!("credentials fetch: {e}"))));
+        let fetched = self.fetch_async().await;
         self.settle(fetched, cached)
     }
 
@@ -80,16 +81,8 @@ impl CredentialsProvider {
             Ok(fresh) => return Ok(fresh),
             Err(cached) => cached,
         };
-        let fetched = self.chain_handle().and_then(|chain| chain.fetch());
+        let fetched = self.fetch();
         self.settle(fetched, cached)
-    }
-
-    /// The chain's thread, started on first use.
-    fn chain_handle(&self) -> Result<Chain, ClientError> {
-        match self.chain.get_or_init(Chain::start) {
-            Ok(chain) => Ok(chain.clone()),
-            Err(e) => Err(ClientError::transient(e.clone())),
-        }
     }
 
     /// The cached credentials when fresh; else Err with whatever is cached.
@@ -142,20 +135,71 @@ impl Credentials {
     }
 }
 
+#[cfg(feature = "aws")]
+impl CredentialsProvider {
+    /// Asks the chain from a blocking task, off the actor's thread.
+    async fn fetch_async(&self) -> Result<Credentials, ClientError> {
+        let chain = self.chain_handle()?;
+        actix_rt::task::spawn_blocking(move || chain.fetch())
+            .await
+            .unwrap_or_else(|e| Err(ClientError::transient(format!("credentials fetch: {e}"))))
+    }
+
+    /// Asks the chain, waiting on this thread.
+    fn fetch(&self) -> Result<Credentials, ClientError> {
+        self.chain_handle().and_then(|chain| chain.fetch())
+    }
+
+    /// The chain's thread, started on first use.
+    fn chain_handle(&self) -> Result<Chain, ClientError> {
+        match self.chain.get_or_init(Chain::start) {
+            Ok(chain) => Ok(chain.clone()),
+            Err(e) => Err(ClientError::transient(e.clone())),
+        }
+    }
+}
+
+/// Without the `aws` feature: the environment's credentials only.
+#[cfg(not(feature = "aws"))]
+impl CredentialsProvider {
+    async fn fetch_async(&self) -> Result<Credentials, ClientError> {
+        self.fetch()
+    }
+
+    fn fetch(&self) -> Result<Credentials, ClientError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: var("AWS_SESSION_TOKEN"),
+                expires: None,
+            }),
+            _ => Err(ClientError::transient(
+                "AWS credentials: this build (without the `aws` feature) reads only AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, which are not set",
+            )),
+        }
+    }
+}
+
 /// A request for credentials: where to send the answer.
+#[cfg(feature = "aws")]
 type Ask = std::sync::mpsc::Sender<Result<Credentials, ClientError>>;
 
 /// `aws-config`'s default credentials chain, run on a thread of its own with its own runtime (the
 /// chain's HTTP clients keep their connections there); callers on any thread ask it over a
 /// channel and wait for the answer. Clones ask the same thread.
+#[cfg(feature = "aws")]
 #[derive(Clone)]
 struct Chain {
     asks: tokio::sync::mpsc::Sender<Ask>,
 }
 
 /// How long a caller waits for the chain.
+#[cfg(feature = "aws")]
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[cfg(feature = "aws")]
 impl Chain {
     fn start() -> Result<Chain, String> {
         let (asks, mut rx) = tokio::sync::mpsc::channel::<Ask>(64);

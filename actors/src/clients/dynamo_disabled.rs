@@ -1,4 +1,4 @@
-//! A build without the `dynamodb` feature has no DynamoDB client: the table cannot exist (the
+//! A build without the `aws` feature has no DynamoDB client: the table cannot exist (the
 //! configuration refuses `redis.fallback = "dynamodb"`, naming the key), so the lookup client's
 //! fallback is always absent. The same names as the real module keep the callers free of `cfg`.
 

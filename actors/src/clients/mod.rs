@@ -4,14 +4,15 @@
 
 pub mod aws;
 pub mod breaker;
-#[cfg(feature = "dynamodb")]
+#[cfg(feature = "aws")]
 pub mod dynamo;
-/// Without the `dynamodb` feature: no table (configuration refuses `redis.fallback = "dynamodb"`).
-#[cfg(not(feature = "dynamodb"))]
+/// Without the `aws` feature: no table (configuration refuses `redis.fallback = "dynamodb"`).
+#[cfg(not(feature = "aws"))]
 #[path = "dynamo_disabled.rs"]
 pub mod dynamo;
 pub mod model;
 pub mod redis;
+#[cfg(feature = "aws")]
 pub mod sdk;
 pub mod zip_cache;
 

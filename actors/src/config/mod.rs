@@ -183,7 +183,7 @@ impl Config {
         self.pipeline.validate()?;
         self.validate_group_timing()?;
         let fallback = self.redis.fallback == LookupFallback::Dynamodb;
-        if fallback && !cfg!(feature = "dynamodb") {
+        if fallback && !cfg!(feature = "aws") {
             return Err(bad(
                 "redis.fallback",
                 "\"dynamodb\" needs a build with the `aws` feature (on by default)",
