@@ -125,6 +125,7 @@ async fn consume(
         pending: HashMap::new(),
         stats,
         stopping: false,
+        types: feature_types(config),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     // Fused: a flush may see it resolve first (and sets `stopping`); polling it again is safe.
@@ -190,6 +191,18 @@ async fn consume(
     Ok(())
 }
 
+/// The feature types the configured feature set declares (`features.set`, else the built-in
+/// one); none when it cannot be loaded (the values' types still apply).
+fn feature_types(config: &Config) -> table::FeatureTypes {
+    match crate::tools::explain::feature_set(config) {
+        Ok(set) => table::FeatureTypes::declared_by(&set),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "s3 sink: the feature set cannot be loaded; feature columns are typed by their values");
+            table::FeatureTypes::default()
+        }
+    }
+}
+
 /// A record as the sink keeps it.
 fn row_of<M: Message>(source: Source, m: &M) -> Row {
     let value = m.payload().unwrap_or_default().to_vec();
@@ -224,6 +237,8 @@ struct Sink {
     stats: Arc<SinkStats>,
     /// The stop signal came (seen by a flush, which then gave up writing).
     stopping: bool,
+    /// Feature column types, declared and seen.
+    types: table::FeatureTypes,
 }
 
 impl Sink {
@@ -265,7 +280,7 @@ impl Sink {
 
     /// The objects of one flush of partition `key`.
     fn objects(
-        &self,
+        &mut self,
         key: &(String, i32),
         flush: &Flush,
     ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -286,10 +301,13 @@ impl Sink {
                     self.format.extension(),
                 );
                 let body = match self.format {
-                    ObjectFormat::Parquet => {
-                        parquet::encode(&table::columns(kept.source, key.1, &o.rows))
-                            .with_context(|| format!("encoding {name}"))?
-                    }
+                    ObjectFormat::Parquet => parquet::encode(&table::columns(
+                        kept.source,
+                        key.1,
+                        &o.rows,
+                        &mut self.types,
+                    ))
+                    .with_context(|| format!("encoding {name}"))?,
                     ObjectFormat::Jsonl => {
                         store::gzip(&table::json_lines(kept.source, key.1, &o.rows))?
                     }

@@ -84,14 +84,68 @@ fn column(name: &str, kind: ColumnType, cells: Vec<Option<Cell>>) -> Column {
     }
 }
 
-/// The Parquet columns of `rows` of `partition` from `source`.
-pub fn columns(source: Source, partition: i32, rows: &[Row]) -> Vec<Column> {
+/// The column type of each feature: its values' type; for a feature null in every record of an
+/// object, the type its values had when last seen, else the one the feature set declares, else
+/// double. So an all-null column does not contradict the column's type in other objects (Athena
+/// fails a query over a Parquet column whose type differs from the table's).
+#[derive(Debug, Default)]
+pub struct FeatureTypes {
+    declared: std::collections::HashMap<String, ColumnType>,
+    seen: std::collections::HashMap<String, ColumnType>,
+}
+
+impl FeatureTypes {
+    /// The types of `set`'s output features (`features check`'s value types).
+    pub fn declared_by(set: &clickpipe_actors::feature_set::FeatureSet) -> Self {
+        let declared = set
+            .describe()
+            .into_iter()
+            .filter(|(_, _, _, output)| *output)
+            .map(|(name, _, kind, _)| {
+                let t = match kind {
+                    "bool" => ColumnType::Bool,
+                    "string" => ColumnType::Utf8,
+                    _ => ColumnType::Double,
+                };
+                (name, t)
+            })
+            .collect();
+        FeatureTypes {
+            declared,
+            seen: Default::default(),
+        }
+    }
+
+    /// The type of feature `name` whose first non-null value in this object has type `found`.
+    fn resolve(&mut self, name: &str, found: Option<ColumnType>) -> ColumnType {
+        match found {
+            Some(t) => {
+                self.seen.insert(name.to_string(), t);
+                t
+            }
+            None => self
+                .seen
+                .get(name)
+                .or_else(|| self.declared.get(name))
+                .copied()
+                .unwrap_or(ColumnType::Double),
+        }
+    }
+}
+
+/// The Parquet columns of `rows` of `partition` from `source`, feature columns typed by `types`.
+pub fn columns(
+    source: Source,
+    partition: i32,
+    rows: &[Row],
+    types: &mut FeatureTypes,
+) -> Vec<Column> {
     let values: Vec<Option<Value>> = rows
         .iter()
         .map(|r| serde_json::from_slice::<Value>(&r.value).ok())
         .collect();
     let mut out = match source {
-        Source::Predictions => predictions(&values),
+        Source::Predictions => predictions(&values, types),
         Source::DeadLetters => dead_letters(rows, &values),
     };
     out.push(column(
@@ -107,7 +161,7 @@ pub fn columns(source: Source, partition: i32, rows: &[Row]) -> Vec<Column> {
     out
 }
 
-fn predictions(values: &[Option<Value>]) -> Vec<Column> {
+fn predictions(values: &[Option<Value>], types: &mut FeatureTypes) -> Vec<Column> {
     let get = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).cloned();
     let mut out: Vec<Column> = HEAD
         .iter()
@@ -141,7 +195,7 @@ fn predictions(values: &[Option<Value>]) -> Vec<Column> {
     }
     let fixed = |n: &str| HEAD.iter().chain(TAIL.iter()).any(|(f, _)| *f == n);
     for (name, kind) in features {
-        let kind = kind.unwrap_or(ColumnType::Double);
+        let kind = types.resolve(&name, kind);
         let cells = values
             .iter()
             .map(|v| {
@@ -305,4 +359,69 @@ pub fn json_lines(source: Source, partition: i32, rows: &[Row]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(offset: i64, features: serde_json::Value) -> Row {
+        Row {
+            offset,
+            event_time_ms: 0,
+            value: serde_json::to_vec(&serde_json::json!({ "features": features })).expect("json"),
+            headers: Vec::new(),
+            appended_ms: None,
+        }
+    }
+
+    fn kind(columns: &[Column], name: &str) -> ColumnType {
+        columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.kind)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    }
+
+    #[test]
+    fn a_feature_null_in_a_whole_object_keeps_the_type_it_had_or_was_declared() {
+        let set = clickpipe_actors::feature_set::FeatureSet::builtin().expect("built-in set");
+        let mut types = FeatureTypes::declared_by(&set);
+        // Seen as text first, then null throughout an object: still text.
+        let first = columns(
+            Source::Predictions,
+            0,
+            &[row(0, serde_json::json!({"page": "/home"}))],
+            &mut types,
+        );
+        assert_eq!(kind(&first, "page"), ColumnType::Utf8);
+        let nulls = columns(
+            Source::Predictions,
+            0,
+            &[row(
+                1,
+                serde_json::json!({"page": null, "is_weekend": null}),
+            )],
+            &mut types,
+        );
+        assert_eq!(kind(&nulls, "page"), ColumnType::Utf8);
+        // Never seen, but declared by the feature set as a flag.
+        assert_eq!(kind(&nulls, "is_weekend"), ColumnType::Bool);
+        // Neither seen nor declared: double, as before.
+        let unknown = columns(
+            Source::Predictions,
+            0,
+            &[row(2, serde_json::json!({"mystery": null}))],
+            &mut types,
+        );
+        assert_eq!(kind(&unknown, "mystery"), ColumnType::Double);
+        // Values decide when there are any, whatever was declared (nothing is nulled).
+        let typed = columns(
+            Source::Predictions,
+            0,
+            &[row(3, serde_json::json!({"is_weekend": 1}))],
+            &mut types,
+        );
+        assert_eq!(kind(&typed, "is_weekend"), ColumnType::Double);
+    }
 }
