@@ -137,8 +137,9 @@ fn a_panicking_stage_is_restarted_and_nothing_is_lost() {
 fn a_seek_during_a_restart_backoff_reads_the_partition_once_in_order() {
     let (names, model, mut cfg) = with_healthy_model("seek-backoff", 1);
     let hooks = panicking_enrich(1);
-    // A long backoff: the seek lands inside it, and the restart comes due after it.
-    restart_backoff(&mut cfg, 2_000, 2_000);
+    // A long backoff: the seek lands inside it (after the first generation settled), and the
+    // restart comes due after it.
+    restart_backoff(&mut cfg, 6_000, 6_000);
     cfg.pipeline.max_batch = 8;
     cfg.model.max_batch_size = 4;
     let running = run_pipeline_with(cfg, hooks);
@@ -148,14 +149,22 @@ fn a_seek_during_a_restart_backoff_reads_the_partition_once_in_order() {
     let restarting = some_partition(&running, WAIT, |p| p.state == PartitionState::Restarting);
     assert!(restarting, "the stages failed and wait out their backoff");
     let mut outputs = Collector::new(&names.output);
-    // What the first generation emitted before the panic: its last deliveries settle within the
-    // second, then everything the topic holds is read (a fixed wait alone missed records when the
-    // collector's first fetch was slow, and counted them as replayed after the seek).
-    outputs.until(Duration::from_secs(1), |_| false);
-    assert!(
-        outputs.caught_up(&names.output, WAIT),
-        "read what was emitted before the seek"
-    );
+    // What the first generation emitted: the records its later stages held when enrich panicked
+    // are still delivered while the partition restarts, so read until a second passes with
+    // nothing new and everything the topic holds is read (a single fixed wait counted late
+    // deliveries as replayed after the seek).
+    let settle = std::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let seen = outputs.messages.len();
+        outputs.until(Duration::from_secs(1), |_| false);
+        assert!(
+            outputs.caught_up(&names.output, WAIT),
+            "read what was emitted before the seek"
+        );
+        if outputs.messages.len() == seen || std::time::Instant::now() > settle {
+            break;
+        }
+    }
     let before = outputs.messages.len();
     // A slow model: the replay after the seek is still under way when the restart comes due.
     model.delay_ms.store(300, Ordering::SeqCst);
